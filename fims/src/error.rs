@@ -1,0 +1,139 @@
+//! One error type for every FIMS failure, saying what was wrong.
+
+use std::path::PathBuf;
+
+/// Why a datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than the 12-byte header.
+    #[error("datagram of {len} bytes is shorter than the 12-byte header")]
+    Short {
+        /// Bytes received.
+        len: usize,
+    },
+    /// The header's lengths do not add up to the datagram's size.
+    #[error("header says {expected} bytes but the datagram has {actual}")]
+    Length {
+        /// Size the header describes.
+        expected: usize,
+        /// Size received.
+        actual: usize,
+    },
+    /// A string field is not UTF-8.
+    #[error("{field} is not UTF-8")]
+    NotUtf8 {
+        /// Which field.
+        field: &'static str,
+    },
+    /// Method not one of set/get/pub/post/del/sub.
+    #[error("unknown method")]
+    UnknownMethod,
+    /// A data message whose uri does not start with `/`.
+    #[error("uri does not start with '/'")]
+    BadUri,
+    /// A handshake that is not 8 bytes.
+    #[error("handshake of {len} bytes, expected 8")]
+    Handshake {
+        /// Bytes received.
+        len: usize,
+    },
+    /// A malformed `sub` body.
+    #[error("malformed subscribe body: {0}")]
+    SubBody(&'static str),
+}
+
+/// Every failure of the FIMS clients.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Nothing listens at the socket path.
+    #[error("no FIMS broker is running at {}: {source}", path.display())]
+    BrokerNotRunning {
+        /// The path tried.
+        path: PathBuf,
+        /// What connect said.
+        source: std::io::Error,
+    },
+    /// The broker speaks another layout version.
+    #[error("FIMS broker speaks layout version {0}, this client speaks 1")]
+    VersionMismatch(u16),
+    /// The broker's handshake was not a handshake.
+    #[error("bad handshake from the FIMS broker: {0}")]
+    BadHandshake(DecodeError),
+    /// A name, uri or replyto over 255 bytes, or an empty process name.
+    #[error("{field} is {len} bytes; FIMS allows 1..=255")]
+    NameLength {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A body larger than the broker announced.
+    #[error("body of {len} bytes is over the broker's max_data_len of {max}")]
+    BodyTooLarge {
+        /// Body length.
+        len: usize,
+        /// The broker's limit.
+        max: u32,
+    },
+    /// A URI that is not valid where it was given.
+    #[error("invalid uri {uri:?}: {reason}")]
+    InvalidUri {
+        /// The URI.
+        uri: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The broker refused a subscription.
+    #[error("subscribe refused by the broker: {0}")]
+    SubscribeRefused(String),
+    /// A received datagram could not be decoded.
+    #[error("malformed datagram from the broker: {0}")]
+    Decode(#[from] DecodeError),
+    /// No answer in time.
+    #[error("timed out after {0} ms waiting for an answer")]
+    Timeout(u64),
+    /// The broker closed the connection (it stopped or restarted).
+    #[error("the FIMS broker closed the connection")]
+    Closed,
+    /// AES body encryption of the existing system was asked for.
+    #[error("FIMS body encryption is not supported by this client")]
+    EncryptionNotSupported,
+    /// Any other socket error.
+    #[error("FIMS socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<crate::codec::EncodeError> for Error {
+    fn from(e: crate::codec::EncodeError) -> Self {
+        match e {
+            crate::codec::EncodeError::StringTooLong { field, len } => {
+                Error::NameLength { field, len }
+            }
+            crate::codec::EncodeError::BodyTooLarge { len } => Error::BodyTooLarge {
+                len,
+                max: u32::MAX,
+            },
+        }
+    }
+}
+
+impl Error {
+    /// True when the connection is gone and [`reconnect`](crate::blocking::Client::reconnect)
+    /// is the way on.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            Error::Closed | Error::BrokerNotRunning { .. } => true,
+            Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::NotConnected
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,143 @@
+//! Client-side protocol steps shared by the blocking and tokio clients.
+
+use crate::codec::{
+    encode_sub_body, Handshake, Message, Method, Subscription, LAYOUT_VERSION, MAX_OVERHEAD,
+    MAX_STRING_LEN, MAX_SUBS_PER_DATAGRAM,
+};
+use crate::error::{Error, Result};
+
+/// How long a client waits for the broker's handshake and subscribe answers.
+pub(crate) const BROKER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks a process name for the handshake.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_STRING_LEN {
+        return Err(Error::NameLength {
+            field: "process name",
+            len: name.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads the broker's handshake and returns the one to send back.
+pub(crate) fn answer_handshake(buf: &[u8]) -> Result<Handshake> {
+    let hs = Handshake::decode(buf).map_err(Error::BadHandshake)?;
+    if hs.version != LAYOUT_VERSION {
+        return Err(Error::VersionMismatch(hs.version));
+    }
+    Ok(hs)
+}
+
+/// Receive buffer capacity for a broker's max_data_len.
+pub(crate) fn recv_capacity(max_data_len: u32) -> usize {
+    MAX_OVERHEAD + max_data_len as usize
+}
+
+/// Encodes a data message from this client into `wbuf` (cleared), checking the
+/// broker's body limit.
+pub(crate) fn encode_data(
+    wbuf: &mut Vec<u8>,
+    name: &str,
+    max_data_len: u32,
+    method: Method,
+    uri: &str,
+    replyto: Option<&str>,
+    body: &[u8],
+) -> Result<()> {
+    let msg = Message {
+        method: method.as_str(),
+        uri,
+        replyto: replyto.unwrap_or(""),
+        process_name: name,
+        username: "",
+        body,
+    };
+    encode_checked(wbuf, &msg, max_data_len)
+}
+
+/// Encodes any message into `wbuf` (cleared), checking the broker's body limit.
+pub(crate) fn encode_checked(wbuf: &mut Vec<u8>, msg: &Message<'_>, max: u32) -> Result<()> {
+    if msg.body.len() > max as usize {
+        return Err(Error::BodyTooLarge {
+            len: msg.body.len(),
+            max,
+        });
+    }
+    if method_needs_uri(msg.method) && !msg.uri.starts_with('/') {
+        return Err(Error::InvalidUri {
+            uri: msg.uri.to_owned(),
+            reason: "must start with '/'",
+        });
+    }
+    wbuf.clear();
+    msg.encode(wbuf)?;
+    Ok(())
+}
+
+fn method_needs_uri(method: &str) -> bool {
+    Method::parse(method).is_some_and(|m| m != Method::Sub)
+}
+
+/// Encodes the `sub` datagrams for `subs` (64 per datagram).
+pub(crate) fn encode_subs(name: &str, subs: &[Subscription]) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for chunk in subs.chunks(MAX_SUBS_PER_DATAGRAM) {
+        for s in chunk {
+            crate::uri::validate(crate::uri::normalize_sub(&s.uri)).map_err(|reason| {
+                Error::InvalidUri {
+                    uri: s.uri.clone(),
+                    reason,
+                }
+            })?;
+        }
+        let mut body = Vec::new();
+        encode_sub_body(chunk, &mut body)?;
+        let msg = Message {
+            method: "sub",
+            process_name: name,
+            body: &body,
+            ..Message::default()
+        };
+        let mut dg = Vec::with_capacity(msg.encoded_len());
+        msg.encode(&mut dg)?;
+        out.push(dg);
+    }
+    Ok(out)
+}
+
+/// Whether `msg` is the broker's answer to a `sub`, and if so what it said.
+pub(crate) fn sub_answer(msg: &Message<'_>) -> Option<Result<()>> {
+    if !msg.method.is_empty() || msg.process_name != "fims_server" {
+        return None;
+    }
+    Some(if msg.body == b"SUCCESS" {
+        Ok(())
+    } else {
+        Err(Error::SubscribeRefused(
+            String::from_utf8_lossy(msg.body).into_owned(),
+        ))
+    })
+}
+
+/// A reply-URI prefix unique to this process and connection.
+pub(crate) fn reply_prefix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "/_fims_reply/{}_{}_{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+/// Whether the subscriptions already cover `uri` for a `set` answer.
+pub(crate) fn covered(subs: &[Subscription], uri: &str) -> bool {
+    subs.iter()
+        .any(|s| !s.pub_only && crate::uri::matches(&s.uri, uri))
+}
