@@ -24,6 +24,8 @@
 
 pub mod blocking;
 pub mod codec;
+#[cfg(test)]
+mod codec_tests;
 mod error;
 mod proto;
 mod sys;

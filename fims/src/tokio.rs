@@ -1,0 +1,312 @@
+//! The tokio FIMS client (feature `tokio`): the blocking client's twin for async hosts.
+//!
+//! [`Client::recv`] is cancel-safe (a datagram is either taken whole or left in the
+//! socket), so it can sit in a `select!` next to timers. [`Client::sender`] gives a
+//! cloneable [`Sender`] for other tasks; senders belong to one connection, take new
+//! ones after [`Client::reconnect`].
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+
+use crate::codec::{Handshake, Message, Method, OwnedMessage, Subscription};
+use crate::error::{Error, Result};
+use crate::{proto, sys};
+
+/// An async connection to the FIMS broker.
+#[derive(Debug)]
+pub struct Client {
+    io: Arc<AsyncFd<OwnedFd>>,
+    path: PathBuf,
+    name: Arc<str>,
+    max_data_len: u32,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    subs: Vec<Subscription>,
+    pending: VecDeque<OwnedMessage>,
+    current: OwnedMessage,
+    reply_prefix: Option<String>,
+    seq: u64,
+}
+
+/// Sends on a [`Client`]'s connection from another task.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    io: Arc<AsyncFd<OwnedFd>>,
+    name: Arc<str>,
+    max_data_len: u32,
+    wbuf: Vec<u8>,
+}
+
+impl Sender {
+    /// Sends one data message as the client's process.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        uri: &str,
+        replyto: Option<&str>,
+        body: &[u8],
+    ) -> Result<()> {
+        proto::encode_data(
+            &mut self.wbuf,
+            &self.name,
+            self.max_data_len,
+            method,
+            uri,
+            replyto,
+            body,
+        )?;
+        send_dg(&self.io, &self.wbuf).await
+    }
+
+    /// Sends a message exactly as given.
+    pub async fn send_message(&mut self, msg: &Message<'_>) -> Result<()> {
+        proto::encode_checked(&mut self.wbuf, msg, self.max_data_len)?;
+        send_dg(&self.io, &self.wbuf).await
+    }
+}
+
+async fn send_dg(io: &AsyncFd<OwnedFd>, dg: &[u8]) -> Result<()> {
+    loop {
+        let mut guard = io.writable().await?;
+        match guard.try_io(|fd| sys::send(fd.get_ref().as_fd(), dg)) {
+            Ok(r) => return r.map_err(Into::into),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Receives one datagram into `buf`; `Err(Closed)` when the broker went away.
+async fn recv_dg(io: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> Result<()> {
+    loop {
+        let mut guard = io.readable().await?;
+        match guard.try_io(|fd| sys::recv(fd.get_ref().as_fd(), buf)) {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => return Err(Error::Closed),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+async fn with_timeout<T>(t: Duration, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(t, f)
+        .await
+        .map_err(|_| Error::Timeout(t.as_millis() as u64))?
+}
+
+impl Client {
+    /// Connects to the broker at [`socket_path()`](crate::socket_path) as `name`.
+    pub async fn connect(name: &str) -> Result<Client> {
+        Client::connect_to(crate::socket_path(), name).await
+    }
+
+    /// Connects to the broker at `path` as `name` (1..=255 bytes).
+    pub async fn connect_to(path: impl AsRef<Path>, name: &str) -> Result<Client> {
+        proto::check_name(name)?;
+        let path = path.as_ref().to_path_buf();
+        let (io, max_data_len) = handshake(&path, name).await?;
+        Ok(Client {
+            io,
+            path,
+            name: name.into(),
+            max_data_len,
+            rbuf: Vec::with_capacity(proto::recv_capacity(max_data_len)),
+            wbuf: Vec::new(),
+            subs: Vec::new(),
+            pending: VecDeque::new(),
+            current: OwnedMessage::default(),
+            reply_prefix: None,
+            seq: 0,
+        })
+    }
+
+    /// Connects again to the same path under the same name and restores every
+    /// subscription. Senders taken before go stale: take new ones.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let (io, max) = handshake(&self.path, &self.name).await?;
+        self.io = io;
+        self.max_data_len = max;
+        self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
+        let subs = std::mem::take(&mut self.subs);
+        self.subscribe_with(&subs).await
+    }
+
+    /// The body limit the broker announced.
+    pub fn max_data_len(&self) -> u32 {
+        self.max_data_len
+    }
+
+    /// This client's process name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Subscriptions made so far.
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subs
+    }
+
+    /// A cloneable sender on this connection for other tasks.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            io: self.io.clone(),
+            name: self.name.clone(),
+            max_data_len: self.max_data_len,
+            wbuf: Vec::new(),
+        }
+    }
+
+    /// Subscribes to every method on each URI.
+    pub async fn subscribe(&mut self, uris: &[&str]) -> Result<()> {
+        let subs: Vec<_> = uris.iter().map(|u| Subscription::all(*u)).collect();
+        self.subscribe_with(&subs).await
+    }
+
+    /// Subscribes with a pub-only flag per URI and waits for the broker's answer.
+    pub async fn subscribe_with(&mut self, subs: &[Subscription]) -> Result<()> {
+        for (dg, chunk) in proto::encode_subs(&self.name, subs)?
+            .iter()
+            .zip(subs.chunks(crate::codec::MAX_SUBS_PER_DATAGRAM))
+        {
+            send_dg(&self.io, dg).await?;
+            with_timeout(proto::BROKER_ANSWER_TIMEOUT, async {
+                loop {
+                    recv_dg(&self.io, &mut self.rbuf).await?;
+                    let msg = Message::decode(&self.rbuf)?;
+                    match proto::sub_answer(&msg) {
+                        Some(answer) => return answer,
+                        None => self.pending.push_back(msg.to_owned()),
+                    }
+                }
+            })
+            .await?;
+            self.subs.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Sends one data message as this process.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        uri: &str,
+        replyto: Option<&str>,
+        body: &[u8],
+    ) -> Result<()> {
+        proto::encode_data(
+            &mut self.wbuf,
+            &self.name,
+            self.max_data_len,
+            method,
+            uri,
+            replyto,
+            body,
+        )?;
+        send_dg(&self.io, &self.wbuf).await
+    }
+
+    /// Sends a message exactly as given.
+    pub async fn send_message(&mut self, msg: &Message<'_>) -> Result<()> {
+        proto::encode_checked(&mut self.wbuf, msg, self.max_data_len)?;
+        send_dg(&self.io, &self.wbuf).await
+    }
+
+    /// Receives the next message. Cancel-safe; wrap in `tokio::time::timeout` to bound it.
+    /// [`Error::Decode`] leaves the connection usable; [`Error::Closed`] means the broker
+    /// went away.
+    pub async fn recv(&mut self) -> Result<Message<'_>> {
+        if let Some(m) = self.pending.pop_front() {
+            self.current = m;
+            return Ok(self.current.as_message());
+        }
+        recv_dg(&self.io, &mut self.rbuf).await?;
+        Ok(Message::decode(&self.rbuf)?)
+    }
+
+    /// Sends a request on a fresh reply URI of this client and waits up to `timeout`.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<OwnedMessage> {
+        let prefix = match &self.reply_prefix {
+            Some(p) => p.clone(),
+            None => {
+                let p = proto::reply_prefix();
+                self.subscribe(&[&p]).await?;
+                self.reply_prefix = Some(p.clone());
+                p
+            }
+        };
+        self.seq += 1;
+        let replyto = format!("{prefix}/{}", self.seq);
+        self.request_on(method, uri, &replyto, body, timeout).await
+    }
+
+    /// Sends a request answered on `replyto` (subscribing first unless covered).
+    pub async fn request_on(
+        &mut self,
+        method: Method,
+        uri: &str,
+        replyto: &str,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<OwnedMessage> {
+        if !proto::covered(&self.subs, replyto) {
+            self.subscribe(&[replyto]).await?;
+        }
+        self.send(method, uri, Some(replyto), body).await?;
+        with_timeout(timeout, async {
+            loop {
+                recv_dg(&self.io, &mut self.rbuf).await?;
+                let msg = Message::decode(&self.rbuf)?;
+                if msg.uri == replyto {
+                    return Ok(msg.to_owned());
+                }
+                self.pending.push_back(msg.to_owned());
+            }
+        })
+        .await
+    }
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+async fn handshake(path: &Path, name: &str) -> Result<(Arc<AsyncFd<OwnedFd>>, u32)> {
+    let fd = sys::connect(path, false).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            Error::BrokerNotRunning {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        _ => Error::Io(source),
+    })?;
+    sys::set_nonblocking(fd.as_fd())?;
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it (and so keeps it
+    // open and unchanged) until the AsyncFd is dropped.
+    let io = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+    let io = Arc::new(io);
+    let mut buf = Vec::with_capacity(64);
+    with_timeout(proto::BROKER_ANSWER_TIMEOUT, recv_dg(&io, &mut buf)).await?;
+    let hs = proto::answer_handshake(&buf)?;
+    sys::set_buffers(io.get_ref().as_fd(), proto::recv_capacity(hs.max_data_len));
+    let ours = Handshake {
+        version: crate::codec::LAYOUT_VERSION,
+        max_data_len: hs.max_data_len,
+    };
+    send_dg(&io, &ours.encode()).await?;
+    send_dg(&io, name.as_bytes()).await?;
+    Ok((io, hs.max_data_len))
+}
