@@ -1,0 +1,369 @@
+//! The sans-IO core: no sockets, no clock reads, no threads.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::json;
+
+/// Longest echo of a wire-supplied name or method inside an error answer.
+const MAX_ECHO: usize = 64;
+
+/// What [`Responder::handle`] did with a message.
+#[must_use = "a Reply must be sent as `set <replyto>` with the reply body"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not under `<base_uri>/cops`: the host handles the message as usual.
+    NotMine,
+    /// The responder's message, and nothing to send (no replyto, or the
+    /// liveness gate is closed).
+    Handled,
+    /// The responder's message: send `set <replyto>` with the reply body.
+    Reply,
+}
+
+impl Outcome {
+    /// True unless [`Outcome::NotMine`].
+    pub fn is_mine(self) -> bool {
+        self != Outcome::NotMine
+    }
+}
+
+/// A bad configuration given to [`Responder::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The process name is empty or over 255 bytes (FIMS limits).
+    InvalidName {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The base URI cannot carry a responder.
+    InvalidUri {
+        /// The URI given.
+        uri: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidName { len } => {
+                write!(f, "process name is {len} bytes; FIMS allows 1..=255")
+            }
+            ConfigError::InvalidUri { uri, reason } => write!(f, "base uri {uri:?} {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The fields under `<base_uri>/cops`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Heartbeat,
+    Pid,
+    Tag,
+    Commit,
+    Build,
+}
+
+impl Field {
+    fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "cops_heartbeat" => Field::Heartbeat,
+            "pid" => Field::Pid,
+            "version_tag" => Field::Tag,
+            "version_commit" => Field::Commit,
+            "version_build" => Field::Build,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Heartbeat => "cops_heartbeat",
+            Field::Pid => "pid",
+            Field::Tag => "version_tag",
+            Field::Commit => "version_commit",
+            Field::Build => "version_build",
+        }
+    }
+
+    fn version_index(self) -> Option<usize> {
+        match self {
+            Field::Tag => Some(0),
+            Field::Commit => Some(1),
+            Field::Build => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// The COPS heartbeat responder of one process (see the crate docs).
+///
+/// Method kinds: getters ([`heartbeat`](Self::heartbeat), [`cops_uri`](Self::cops_uri),
+/// ...), configuration ([`set_version`](Self::set_version),
+/// [`set_liveness_window`](Self::set_liveness_window)), the liveness input
+/// [`pet`](Self::pet), and the one message input [`handle`](Self::handle) /
+/// [`handle_message`](Self::handle_message), which writes the answer into a
+/// caller-owned buffer.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    process_name: String,
+    base_uri: String,
+    /// `<base_uri>/cops`.
+    cops_uri: String,
+    heartbeat: u64,
+    /// Tag, commit, build; empty means unset.
+    version: [String; 3],
+    /// `,"version_tag":"..",...` for the set fields, escaped once at configuration.
+    version_json: Vec<u8>,
+    window: Option<Duration>,
+    last_pet: Option<Instant>,
+}
+
+impl Responder {
+    /// A responder for process `process_name` (1..=255 bytes, the name it
+    /// connects to FIMS with) at `base_uri` (e.g. `/site`: starts with `/`, no
+    /// empty segments, no trailing `/`, not `/` itself, short enough that
+    /// `<base_uri>/cops/version_commit` fits FIMS's 255-byte URIs).
+    pub fn new(process_name: &str, base_uri: &str) -> Result<Responder, ConfigError> {
+        if process_name.is_empty() || process_name.len() > fims::codec::MAX_STRING_LEN {
+            return Err(ConfigError::InvalidName {
+                len: process_name.len(),
+            });
+        }
+        let bad = |reason| ConfigError::InvalidUri {
+            uri: base_uri.to_owned(),
+            reason,
+        };
+        fims::uri::validate(base_uri).map_err(bad)?;
+        if base_uri == "/" {
+            return Err(bad("is the root; a process needs a base uri of its own"));
+        }
+        if base_uri.len() + "/cops/version_commit".len() > fims::codec::MAX_STRING_LEN {
+            return Err(bad(
+                "is too long for <uri>/cops/version_commit to fit in 255 bytes",
+            ));
+        }
+        Ok(Responder {
+            process_name: process_name.to_owned(),
+            base_uri: base_uri.to_owned(),
+            cops_uri: format!("{base_uri}/cops"),
+            heartbeat: 0,
+            version: Default::default(),
+            version_json: Vec::new(),
+            window: None,
+            last_pet: None,
+        })
+    }
+
+    /// Sets the version strings answered in the object and by
+    /// `get <uri>/cops/version_*`. An empty string leaves that field unset:
+    /// it is left out of the object, and a `get` of it answers an error.
+    pub fn set_version(&mut self, tag: &str, commit: &str, build: &str) {
+        self.version = [tag.to_owned(), commit.to_owned(), build.to_owned()];
+        self.version_json.clear();
+        for (field, value) in [Field::Tag, Field::Commit, Field::Build]
+            .into_iter()
+            .zip([tag, commit, build])
+        {
+            if !value.is_empty() {
+                self.version_json.extend_from_slice(b",\"");
+                self.version_json.extend_from_slice(field.name().as_bytes());
+                self.version_json.extend_from_slice(b"\":");
+                json::push_str(&mut self.version_json, value);
+            }
+        }
+    }
+
+    /// Turns the liveness gate on (`Some(window)`) or off (`None`, the default).
+    /// With a window the responder answers only while the last [`pet`](Self::pet)
+    /// is at most `window` old; never petted counts as stale.
+    pub fn set_liveness_window(&mut self, window: Option<Duration>) {
+        self.window = window;
+    }
+
+    /// Tells the responder the work loop is alive at `now`. Call it from the
+    /// loop that does the process's real work.
+    pub fn pet(&mut self, now: Instant) {
+        self.last_pet = Some(match self.last_pet {
+            Some(last) if last > now => last,
+            _ => now,
+        });
+    }
+
+    /// Whether the responder would answer at `now` (always, without a window).
+    pub fn is_live(&self, now: Instant) -> bool {
+        match (self.window, self.last_pet) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(w), Some(last)) => now.saturating_duration_since(last) <= w,
+        }
+    }
+
+    /// The last heartbeat value stored (0 until the first good `set`).
+    pub fn heartbeat(&self) -> u64 {
+        self.heartbeat
+    }
+
+    /// `<base_uri>/cops`: the URI to subscribe to.
+    pub fn cops_uri(&self) -> &str {
+        &self.cops_uri
+    }
+
+    /// The base URI given to [`new`](Self::new).
+    pub fn base_uri(&self) -> &str {
+        &self.base_uri
+    }
+
+    /// The process name given to [`new`](Self::new).
+    pub fn process_name(&self) -> &str {
+        &self.process_name
+    }
+
+    /// The liveness window, if the gate is on.
+    pub fn liveness_window(&self) -> Option<Duration> {
+        self.window
+    }
+
+    /// Whether `uri` is the responder's: `<base_uri>/cops` or below it.
+    pub fn owns(&self, uri: &str) -> bool {
+        fims::uri::matches(&self.cops_uri, uri)
+    }
+
+    /// Handles one received message.
+    ///
+    /// `reply` is cleared first. [`Outcome::Reply`]: `reply` holds the body to
+    /// send as `set <replyto>`. [`Outcome::Handled`]: nothing to send.
+    /// [`Outcome::NotMine`]: the message is outside `<base_uri>/cops`; it is
+    /// the host's. `replyto` may be `None` or empty for "no replyto".
+    /// Once `reply` has grown to fit, this does not allocate for any `get`
+    /// nor for a naked-integer `set`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        method: &str,
+        uri: &str,
+        replyto: Option<&str>,
+        body: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Outcome {
+        reply.clear();
+        let Some(rest) = uri.strip_prefix(self.cops_uri.as_str()) else {
+            return Outcome::NotMine;
+        };
+        let field = match rest.strip_prefix('/') {
+            None if rest.is_empty() => None,
+            None => return Outcome::NotMine,
+            Some(name) => Some(name),
+        };
+        if method == "set" && field == Some("cops_heartbeat") {
+            // The value is stored even while the gate is closed: the gate
+            // silences answers, it does not lose COPS's counter.
+            let parsed = json::parse_heartbeat(body);
+            if let Ok(n) = parsed {
+                self.heartbeat = n;
+            }
+            if !self.may_answer(now, replyto) {
+                return Outcome::Handled;
+            }
+            match parsed {
+                Ok(_) => json::push_u64(reply, self.heartbeat),
+                Err(e) => reply.extend_from_slice(e.answer().as_bytes()),
+            }
+            return Outcome::Reply;
+        }
+        if !self.may_answer(now, replyto) {
+            return Outcome::Handled;
+        }
+        match (method, field) {
+            ("get", None) => self.write_object(reply),
+            (_, Some(name)) if Field::parse(name).is_none() => {
+                write_unknown(reply, &self.cops_uri, name)
+            }
+            ("get", Some(name)) => match Field::parse(name) {
+                Some(f) => self.write_field(f, reply),
+                None => write_unknown(reply, &self.cops_uri, name),
+            },
+            _ => {
+                reply.extend_from_slice(b"\"Error: method '");
+                json::push_escaped(reply, truncate(method, MAX_ECHO));
+                reply.extend_from_slice(b"' is not supported on ");
+                json::push_escaped(reply, uri);
+                reply.push(b'"');
+            }
+        }
+        Outcome::Reply
+    }
+
+    /// [`handle`](Self::handle) for a decoded FIMS message.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        msg: &fims::Message<'_>,
+        reply: &mut Vec<u8>,
+    ) -> Outcome {
+        self.handle(now, msg.method, msg.uri, msg.replyto(), msg.body, reply)
+    }
+
+    fn may_answer(&self, now: Instant, replyto: Option<&str>) -> bool {
+        replyto.is_some_and(|r| !r.is_empty()) && self.is_live(now)
+    }
+
+    /// `{"cops_heartbeat":N,"pid":P,"version_tag":..}`, the answer to `get <uri>/cops`.
+    fn write_object(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"cops_heartbeat\":");
+        json::push_u64(out, self.heartbeat);
+        out.extend_from_slice(b",\"pid\":");
+        json::push_u64(out, u64::from(std::process::id()));
+        out.extend_from_slice(&self.version_json);
+        out.push(b'}');
+    }
+
+    fn write_field(&self, f: Field, out: &mut Vec<u8>) {
+        match f {
+            Field::Heartbeat => json::push_u64(out, self.heartbeat),
+            Field::Pid => json::push_u64(out, u64::from(std::process::id())),
+            _ => {
+                let i = f.version_index().unwrap_or(0);
+                match self.version[i].as_str() {
+                    "" => write_error(out, &[f.name(), " is not set"]),
+                    v => json::push_str(out, v),
+                }
+            }
+        }
+    }
+}
+
+/// Writes `"Error: <parts...>"` (the parts are trusted text, escaped anyway).
+fn write_error(out: &mut Vec<u8>, parts: &[&str]) {
+    out.extend_from_slice(b"\"Error: ");
+    for p in parts {
+        json::push_escaped(out, p);
+    }
+    out.push(b'"');
+}
+
+fn write_unknown(out: &mut Vec<u8>, cops_uri: &str, name: &str) {
+    out.extend_from_slice(b"\"Error: no field '");
+    json::push_escaped(out, truncate(name, MAX_ECHO));
+    out.extend_from_slice(b"' under ");
+    json::push_escaped(out, cops_uri);
+    out.extend_from_slice(
+        b"; known: cops_heartbeat, pid, version_tag, version_commit, version_build\"",
+    );
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
