@@ -1,0 +1,388 @@
+use super::*;
+
+const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/spec");
+
+fn spec_file(name: &str) -> std::path::PathBuf {
+    // The spec lives in shared/ beside the repository (and in CI's copy of it).
+    let p = Path::new(SPEC_DIR).join(name);
+    if p.exists() {
+        p
+    } else {
+        Path::new("/work/shared/spec").join(name)
+    }
+}
+
+/// One process with the required keys plus `extra` (a JSON fragment).
+fn one(extra: &str) -> String {
+    format!(r#"{{"processList":[{{"name":"site","uri":"/site","killOnHang":true{extra}}}]}}"#)
+}
+
+#[test]
+fn spec_examples_load() {
+    let c = load(&spec_file("design-review-example.json")).expect("design review example");
+    assert_eq!(c.our_uri, "/cops");
+    assert_eq!(c.heartbeat, Duration::from_millis(1000));
+    assert_eq!(c.reply_deadline, Duration::from_millis(900));
+    assert_eq!(c.processes.len(), 2);
+    assert!(c.warnings.is_empty());
+
+    let d = load(&spec_file("deployed-example.json")).expect("deployed example");
+    assert_eq!(d.controller_name, "site controller 1");
+    assert_eq!(d.heartbeat, Duration::from_millis(1000));
+    assert_eq!(
+        d.processes[0].hang_time_allowance,
+        Some(Duration::from_millis(3000))
+    );
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    for k in [
+        "allowActions",
+        "c2cMsgFrequencyMS",
+        "configRestart",
+        "patrolFrequencyMS",
+        "writeOutC2C",
+    ] {
+        assert!(
+            d.warnings[0].contains(k),
+            "{k} missing in {}",
+            d.warnings[0]
+        );
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = parse("f.json", &one("")).unwrap();
+    assert_eq!(c.our_uri, "/cops");
+    assert_eq!(c.heartbeat, Duration::from_millis(1000));
+    assert_eq!(c.reply_deadline, Duration::from_millis(900));
+    assert_eq!(c.error_allowance, 5);
+    assert_eq!(c.briefing, Duration::from_millis(5000));
+    assert!(!c.controller_name.is_empty());
+    let p = &c.processes[0];
+    assert!(p.required);
+    assert_eq!(p.kill_signal, Signal::KILL);
+    assert_eq!(p.kill_escalation, Duration::from_millis(5000));
+    assert_eq!(p.hang_time_allowance, None);
+    assert_eq!(p.kill_budget, None);
+    assert_eq!(p.expected_exe, None);
+}
+
+#[test]
+fn both_spellings_of_the_period() {
+    let a = parse("f", r#"{"heartbeatFreq":200,"processList":[]}"#).unwrap();
+    let b = parse("f", r#"{"heartbeatFrequencyMS":200,"processList":[]}"#).unwrap();
+    assert_eq!(a.heartbeat, Duration::from_millis(200));
+    assert_eq!(b.heartbeat, a.heartbeat);
+    assert_eq!(b.reply_deadline, Duration::from_millis(180));
+    parse(
+        "f",
+        r#"{"heartbeatFreq":200,"heartbeatFrequencyMS":200,"processList":[]}"#,
+    )
+    .unwrap();
+}
+
+#[test]
+fn signals_parse() {
+    for (s, n) in [
+        ("SIGKILL", libc::SIGKILL),
+        ("SIGABRT", libc::SIGABRT),
+        ("ABRT", libc::SIGABRT),
+        ("sigterm", libc::SIGTERM),
+        ("TERM", libc::SIGTERM),
+        ("SIGQUIT", libc::SIGQUIT),
+    ] {
+        assert_eq!(Signal::parse(s).map(|s| s.number), Some(n), "{s}");
+    }
+    assert_eq!(Signal::parse("SIGSTOP"), None);
+    assert_eq!(Signal::parse("NOPE"), None);
+    let c = parse("f", &one(r#","killSignal":"SIGABRT""#)).unwrap();
+    assert_eq!(c.processes[0].kill_signal.to_string(), "SIGABRT");
+}
+
+#[test]
+fn did_you_mean_finds_typos() {
+    assert_eq!(did_you_mean("killOnHnag", PROC_KEYS), Some("killOnHang"));
+    assert_eq!(did_you_mean("killonhang", PROC_KEYS), Some("killOnHang"));
+    assert_eq!(
+        did_you_mean("heartbeatFrequencyMs", TOP_KEYS),
+        Some("heartbeatFrequencyMS")
+    );
+    assert_eq!(did_you_mean("zzzzzz", PROC_KEYS), None);
+}
+
+/// (config text, expected process, expected key, a fragment of the message)
+const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
+    ("not json", None, None, "not valid JSON"),
+    ("[]", None, None, "must be a JSON object"),
+    (r#"{}"#, None, Some("processList"), "missing"),
+    (
+        r#"{"processList":{}}"#,
+        None,
+        Some("processList"),
+        "must be an array",
+    ),
+    (
+        r#"{"heartbeatFreq":5,"processList":[]}"#,
+        None,
+        Some("heartbeatFreq"),
+        ">= 10",
+    ),
+    (
+        r#"{"heartbeatFrequencyMS":"1000","processList":[]}"#,
+        None,
+        Some("heartbeatFrequencyMS"),
+        "integer",
+    ),
+    (
+        r#"{"heartbeatFreq":100,"heartbeatFrequencyMS":200,"processList":[]}"#,
+        None,
+        Some("heartbeatFrequencyMS"),
+        "conflicts",
+    ),
+    (
+        r#"{"replyToGetDeadline":0,"processList":[]}"#,
+        None,
+        Some("replyToGetDeadline"),
+        "> 0",
+    ),
+    (
+        r#"{"replyToGetDeadline":1001,"processList":[]}"#,
+        None,
+        Some("replyToGetDeadline"),
+        "<= the heartbeat period",
+    ),
+    (
+        r#"{"heartbeatErrorAllowance":0,"processList":[]}"#,
+        None,
+        Some("heartbeatErrorAllowance"),
+        ">= 1",
+    ),
+    (
+        r#"{"briefingFrequencyMS":1,"processList":[]}"#,
+        None,
+        Some("briefingFrequencyMS"),
+        ">= 10",
+    ),
+    (
+        r#"{"ourUri":"cops","processList":[]}"#,
+        None,
+        Some("ourUri"),
+        "start with",
+    ),
+    (
+        r#"{"controllerName":3,"processList":[]}"#,
+        None,
+        Some("controllerName"),
+        "string",
+    ),
+    (
+        r#"{"enableRedundantFailover":true,"processList":[]}"#,
+        None,
+        Some("enableRedundantFailover"),
+        "not supported",
+    ),
+    (
+        r#"{"enableRedundantFailover":"no","processList":[]}"#,
+        None,
+        Some("enableRedundantFailover"),
+        "true or false",
+    ),
+    (
+        r#"{"heartbeatFreqq":1000,"processList":[]}"#,
+        None,
+        Some("heartbeatFreqq"),
+        "did you mean \"heartbeatFreq\"",
+    ),
+    (
+        r#"{"bogus":1,"processList":[]}"#,
+        None,
+        Some("bogus"),
+        "unknown key",
+    ),
+    (
+        r#"{"processList":[3]}"#,
+        Some("processList[0]"),
+        None,
+        "JSON object",
+    ),
+    (
+        r#"{"processList":[{"uri":"/a","killOnHang":true}]}"#,
+        Some("processList[0]"),
+        Some("name"),
+        "missing",
+    ),
+    (
+        r#"{"processList":[{"name":"a/b","uri":"/a","killOnHang":true}]}"#,
+        Some("\"a/b\""),
+        Some("name"),
+        "without '/'",
+    ),
+    (
+        r#"{"processList":[{"name":"a","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "missing",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"a","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "start with",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a"}]}"#,
+        Some("\"a\""),
+        Some("killOnHang"),
+        "missing",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":1}]}"#,
+        Some("\"a\""),
+        Some("killOnHang"),
+        "true or false",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHnag":true}]}"#,
+        Some("\"a\""),
+        Some("killOnHnag"),
+        "did you mean \"killOnHang\"",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"requiredForHealthyStatus":"yes"}]}"#,
+        Some("\"a\""),
+        Some("requiredForHealthyStatus"),
+        "true or false",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"hangTimeAllowanceMS":0}]}"#,
+        Some("\"a\""),
+        Some("hangTimeAllowanceMS"),
+        "> 0",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"hangTimeAllowanceMS":-5}]}"#,
+        Some("\"a\""),
+        Some("hangTimeAllowanceMS"),
+        "non-negative integer",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killSignal":"SIGSTOP"}]}"#,
+        Some("\"a\""),
+        Some("killSignal"),
+        "unsupported signal",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killSignal":9}]}"#,
+        Some("\"a\""),
+        Some("killSignal"),
+        "signal name",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killEscalationMS":0}]}"#,
+        Some("\"a\""),
+        Some("killEscalationMS"),
+        "> 0",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"expectedExe":"/usr/bin/a"}]}"#,
+        Some("\"a\""),
+        Some("expectedExe"),
+        "file name",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":3}]}"#,
+        Some("\"a\""),
+        Some("killWindowMS"),
+        "missing",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killWindowMS":3}]}"#,
+        Some("\"a\""),
+        Some("maxKills"),
+        "missing",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":0,"killWindowMS":3}]}"#,
+        Some("\"a\""),
+        Some("maxKills"),
+        ">= 1",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":2,"killWindowMS":0}]}"#,
+        Some("\"a\""),
+        Some("killWindowMS"),
+        "> 0",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true},{"name":"a","uri":"/b","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("name"),
+        "duplicate",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true},{"name":"b","uri":"/a","killOnHang":true}]}"#,
+        Some("\"b\""),
+        Some("uri"),
+        "another process",
+    ),
+];
+
+#[test]
+fn every_error_names_file_process_and_key() {
+    for (text, process, key, fragment) in ERRORS {
+        let e = parse("conf/cops.json", text).expect_err(text);
+        assert_eq!(e.file, "conf/cops.json", "{text}");
+        assert_eq!(e.process.as_deref(), *process, "{text}: {e}");
+        assert_eq!(e.key.as_deref(), *key, "{text}: {e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains(fragment),
+            "{text}: {shown:?} lacks {fragment:?}"
+        );
+        assert!(shown.starts_with("conf/cops.json: "), "{shown}");
+        if let Some(k) = key {
+            assert!(shown.contains(&format!("key \"{k}\"")), "{shown}");
+        }
+    }
+}
+
+#[test]
+fn error_display_is_one_readable_line() {
+    let e = parse(
+        "cops.json",
+        r#"{"processList":[{"name":"site","uri":"/site","killOnHnag":true}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cops.json: process \"site\": key \"killOnHnag\": unknown key (did you mean \"killOnHang\"?)"
+    );
+}
+
+#[test]
+fn redundant_failover_false_and_ignored_keys_accepted() {
+    let c = parse(
+        "f",
+        r#"{"enableRedundantFailover":false,"syswatch":{},"processList":[{"name":"a","uri":"/a","killOnHang":false,"configRestart":true,"allowActions":true}]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].contains("allowActions, configRestart, syswatch"),
+        "{}",
+        c.warnings[0]
+    );
+}
+
+#[test]
+fn check_output_round_trips() {
+    let c = parse(
+        "f",
+        &one(r#","killSignal":"ABRT","maxKills":2,"killWindowMS":60000,"expectedExe":"site""#),
+    )
+    .unwrap();
+    let text = c.to_json().to_string();
+    let again = parse("f", &text).unwrap();
+    assert_eq!(again.processes, c.processes);
+    assert_eq!(again.heartbeat, c.heartbeat);
+}
