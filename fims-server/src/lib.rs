@@ -1,1 +1,112 @@
-//! Placeholder; filled by its issue.
+//! The FIMS broker (`fims_server`) and the `fims_send` / `fims_listen` tools.
+//!
+//! # Layout
+//! - [`Server`] (module `server`): the broker's single-threaded epoll loop:
+//!   accept, handshake, subscribe, route, bounded per-connection queues.
+//! - `index`: the subscription index (pure), `conn`: one connection's state and
+//!   outbound queue, `stats`: [`Stats`] counters and the warning rate limiter,
+//!   `sys`: the socket syscalls (the only `unsafe`).
+//! - [`tools`]: formatting shared by the `fims_send` / `fims_listen` binaries.
+//! - [`spawn`]: runs a broker on a thread of this process (tests, benches).
+//!
+//! # I/O and time
+//! All I/O happens in [`Server::run`] on the thread that called [`Server::bind`].
+//! The clock is read only to rate-limit warnings (one per kind per second).
+//!
+//! `shared/spec/FIMS.md` is the contract; `README.md` lists the choices made
+//! where it left one open.
+#![warn(missing_docs)]
+
+mod conn;
+mod index;
+mod server;
+mod stats;
+mod sys;
+pub mod tools;
+
+use std::path::PathBuf;
+
+pub use server::{ServeError, Server, ShutdownHandle};
+pub use stats::Stats;
+
+/// Default outbound queue bound per connection, in datagrams.
+pub const DEFAULT_QUEUE_DATAGRAMS: usize = 1024;
+/// Default outbound queue bound per connection, in bytes (one datagram is always allowed).
+pub const DEFAULT_QUEUE_BYTES: usize = 32 << 20;
+
+/// How a broker is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Permissions of the socket file.
+    pub mode: u32,
+    /// Largest body accepted and delivered (announced in the handshake).
+    pub max_data_len: u32,
+    /// Outbound queue bound per connection, in datagrams.
+    pub queue_datagrams: usize,
+    /// Outbound queue bound per connection, in bytes.
+    pub queue_bytes: usize,
+}
+
+impl Config {
+    /// Defaults (mode 0660, max_data_len 923005, 1024 datagrams / 32 MiB of queue)
+    /// at `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Config {
+        Config {
+            socket: socket.into(),
+            mode: 0o660,
+            max_data_len: fims::DEFAULT_MAX_DATA_LEN,
+            queue_datagrams: DEFAULT_QUEUE_DATAGRAMS,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
+}
+
+/// A broker running on a thread of this process.
+#[derive(Debug)]
+pub struct Running {
+    handle: ShutdownHandle,
+    thread: std::thread::JoinHandle<Result<Stats, ServeError>>,
+}
+
+impl Running {
+    /// Stops the broker and returns its counters.
+    pub fn shutdown(self) -> Result<Stats, ServeError> {
+        self.handle.shutdown();
+        match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => Err(ServeError::Io(std::io::Error::other(
+                "broker thread panicked",
+            ))),
+        }
+    }
+}
+
+/// Binds a broker and runs it on a new thread; returns once it accepts connections.
+pub fn spawn(cfg: Config) -> Result<Running, ServeError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("fims_server".into())
+        .spawn(move || match Server::bind(cfg) {
+            Ok(server) => {
+                let _ = tx.send(Ok(server.shutdown_handle()));
+                server.run()
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = tx.send(Err(e));
+                Err(ServeError::Io(std::io::Error::other(msg)))
+            }
+        })?;
+    match rx.recv() {
+        Ok(Ok(handle)) => Ok(Running { handle, thread }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(ServeError::Io(std::io::Error::other(
+            "broker thread ended before binding",
+        ))),
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared pieces of the `fims_send` and `fims_listen` tools.
