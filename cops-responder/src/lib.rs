@@ -69,6 +69,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod ffi;
 mod json;
 mod responder;
 

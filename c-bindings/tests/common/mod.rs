@@ -1,0 +1,130 @@
+//! Shared by the C tests: build the responder's libraries with cargo (same target
+//! dir and profile as this test binary), compile C/C++ sources against the
+//! checked-in header with `-Wall -Wextra -Werror`, run programs as guarded children.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+use testkit::ChildGuard;
+
+/// Extra libraries a static link of the Rust staticlib needs on Linux.
+pub const STATIC_LIBS: &[&str] = &["-lpthread", "-ldl", "-lm"];
+
+/// How a program links the responder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// `libcops_responder.a`.
+    Static,
+    /// `libcops_responder.so` with an rpath.
+    Shared,
+}
+
+/// `c-bindings/`.
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds `cops-responder` (once per test process) and returns the profile dir
+/// holding `libcops_responder.a` and `libcops_responder.so`.
+pub fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let profile = testkit::profile_dir();
+        let target = profile.parent().expect("profile dir has a parent");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--quiet", "-p", "cops-responder", "--lib"]);
+        if profile.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .env("CARGO_TARGET_DIR", target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build -p cops-responder failed");
+        for lib in ["libcops_responder.a", "libcops_responder.so"] {
+            assert!(
+                profile.join(lib).exists(),
+                "{lib} missing in {}",
+                profile.display()
+            );
+        }
+        profile
+    })
+}
+
+/// A temp dir for compiled programs, alive for the whole test process.
+fn out_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+/// Compiles `src` (relative to `c-bindings/`; `.c` with gcc -std=c11, `.cpp`
+/// with g++ -std=c++17) with `-Wall -Wextra -Werror`, linked `link`.
+/// Compiled once per test process; concurrent tests wait for the first.
+pub fn compile(src: &str, link: Link) -> PathBuf {
+    static DONE: OnceLock<Mutex<HashMap<(String, Link), PathBuf>>> = OnceLock::new();
+    let mut done = DONE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    done.entry((src.to_owned(), link))
+        .or_insert_with(|| compile_uncached(src, link))
+        .clone()
+}
+
+fn compile_uncached(src: &str, link: Link) -> PathBuf {
+    let lib = lib_dir();
+    let dir = crate_dir();
+    let src_path = dir.join(src);
+    let stem = src_path
+        .file_stem()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    let out = out_dir().join(format!("{stem}-{link:?}"));
+    let cxx = src.ends_with(".cpp");
+    let mut cmd = Command::new(if cxx { "g++" } else { "gcc" });
+    cmd.arg(if cxx { "-std=c++17" } else { "-std=c11" })
+        .args(["-g", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(dir.join("include"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&src_path);
+    match link {
+        Link::Static => {
+            cmd.arg(lib.join("libcops_responder.a")).args(STATIC_LIBS);
+        }
+        Link::Shared => {
+            cmd.arg("-L")
+                .arg(lib)
+                .arg("-lcops_responder")
+                .arg(format!("-Wl,-rpath,{}", lib.display()));
+        }
+    }
+    let output = cmd.output().expect("the C compiler runs");
+    assert!(
+        output.status.success(),
+        "compiling {src} ({link:?}) failed:\n{:?}\n{}",
+        cmd,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// Spawns `cmd` with stdout piped and waits for its first line (its "ready" line).
+pub fn spawn_ready(cmd: &mut Command) -> (ChildGuard, String) {
+    let mut child = ChildGuard::spawn(cmd.stdout(Stdio::piped()).stdin(Stdio::null()));
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read ready line");
+    assert!(!line.is_empty(), "child exited before its ready line");
+    // Keep draining so the child never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (child, line)
+}
