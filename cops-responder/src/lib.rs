@@ -69,8 +69,18 @@
 //! ```
 #![warn(missing_docs)]
 
+mod driver;
 pub mod ffi;
 mod json;
+mod pet;
 mod responder;
+mod router;
+#[cfg(feature = "tokio")]
+mod tokio_driver;
 
+pub use driver::{Driver, Event, MAX_PER_POLL, RECONNECT_MAX, RECONNECT_MIN};
+pub use pet::PetHandle;
 pub use responder::{ConfigError, Outcome, Responder};
+pub use router::Router;
+#[cfg(feature = "tokio")]
+pub use tokio_driver::TokioDriver;
