@@ -1,0 +1,180 @@
+//! The broker binary's life: socket file handling, signals, restarts, many
+//! clients, idle memory.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fims::Method;
+use testkit::{bin, Broker, ChildGuard};
+
+fn server_cmd(sock: &std::path::Path) -> Command {
+    let mut c = Command::new(bin("fims-server", "fims_server"));
+    c.arg("--socket").arg(sock).stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_removes_the_socket_file() {
+    let mut b = Broker::start();
+    let sock = b.socket().to_path_buf();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o660);
+    let _c = client(&sock, "connected", &["/"]);
+    let status = b.terminate().expect("broker exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists(), "socket file left behind");
+}
+
+#[test]
+fn sigint_also_stops_and_mode_flag_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let mut child = ChildGuard::spawn(server_cmd(&sock).args(["--mode", "0600"]));
+    assert!(testkit::wait_for(WAIT, || testkit::seqpacket_accepts(
+        &sock
+    )));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    child.signal(libc::SIGINT);
+    let status = child.wait_timeout(WAIT).expect("exits on SIGINT");
+    assert!(status.success());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fims.sock");
+    // A socket file nobody listens on, as a crashed broker leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let _child = ChildGuard::spawn(&mut server_cmd(&sock));
+    assert!(testkit::wait_for(WAIT, || testkit::seqpacket_accepts(
+        &sock
+    )));
+    let mut rx = client(&sock, "rx", &["/x"]);
+    client(&sock, "tx", &[])
+        .send(Method::Pub, "/x", None, b"1")
+        .unwrap();
+    assert_eq!(next(&mut rx).body, b"1");
+}
+
+#[test]
+fn second_broker_refuses_and_first_keeps_working() {
+    let b = Broker::start();
+    let out = server_cmd(b.socket()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already running"), "{err}");
+    let mut rx = client(b.socket(), "rx", &["/x"]);
+    client(b.socket(), "tx", &[])
+        .send(Method::Pub, "/x", None, b"1")
+        .unwrap();
+    assert_eq!(next(&mut rx).body, b"1");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fims.sock");
+    std::fs::write(&sock, b"precious").unwrap();
+    let out = server_cmd(&sock).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read(&sock).unwrap(), b"precious");
+}
+
+#[test]
+fn clients_reconnect_after_a_broker_restart_with_their_subscriptions() {
+    let mut b = Broker::start();
+    let sock = b.socket().to_path_buf();
+    let mut rx = client(&sock, "rx", &["/a", "/b"]);
+    let mut tx = client(&sock, "tx", &[]);
+    b.kill();
+    b.restart();
+    // The old connections are gone.
+    let e = rx.recv(Some(WAIT)).unwrap_err();
+    assert!(e.is_disconnect(), "{e}");
+    rx.reconnect().unwrap();
+    let e = tx.send(Method::Pub, "/a", None, b"lost");
+    if e.is_ok() {
+        // The send may land in the dead socket's buffer; reconnect on the next error.
+        assert!(tx
+            .recv(Some(Duration::from_millis(1)))
+            .is_err_and(|e| e.is_disconnect()));
+    }
+    tx.reconnect().unwrap();
+    tx.send(Method::Pub, "/a/1", None, b"1").unwrap();
+    tx.send(Method::Set, "/b", None, b"2").unwrap();
+    assert_eq!(next(&mut rx).uri, "/a/1");
+    assert_eq!(next(&mut rx).uri, "/b");
+}
+
+#[test]
+fn two_hundred_clients_at_once() {
+    const N: usize = 200;
+    let b = Broker::start();
+    let sock = b.socket().to_path_buf();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let threads: Vec<_> = (0..N)
+        .map(|i| {
+            let (sock, barrier) = (sock.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let name = format!("c{i}");
+                client(&sock, &name, &["/all", &format!("/c/{i}")])
+            })
+        })
+        .collect();
+    let mut clients: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut tx = client(&sock, "tx", &[]);
+    tx.send(Method::Pub, "/all", None, b"hello").unwrap();
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(next(c).body, b"hello");
+        let to = format!("/c/{}", (i + 1) % N);
+        c.send(Method::Set, &to, None, i.to_string().as_bytes())
+            .unwrap();
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let m = next(c);
+        assert_eq!(m.uri, format!("/c/{i}"));
+        assert_eq!(m.body, ((i + N - 1) % N).to_string().as_bytes());
+        assert_eq!(m.process_name, format!("c{}", (i + N - 1) % N));
+    }
+}
+
+/// 1,000 idle connections (handshaken and subscribed) cost the broker at most
+/// 50 MB resident.
+#[test]
+fn thousand_idle_connections_stay_under_50_mb() {
+    const N: usize = 1000;
+    let b = Broker::start();
+    let pid = b.pid().unwrap();
+    let before = rss_kib(pid);
+    let mut clients = Vec::with_capacity(N);
+    for i in 0..N {
+        clients.push(client(
+            b.socket(),
+            &format!("idle_{i}"),
+            &[&format!("/idle/{i}")],
+        ));
+    }
+    // Every connection is known to the broker: a message reaches the last one.
+    client(b.socket(), "tx", &[])
+        .send(Method::Pub, &format!("/idle/{}", N - 1), None, b"1")
+        .unwrap();
+    assert_eq!(next(&mut clients[N - 1]).body, b"1");
+    let after = rss_kib(pid);
+    eprintln!(
+        "broker RSS: {before} KiB at start, {after} KiB with {N} idle connections ({} KiB each)",
+        (after.saturating_sub(before)) / N as u64
+    );
+    assert!(
+        after <= 50 * 1000,
+        "broker RSS {after} KiB with {N} connections"
+    );
+}
