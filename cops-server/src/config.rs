@@ -325,6 +325,12 @@ impl Ctx<'_> {
                 ignored.join(", ")
             ));
         }
+        if allowance == 1 && processes.iter().any(|p| p.hang_time_allowance.is_none()) {
+            warnings.push(format!(
+                "{}: heartbeatErrorAllowance 1: the first misses of a bus stall cannot be told from a hang (2 or more recommended)",
+                self.file
+            ));
+        }
         if processes.is_empty() {
             warnings.push(format!(
                 "{}: processList is empty: nothing to monitor",

@@ -4,5 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: the JSON configuration, validated, defaults filled in.
+//! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
 
 pub mod config;
+pub mod engine;

@@ -1,0 +1,775 @@
+//! The engine on a fake clock: fake responders answer transmits after a delay,
+//! actions are answered like a kernel would. No sleeps, no sockets.
+
+use super::*;
+use std::collections::{BTreeMap, HashSet};
+
+pub(crate) const OWN_PID: u32 = 999_999;
+
+/// How a fake process answers `get U/cops`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Mode {
+    /// Answers correctly after `delay`.
+    Answer(Duration),
+    /// Never answers.
+    Silent,
+    /// Answers with H - 1.
+    Stale,
+    /// Answers with this body.
+    Body(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Fake {
+    pub mode: Mode,
+    pub pid: u32,
+    pub stored: u64,
+    pub hang_at: Option<Instant>,
+    /// After a delivered signal: a new PID after this delay (the service manager).
+    pub restart_after: Option<Duration>,
+    /// Signals do not end it (state D).
+    pub unkillable: bool,
+    pub dead: bool,
+}
+
+impl Fake {
+    pub fn answering(pid: u32, delay_ms: u64) -> Fake {
+        Fake {
+            mode: Mode::Answer(Duration::from_millis(delay_ms)),
+            pid,
+            stored: 0,
+            hang_at: None,
+            restart_after: Some(Duration::from_millis(1)),
+            unkillable: false,
+            dead: false,
+        }
+    }
+}
+
+pub(crate) struct Harness {
+    pub e: Engine,
+    pub t0: Instant,
+    pub now: Instant,
+    pub fakes: Vec<Fake>,
+    /// (at, seq, process, body): replies in flight.
+    inflight: BTreeMap<(Instant, u64), (usize, Vec<u8>)>,
+    /// (at, process): restarts in flight.
+    restarts: BTreeMap<(Instant, u64), usize>,
+    seq: u64,
+    by_get: HashMap<String, usize>,
+    by_hb: HashMap<String, usize>,
+    pub events: Vec<Event>,
+    pub signals: Vec<(Instant, usize, u32, Signal)>,
+    pub sent: Vec<Transmit>,
+    pub keep_sent: bool,
+    pub nonexistent: HashSet<u32>,
+    pub dry_run: bool,
+    next_pid: u32,
+}
+
+pub(crate) fn config(n: usize, top: &str, per: &str) -> Config {
+    let procs: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"name":"p{i}","uri":"/p{i}","killOnHang":true{per}}}"#))
+        .collect();
+    let text = format!(
+        r#"{{"controllerName":"test"{top},"processList":[{}]}}"#,
+        procs.join(",")
+    );
+    crate::config::parse("test.json", &text).expect("test config")
+}
+
+impl Harness {
+    pub fn new(cfg: Config, fakes: Vec<Fake>) -> Harness {
+        let t0 = Instant::now();
+        let mut by_get = HashMap::new();
+        let mut by_hb = HashMap::new();
+        for (i, p) in cfg.processes.iter().enumerate() {
+            by_get.insert(format!("{}/cops", p.uri), i);
+            by_hb.insert(format!("{}/cops/cops_heartbeat", p.uri), i);
+        }
+        let mut e = Engine::new(cfg, t0, SystemTime::UNIX_EPOCH, OWN_PID);
+        e.set_connected(t0, true);
+        let mut h = Harness {
+            e,
+            t0,
+            now: t0,
+            fakes,
+            inflight: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            seq: 0,
+            by_get,
+            by_hb,
+            events: Vec::new(),
+            signals: Vec::new(),
+            sent: Vec::new(),
+            keep_sent: false,
+            nonexistent: HashSet::new(),
+            dry_run: false,
+            next_pid: 100_000,
+        };
+        h.pump();
+        h
+    }
+
+    pub fn ms(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Runs the world until `end` (inclusive).
+    pub fn run_until(&mut self, end: Instant) {
+        loop {
+            let timer = self.e.next_timeout();
+            let reply = self.inflight.keys().next().map(|k| k.0);
+            let restart = self.restarts.keys().next().map(|k| k.0);
+            let next = [timer, reply, restart].into_iter().flatten().min();
+            let Some(t) = next.filter(|&t| t <= end) else {
+                break;
+            };
+            self.now = t;
+            if restart == Some(t) {
+                let (_, i) = self.restarts.pop_first().expect("peeked");
+                self.next_pid += 1;
+                let f = &mut self.fakes[i];
+                f.pid = self.next_pid;
+                f.dead = false;
+                f.hang_at = None;
+            } else if reply == Some(t) {
+                let (_, (i, body)) = self.inflight.pop_first().expect("peeked");
+                let uri = self.e.procs[i].reply_uri.clone();
+                let msg = Message {
+                    method: "set",
+                    uri: &uri,
+                    body: &body,
+                    ..Message::default()
+                };
+                self.e.handle_message(t, &msg);
+            } else {
+                self.e.handle_timeout(t);
+            }
+            self.pump();
+        }
+        self.now = end;
+    }
+
+    pub fn run_ms(&mut self, ms: u64) {
+        let end = self.ms(ms);
+        self.run_until(end)
+    }
+
+    /// Drains the engine's outputs and plays the world's part.
+    pub fn pump(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.e.poll_transmit() {
+                busy = true;
+                self.deliver(&t);
+                if self.keep_sent {
+                    self.sent.push(t);
+                }
+            }
+            while let Some(a) = self.e.poll_action() {
+                busy = true;
+                self.act(a);
+            }
+            while let Some(ev) = self.e.poll_event() {
+                self.events.push(ev);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn deliver(&mut self, t: &Transmit) {
+        let now = self.now;
+        if t.method == Method::Set {
+            if let Some(&i) = self.by_hb.get(&*t.uri) {
+                let f = &mut self.fakes[i];
+                if !f.dead && f.hang_at.is_none_or(|h| now < h) {
+                    f.stored = std::str::from_utf8(&t.body).unwrap().parse().unwrap();
+                }
+            }
+            return;
+        }
+        let Some(&i) = self.by_get.get(&*t.uri) else {
+            return;
+        };
+        let f = &self.fakes[i];
+        if f.dead || f.hang_at.is_some_and(|h| now >= h) {
+            return;
+        }
+        let (delay, body) = match &f.mode {
+            Mode::Silent => return,
+            Mode::Answer(d) => (*d, reply_body(f.stored, i64::from(f.pid))),
+            Mode::Stale => (
+                Duration::from_millis(1),
+                reply_body(f.stored - 1, i64::from(f.pid)),
+            ),
+            Mode::Body(b) => (Duration::from_millis(1), b.clone()),
+        };
+        self.seq += 1;
+        self.inflight
+            .insert((now + delay, self.seq), (i, body.into_bytes()));
+    }
+
+    fn act(&mut self, a: Action) {
+        let now = self.now;
+        match a {
+            Action::Pin { process, pid } => {
+                let r = if self.nonexistent.contains(&pid) {
+                    Err("no such process".into())
+                } else {
+                    Ok(())
+                };
+                self.e.pin_result(now, process, pid, r);
+            }
+            Action::Unpin { .. } => {}
+            Action::Signal {
+                process,
+                pid,
+                signal,
+            } => {
+                self.signals.push((now, process, pid, signal));
+                let f = &mut self.fakes[process];
+                let evidence = format!("tid {pid} S futex_wait_queue");
+                if self.dry_run {
+                    return self.e.signal_result(
+                        now,
+                        process,
+                        pid,
+                        SignalOutcome::DryRun { evidence },
+                    );
+                }
+                if f.pid == pid && !f.unkillable && (signal.is_kill() || !f.dead) {
+                    f.dead = true;
+                    if let Some(d) = f.restart_after {
+                        self.seq += 1;
+                        self.restarts.insert((now + d, self.seq), process);
+                    }
+                }
+                self.e
+                    .signal_result(now, process, pid, SignalOutcome::Delivered { evidence });
+            }
+            Action::CheckExit { process, pid } => {
+                let f = &self.fakes[process];
+                let r = if f.pid != pid || f.dead {
+                    Ok(())
+                } else {
+                    Err(format!("tid {pid} D io_schedule"))
+                };
+                self.e.exit_result(now, process, pid, r);
+            }
+        }
+    }
+
+    pub fn kinds(&self, kind: EventKind) -> Vec<&Event> {
+        self.events.iter().filter(|e| e.kind == kind).collect()
+    }
+
+    pub fn stat(&self, i: usize, field: &str) -> Value {
+        self.e.stats(i, self.now)[field].clone()
+    }
+}
+
+pub(crate) fn reply_body(h: u64, pid: i64) -> String {
+    format!(
+        r#"{{"cops_heartbeat":{h},"pid":{pid},"version_tag":"1.4.0","version_commit":"a1b2c3d","version_build":"372"}}"#
+    )
+}
+
+/// 100 ms period, 90 ms deadline, allowance 3, one process per fake.
+fn quick(fakes: Vec<Fake>, per: &str) -> Harness {
+    let cfg = config(
+        fakes.len(),
+        r#","heartbeatFreq":100,"heartbeatErrorAllowance":3"#,
+        per,
+    );
+    Harness::new(cfg, fakes)
+}
+
+#[test]
+fn healthy_process_is_alive_with_stats() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.keep_sent = true;
+    h.run_ms(1010);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.kinds(EventKind::Alive).len(), 1);
+    assert!(h.signals.is_empty());
+    assert_eq!(h.stat(0, "pid"), 4242);
+    assert_eq!(h.stat(0, "last_response_time_ms"), 5.0);
+    assert_eq!(h.stat(0, "max_response_time_ms"), 5.0);
+    assert_eq!(h.stat(0, "avg_response_time_ms"), 5.0);
+    assert_eq!(h.stat(0, "missed_heartbeats"), 0);
+    assert_eq!(h.stat(0, "version_tag"), "1.4.0");
+    assert_eq!(h.stat(0, "total_restarts"), 0);
+    // Rounds at 0, 100, ..., 1000 ms: 11 successes, H from 1 to 12.
+    assert_eq!(h.stat(0, "heartbeat"), 12);
+    // Step 1 then step 2 with the reply URI.
+    assert_eq!(&*h.sent[0].uri, "/p0/cops/cops_heartbeat");
+    assert_eq!(h.sent[0].body, b"1");
+    assert_eq!(h.sent[0].replyto, None);
+    assert_eq!(&*h.sent[1].uri, "/p0/cops");
+    assert_eq!(h.sent[1].method, Method::Get);
+    assert_eq!(h.sent[1].replyto.as_deref(), Some("/cops/heartbeat/p0"));
+    assert_eq!(
+        h.stat(0, "last_confirmed_alive"),
+        "1970-01-01T00:00:01.005Z"
+    );
+}
+
+#[test]
+fn reply_at_the_deadline_counts_one_tick_late_misses() {
+    let mut h = quick(
+        vec![Fake::answering(4242, 90), Fake::answering(4243, 91)],
+        "",
+    );
+    h.run_ms(2000);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.e.state(1), Some(State::Hung), "{:?}", h.events);
+    assert_eq!(h.stat(1, "pid"), Value::Null, "never accepted, so no PID");
+    let hung = h.kinds(EventKind::Hung);
+    assert_eq!(hung.len(), 1);
+    assert!(
+        hung[0].message.contains("not killed: no verified PID"),
+        "{}",
+        hung[0].message
+    );
+    assert!(h.signals.is_empty());
+}
+
+#[test]
+fn stale_heartbeat_value_is_a_miss() {
+    let mut f = Fake::answering(4242, 5);
+    f.hang_at = None;
+    let mut h = quick(vec![f], "");
+    h.run_ms(500);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    h.fakes[0].mode = Mode::Stale;
+    h.run_ms(900);
+    // Rounds at 600, 700, 800 miss: deadline of the third at 890.
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    assert_eq!(h.kinds(EventKind::BadReply).len(), 1, "complained once");
+    assert_eq!(h.signals.len(), 1);
+    assert_eq!(h.signals[0].2, 4242);
+}
+
+#[test]
+fn never_answered_alarms_without_kill() {
+    let mut f = Fake::answering(4242, 5);
+    f.mode = Mode::Silent;
+    let mut h = quick(vec![f], "");
+    h.run_ms(1000);
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    let hung = h.kinds(EventKind::Hung);
+    assert_eq!(hung.len(), 1, "one alarm, not one per round");
+    assert_eq!(hung[0].severity, Severity::Alarm);
+    assert!(
+        hung[0].message.contains("unknown -> hung"),
+        "{}",
+        hung[0].message
+    );
+    assert!(h.signals.is_empty());
+    assert_eq!(h.stat(0, "state"), "unknown".replace("unknown", "hung"));
+}
+
+#[test]
+fn hang_detected_within_allowance_killed_once_restart_counted() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(1000);
+    let hang = h.ms(1003);
+    h.fakes[0].hang_at = Some(hang);
+    h.fakes[0].restart_after = Some(Duration::from_millis(150));
+    h.run_ms(3000);
+    assert_eq!(
+        h.signals.len(),
+        1,
+        "one kill per incarnation: {:?}",
+        h.signals
+    );
+    let (at, i, pid, sig) = h.signals[0];
+    assert_eq!((i, pid, sig), (0, 4242, Signal::KILL));
+    // allowance 3 x period 100 + deadline 90.
+    let latency = at - hang;
+    assert!(latency <= Duration::from_millis(390), "{latency:?}");
+    assert_eq!(
+        h.kinds(EventKind::Exited).len(),
+        0,
+        "checked after killEscalationMS (5 s)"
+    );
+    assert_eq!(h.kinds(EventKind::Restarted).len(), 1);
+    assert_eq!(h.kinds(EventKind::Resurrected).len(), 1);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.stat(0, "total_restarts"), 1);
+    assert_eq!(h.stat(0, "cops_restarts"), 1);
+    assert_eq!(h.stat(0, "pid"), 100_001);
+    h.run_ms(7000);
+    assert_eq!(h.kinds(EventKind::Exited).len(), 1);
+}
+
+#[test]
+fn replies_after_hung_resurrect_without_second_kill() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(500);
+    h.fakes[0].unkillable = true; // SIGKILL does not take (state D)
+    h.fakes[0].mode = Mode::Silent;
+    h.run_ms(1000);
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    assert_eq!(h.signals.len(), 1);
+    h.fakes[0].mode = Mode::Answer(Duration::from_millis(5));
+    h.run_ms(8000);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.kinds(EventKind::Resurrected).len(), 1);
+    assert_eq!(
+        h.signals.len(),
+        1,
+        "same incarnation: never signalled twice"
+    );
+    let fault = h.kinds(EventKind::DidNotExit);
+    assert_eq!(fault.len(), 1);
+    assert_eq!(fault[0].severity, Severity::Fault);
+    assert!(fault[0].message.contains("D io_schedule"));
+}
+
+#[test]
+fn pid_change_counts_a_restart_not_a_cops_restart() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(500);
+    h.fakes[0].pid = 5000;
+    h.run_ms(1000);
+    assert_eq!(h.stat(0, "total_restarts"), 1);
+    assert_eq!(h.stat(0, "cops_restarts"), 0);
+    assert_eq!(h.stat(0, "pid"), 5000);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+}
+
+#[test]
+fn malformed_replies_are_misses_and_bad_pids_never_accepted() {
+    for body in [
+        "not json".to_string(),
+        "17".to_string(),
+        r#"{"pid":4242}"#.to_string(),
+        r#"{"cops_heartbeat":"1","pid":4242}"#.to_string(),
+        r#"{"cops_heartbeat":1}"#.to_string(),
+        reply_body(1, 1),
+        reply_body(1, 0),
+        reply_body(1, -5),
+        reply_body(1, i64::from(OWN_PID)),
+        reply_body(1, 1 << 40),
+    ] {
+        let mut f = Fake::answering(4242, 5);
+        f.mode = Mode::Body(body.clone());
+        let mut h = quick(vec![f], "");
+        h.run_ms(1000);
+        assert_eq!(h.e.state(0), Some(State::Hung), "{body}");
+        assert!(h.signals.is_empty(), "{body}");
+        assert_eq!(h.stat(0, "pid"), Value::Null, "{body}");
+    }
+}
+
+#[test]
+fn nonexistent_pid_is_not_accepted() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.nonexistent.insert(4242);
+    h.run_ms(1000);
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    assert!(h.signals.is_empty());
+    assert_eq!(
+        h.kinds(EventKind::PidRejected).len(),
+        1,
+        "one alarm per bad PID"
+    );
+}
+
+#[test]
+fn clothed_reply_fields_accepted() {
+    let mut f = Fake::answering(4242, 5);
+    f.mode = Mode::Body(r#"{"cops_heartbeat":{"value":1},"pid":{"value":4242}}"#.into());
+    let mut h = quick(vec![f], "");
+    h.run_ms(50);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+}
+
+#[test]
+fn cops_loop_stalling_three_periods_kills_nobody() {
+    let fakes = (0..5).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let mut h = quick(fakes, "");
+    h.run_ms(1000);
+    // COPS's loop stops for 3 periods (plus): nothing is handled meanwhile.
+    let resume = h.ms(1000 + 350);
+    h.now = resume;
+    h.e.handle_timeout(resume);
+    h.pump();
+    h.run_ms(3000);
+    assert!(h.signals.is_empty(), "{:?}", h.signals);
+    assert!(h.kinds(EventKind::Hung).is_empty());
+    assert!(!h.kinds(EventKind::OwnLag).is_empty());
+    for i in 0..5 {
+        assert_eq!(h.e.state(i), Some(State::Alive));
+    }
+}
+
+#[test]
+fn disconnected_bus_misses_do_not_count() {
+    let fakes = (0..2).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let mut h = quick(fakes, "");
+    h.run_ms(1000);
+    let t = h.ms(1001);
+    h.e.set_connected(t, false);
+    h.run_ms(2000);
+    let t = h.ms(2000);
+    h.e.set_connected(t, true);
+    h.run_ms(3000);
+    assert!(h.signals.is_empty());
+    assert!(h.kinds(EventKind::Hung).is_empty());
+    assert_eq!(h.kinds(EventKind::Bus).len(), 3);
+}
+
+#[test]
+fn every_process_missing_one_round_is_a_stall() {
+    let fakes: Vec<Fake> = (0..10).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let cfg = config(
+        10,
+        r#","heartbeatFreq":100,"heartbeatErrorAllowance":2"#,
+        "",
+    );
+    let mut h = Harness::new(cfg, fakes);
+    h.run_ms(1000);
+    // The bus swallows every reply of one round (sent 1000..1100).
+    for f in &mut h.fakes {
+        f.mode = Mode::Silent;
+    }
+    h.run_ms(1099);
+    for f in &mut h.fakes {
+        f.mode = Mode::Answer(Duration::from_millis(5));
+    }
+    // In the next round process 0 really hangs: caught once the stall is over
+    // (misses during the stall are forgiven, so it takes 2 more rounds).
+    h.fakes[0].mode = Mode::Silent;
+    h.run_ms(1199);
+    assert!(h.signals.is_empty(), "{:?}", h.signals);
+    assert_eq!(h.kinds(EventKind::Stall).len(), 1);
+    h.run_ms(1500);
+    assert_eq!(h.kinds(EventKind::StallOver).len(), 1);
+    assert_eq!(
+        h.signals.len(),
+        1,
+        "the real hang is caught after the stall"
+    );
+    assert_eq!(h.signals[0].1, 0);
+    assert_eq!(h.kinds(EventKind::Stall).len(), 1, "one alarm");
+}
+
+#[test]
+fn stall_alarm_needs_three_processes() {
+    let fakes: Vec<Fake> = (0..2).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let mut h = quick(fakes, "");
+    h.run_ms(500);
+    for f in &mut h.fakes {
+        f.mode = Mode::Silent;
+    }
+    h.run_ms(1000);
+    assert!(h.kinds(EventKind::Stall).is_empty());
+    assert_eq!(h.signals.len(), 2);
+}
+
+#[test]
+fn kill_budget_quarantines() {
+    let per = r#","maxKills":2,"killWindowMS":10000"#;
+    let mut h = quick(vec![Fake::answering(4242, 5)], per);
+    // It hangs again right after every restart.
+    for k in 0..3u64 {
+        h.run_ms(1000 + k * 1000);
+        let t = h.now;
+        h.fakes[0].hang_at = Some(t);
+    }
+    h.run_ms(5000);
+    assert_eq!(h.signals.len(), 2, "{:?}", h.signals);
+    let q = h.kinds(EventKind::Quarantined);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].severity, Severity::Fault);
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    // After the window, killing resumes.
+    h.run_ms(12_000);
+    assert_eq!(h.signals.len(), 3);
+    assert_eq!(h.kinds(EventKind::QuarantineOver).len(), 1);
+}
+
+#[test]
+fn abrt_escalates_to_kill_then_checks_exit() {
+    let per = r#","killSignal":"SIGABRT","killEscalationMS":200"#;
+    let mut h = quick(vec![Fake::answering(4242, 5)], per);
+    h.run_ms(500);
+    h.fakes[0].mode = Mode::Silent;
+    h.fakes[0].unkillable = true;
+    h.fakes[0].restart_after = None;
+    h.run_ms(2000);
+    let sigs: Vec<Signal> = h.signals.iter().map(|s| s.3).collect();
+    assert_eq!(sigs, [Signal::parse("ABRT").unwrap(), Signal::KILL]);
+    assert_eq!(h.signals[1].0 - h.signals[0].0, Duration::from_millis(200));
+    assert_eq!(h.kinds(EventKind::Escalated).len(), 1);
+    assert_eq!(h.kinds(EventKind::DidNotExit).len(), 1);
+}
+
+#[test]
+fn abrt_that_works_is_not_escalated() {
+    let per = r#","killSignal":"SIGABRT","killEscalationMS":200"#;
+    let mut h = quick(vec![Fake::answering(4242, 5)], per);
+    h.run_ms(500);
+    h.fakes[0].mode = Mode::Silent;
+    h.fakes[0].restart_after = None;
+    h.run_ms(2000);
+    assert_eq!(h.signals.len(), 1);
+    assert_eq!(h.kinds(EventKind::Exited).len(), 1);
+}
+
+#[test]
+fn dry_run_reports_would_signal_once() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.dry_run = true;
+    h.run_ms(500);
+    h.fakes[0].mode = Mode::Silent;
+    h.run_ms(3000);
+    assert_eq!(h.kinds(EventKind::WouldSignal).len(), 1);
+    assert!(h.kinds(EventKind::Signalled).is_empty());
+}
+
+#[test]
+fn kill_on_hang_false_never_signals() {
+    let cfg = config(1, r#","heartbeatFreq":100"#, "").processes[0].clone();
+    let mut c = config(1, r#","heartbeatFreq":100,"heartbeatErrorAllowance":3"#, "");
+    c.processes[0] = ProcessConfig {
+        kill_on_hang: false,
+        ..cfg
+    };
+    let mut h = Harness::new(c, vec![Fake::answering(4242, 5)]);
+    h.run_ms(500);
+    h.fakes[0].mode = Mode::Silent;
+    h.run_ms(2000);
+    assert!(h.signals.is_empty());
+    let hung = h.kinds(EventKind::Hung);
+    assert!(hung[0].message.contains("killOnHang is false"));
+}
+
+#[test]
+fn hang_time_allowance_instead_of_miss_count() {
+    let per = r#","hangTimeAllowanceMS":500"#;
+    let mut h = quick(vec![Fake::answering(4242, 5)], per);
+    h.run_ms(1000);
+    let hang = h.ms(1006);
+    h.fakes[0].hang_at = Some(hang);
+    h.run_ms(3000);
+    assert_eq!(h.signals.len(), 1);
+    let latency = h.signals[0].0 - hang;
+    // Last success at 1005; hung at the first deadline >= 1505 (1590).
+    assert_eq!(latency, Duration::from_millis(584));
+}
+
+#[test]
+fn not_required_is_listed_not_heartbeated() {
+    let mut c = config(2, r#","heartbeatFreq":100"#, "");
+    c.processes[1].required = false;
+    let mut h = Harness::new(c, vec![Fake::answering(1, 5), Fake::answering(4243, 5)]);
+    h.fakes[0].pid = 4242;
+    h.keep_sent = true;
+    h.run_ms(1000);
+    assert!(h.sent.iter().all(|t| !t.uri.starts_with("/p1")));
+    assert_eq!(h.e.state(1), Some(State::Unknown));
+    assert_eq!(h.e.summary(h.now)["status"], "healthy");
+}
+
+#[test]
+fn rounds_are_spread_over_the_period() {
+    let fakes: Vec<Fake> = (0..4).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let mut h = quick(fakes, "");
+    h.keep_sent = true;
+    h.run_ms(99);
+    let t = h.now;
+    let _ = t;
+    assert_eq!(h.sent.len(), 8);
+    let mut starts: Vec<u64> =
+        h.e.procs
+            .iter()
+            .map(|p| (p.stats.last_alive.unwrap() - h.t0).as_millis() as u64)
+            .collect();
+    starts.sort();
+    assert_eq!(starts, [5, 30, 55, 80]);
+}
+
+fn get(h: &mut Harness, uri: &str) -> Value {
+    let msg = Message {
+        method: "get",
+        uri,
+        replyto: "/me/reply",
+        ..Message::default()
+    };
+    let now = h.now;
+    h.e.handle_message(now, &msg);
+    let t = h.e.poll_transmit().expect("an answer");
+    assert_eq!(&*t.uri, "/me/reply");
+    assert_eq!(t.method, Method::Set);
+    serde_json::from_slice(&t.body).unwrap()
+}
+
+#[test]
+fn serves_gets_on_our_uri() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(300);
+    assert_eq!(get(&mut h, "/cops/stats/p0/pid"), 4242);
+    assert_eq!(get(&mut h, "/cops/stats/p0/state"), "alive");
+    assert_eq!(get(&mut h, "/cops/stats/p0")["name"], "p0");
+    assert_eq!(get(&mut h, "/cops/stats")["p0"]["uri"], "/p0");
+    let all = get(&mut h, "/cops");
+    assert_eq!(all["summary"]["status"], "healthy");
+    assert_eq!(all["summary"]["alive"], 1);
+    assert_eq!(all["stats"]["p0"]["kill_on_hang"], true);
+    for f in crate::engine::serve::STAT_FIELDS {
+        assert!(all["stats"]["p0"].get(*f).is_some(), "{f}");
+    }
+    assert_eq!(get(&mut h, "/cops/summary")["controller_name"], "test");
+    let err = get(&mut h, "/cops/stats/nope");
+    assert!(err.as_str().unwrap().starts_with("Error: "), "{err}");
+    let err = get(&mut h, "/cops/stats/p0/bogus");
+    assert!(err.as_str().unwrap().starts_with("Error: "));
+    // A get without replyto is not answered.
+    let msg = Message {
+        method: "get",
+        uri: "/cops",
+        ..Message::default()
+    };
+    let now = h.now;
+    h.e.handle_message(now, &msg);
+    assert!(h.e.poll_transmit().is_none());
+}
+
+#[test]
+fn publishes_summary_and_stats_every_briefing() {
+    let fakes: Vec<Fake> = (0..3).map(|i| Fake::answering(4000 + i, 5)).collect();
+    let cfg = config(3, r#","heartbeatFreq":100,"briefingFrequencyMS":1000"#, "");
+    let mut h = Harness::new(cfg, fakes);
+    h.keep_sent = true;
+    h.run_ms(2100);
+    let pubs: Vec<&str> = h
+        .sent
+        .iter()
+        .filter(|t| t.method == Method::Pub)
+        .map(|t| &*t.uri)
+        .collect();
+    assert_eq!(pubs.iter().filter(|u| **u == "/cops/summary").count(), 2);
+    assert_eq!(pubs.iter().filter(|u| **u == "/cops/stats/p2").count(), 2);
+}
+
+#[test]
+fn event_body_is_the_events_format() {
+    let mut f = Fake::answering(4242, 5);
+    f.mode = Mode::Silent;
+    let mut h = quick(vec![f], "");
+    h.run_ms(1000);
+    let ev = h.kinds(EventKind::Hung)[0];
+    let v: Value = serde_json::from_slice(&ev.body()).unwrap();
+    assert_eq!(v["source"], "COPS");
+    assert_eq!(v["severity"], 3);
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("p0 (no pid known) hung"));
+}

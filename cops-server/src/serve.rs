@@ -1,0 +1,214 @@
+//! What COPS serves and publishes: `get ourUri[/summary|/stats[/N[/field]]]`
+//! answered to the replyto, and `pub ourUri/summary` + `pub ourUri/stats/N`
+//! every `briefingFrequencyMS` (spread over the first half of that period).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fims::{Message, Method};
+use serde_json::{json, Map, Value};
+
+use super::{Engine, Kind, State, Transmit};
+use std::cmp::Reverse;
+
+/// The fields of `ourUri/stats/N`, in order.
+pub const STAT_FIELDS: &[&str] = &[
+    "name",
+    "uri",
+    "state",
+    "alive",
+    "pid",
+    "heartbeat",
+    "missed_heartbeats",
+    "total_restarts",
+    "cops_restarts",
+    "last_response_time_ms",
+    "max_response_time_ms",
+    "avg_response_time_ms",
+    "last_confirmed_alive",
+    "version_tag",
+    "version_commit",
+    "version_build",
+    "kill_on_hang",
+];
+
+/// Ticks a briefing is spread over.
+const BRIEFING_TICK: Duration = Duration::from_millis(10);
+
+fn ms(d: Duration) -> Value {
+    json!((d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0)
+}
+
+impl Engine {
+    pub(super) fn serve(&mut self, now: Instant, msg: &Message<'_>) {
+        let Some(replyto) = msg.replyto() else {
+            return; // nothing to answer (our own pubs, sets without replyto)
+        };
+        let rest = &msg.uri[self.cfg.our_uri.len()..];
+        let answer = match msg.method() {
+            Some(Method::Get) => self.get(now, rest),
+            _ => Err(format!("{} is not supported on {}", msg.method, msg.uri)),
+        };
+        let body = match answer {
+            Ok(v) => v.to_string(),
+            Err(e) => Value::String(format!("Error: {e}")).to_string(),
+        };
+        self.transmits.push_back(Transmit {
+            method: Method::Set,
+            uri: Arc::from(replyto),
+            replyto: None,
+            body: body.into_bytes(),
+        });
+    }
+
+    fn get(&self, now: Instant, rest: &str) -> Result<Value, String> {
+        let mut parts = fims::uri::frags(rest);
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (None, ..) => Ok(json!({
+                "summary": self.summary(now),
+                "stats": self.all_stats(now),
+            })),
+            (Some("summary"), None, ..) => Ok(self.summary(now)),
+            (Some("stats"), None, ..) => Ok(self.all_stats(now)),
+            (Some("stats"), Some(name), field, None) => {
+                let i = self
+                    .process_index(name)
+                    .ok_or_else(|| format!("no process named {name}"))?;
+                let stats = self.stats(i, now);
+                match field {
+                    None => Ok(stats),
+                    Some(f) => stats
+                        .get(f)
+                        .cloned()
+                        .ok_or_else(|| format!("no stat {f} (one of {})", STAT_FIELDS.join(", "))),
+                }
+            }
+            _ => Err(format!("nothing at {}{rest}", self.cfg.our_uri)),
+        }
+    }
+
+    fn all_stats(&self, now: Instant) -> Value {
+        let mut m = Map::new();
+        for (i, p) in self.procs.iter().enumerate() {
+            m.insert(p.cfg.name.clone(), self.stats(i, now));
+        }
+        Value::Object(m)
+    }
+
+    /// The stats object of process `i`.
+    pub(super) fn stats(&self, i: usize, _now: Instant) -> Value {
+        let p = &self.procs[i];
+        let s = &p.stats;
+        let avg = (s.n_rt > 0).then(|| s.sum_rt / s.n_rt as u32);
+        json!({
+            "name": p.cfg.name,
+            "uri": p.cfg.uri,
+            "state": p.state.as_str(),
+            "alive": p.state == State::Alive,
+            "pid": p.pid,
+            "heartbeat": p.h,
+            "missed_heartbeats": p.misses,
+            "total_restarts": s.total_restarts,
+            "cops_restarts": s.cops_restarts,
+            "last_response_time_ms": s.last_rt.map(ms),
+            "max_response_time_ms": ms(s.max_rt),
+            "avg_response_time_ms": avg.map(ms),
+            "last_confirmed_alive": s.last_alive.map(|t| iso8601(self.wall(t))),
+            "version_tag": s.versions[0],
+            "version_commit": s.versions[1],
+            "version_build": s.versions[2],
+            "kill_on_hang": p.cfg.kill_on_hang,
+        })
+    }
+
+    /// The summary: controller name, status, counts by state, uptime.
+    pub(super) fn summary(&self, now: Instant) -> Value {
+        let mut counts = [0usize; 3];
+        let mut healthy = true;
+        for p in &self.procs {
+            if !p.cfg.required {
+                continue;
+            }
+            counts[p.state as usize] += 1;
+            healthy &= p.state == State::Alive;
+        }
+        json!({
+            "controller_name": self.cfg.controller_name,
+            "status": if healthy { "healthy" } else { "unhealthy" },
+            "processes": self.procs.len(),
+            "monitored": counts.iter().sum::<usize>(),
+            "unknown": counts[State::Unknown as usize],
+            "alive": counts[State::Alive as usize],
+            "hung": counts[State::Hung as usize],
+            "stalled": self.window.stalled_since.is_some(),
+            "uptime_s": now.saturating_duration_since(self.started).as_secs(),
+        })
+    }
+
+    pub(super) fn on_briefing(&mut self, now: Instant) {
+        let n = self.procs.len();
+        let ticks = (self.cfg.briefing.as_millis() / BRIEFING_TICK.as_millis() / 2).max(1) as usize;
+        let chunk = n.div_ceil(ticks).max(1);
+        if self.connected {
+            if self.briefing_cursor == 0 {
+                let body = self.summary(now).to_string().into_bytes();
+                self.transmits.push_back(Transmit {
+                    method: Method::Pub,
+                    uri: self.summary_uri.clone(),
+                    replyto: None,
+                    body,
+                });
+            }
+            let end = (self.briefing_cursor + chunk).min(n);
+            for i in self.briefing_cursor..end {
+                let body = self.stats(i, now).to_string().into_bytes();
+                let uri = format!("{}{}", self.stats_prefix, self.procs[i].cfg.name);
+                self.transmits.push_back(Transmit {
+                    method: Method::Pub,
+                    uri: uri.into(),
+                    replyto: None,
+                    body,
+                });
+            }
+            self.briefing_cursor = end;
+        } else {
+            self.briefing_cursor = n;
+        }
+        let next = if self.briefing_cursor >= n {
+            self.briefing_cursor = 0;
+            let mut next = self.briefing_round + self.cfg.briefing;
+            while next <= now {
+                next += self.cfg.briefing;
+            }
+            self.briefing_round = next;
+            next
+        } else {
+            now + BRIEFING_TICK
+        };
+        self.timers.push(Reverse((next, Kind::Briefing, 0, 0)));
+    }
+}
+
+/// `2026-11-26T13:28:41.123Z`.
+pub fn iso8601(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
