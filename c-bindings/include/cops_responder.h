@@ -156,13 +156,14 @@ enum cops_status cops_responder_connect(struct cops_responder *r, const char *so
 /**
  * Mode B: waits up to `timeout_ms` (0: do not wait; negative: no limit) for
  * the first message on the responder's connection, answers every message
- * already waiting (at most 256 per call), and returns how many it handled
- * (>= 0). While disconnected it first reconnects (retrying every 100 ms within
- * `timeout_ms`).
+ * already waiting (at most 256 per call), and returns how many were the
+ * responder's (>= 0).
+ * While disconnected it first reconnects, attempting at once and then with a
+ * pause doubling from 50 ms to 500 ms, sleeping between attempts only within
+ * `timeout_ms`; when no attempt succeeds in time it returns 0.
  * Errors (negative cops_status): COPS_ERR_NULL; COPS_ERR_INVALID when
  * `cops_responder_connect` was never called; COPS_ERR_IO when the connection
- * failed or could not be made again within `timeout_ms` (the next poll
- * reconnects).
+ * broke or an answer could not be sent (reported once; the next poll reconnects).
  *
  * # Safety
  * `r` is NULL or a live responder.

@@ -17,12 +17,12 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, CStr, OsStr};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::driver::Driver;
 use crate::responder::{Outcome, Responder};
 
 /// Result of a call. Negative values are errors; `cops_status_str` names each.
@@ -51,29 +51,41 @@ type CopsStatusArg = c_int;
 
 use cops_status::*;
 
-/// Most messages one `cops_responder_poll` answers before it returns, so a flood
-/// can not hold the host's main loop.
-const MAX_PER_POLL: c_int = 256;
-
-/// Pause between reconnect attempts inside one `cops_responder_poll`.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
-
 /// The opaque responder handle of the C ABI.
 pub struct cops_responder {
-    core: Responder,
-    /// The answer of the last message (reused: no allocation per message).
+    mode: Mode,
+    /// Mode A's answer to the last message (reused: no allocation per message).
     scratch: Vec<u8>,
-    /// Mode B state; `None` until `cops_responder_connect`.
-    bus: Option<Bus>,
 }
 
-/// Mode B: the responder's own FIMS connection.
-struct Bus {
-    path: PathBuf,
-    /// `None` while disconnected: the next poll reconnects.
-    client: Option<fims::blocking::Client>,
-    /// Reply URI of the message being answered (reused).
-    replyto: String,
+/// Mode A until `cops_responder_connect`, then mode B (mode A calls still work).
+enum Mode {
+    /// The host routes messages through `cops_responder_handle`.
+    Routed(Responder),
+    /// The responder owns a FIMS connection, driven by `cops_responder_poll`.
+    Own(Box<Driver>),
+}
+
+impl cops_responder {
+    fn core(&self) -> &Responder {
+        match &self.mode {
+            Mode::Routed(r) => r,
+            Mode::Own(d) => d.responder(),
+        }
+    }
+
+    fn core_mut(&mut self) -> &mut Responder {
+        self.parts().0
+    }
+
+    /// The responder and mode A's scratch buffer, borrowed together.
+    fn parts(&mut self) -> (&mut Responder, &mut Vec<u8>) {
+        let core = match &mut self.mode {
+            Mode::Routed(r) => r,
+            Mode::Own(d) => d.responder_mut(),
+        };
+        (core, &mut self.scratch)
+    }
 }
 
 /// Runs `f`, turning a panic into `on_panic`. Every exported function's body goes through here.
@@ -149,9 +161,8 @@ pub unsafe extern "C" fn cops_responder_new(
         };
         match Responder::new(name, uri) {
             Ok(core) => Box::into_raw(Box::new(cops_responder {
-                core,
+                mode: Mode::Routed(core),
                 scratch: Vec::with_capacity(512),
-                bus: None,
             })),
             Err(_) => std::ptr::null_mut(),
         }
@@ -193,7 +204,7 @@ pub unsafe extern "C" fn cops_responder_set_version(
             let r = unsafe { handle_mut(r) }?;
             // SAFETY: the caller's contract, see above.
             let (tag, commit, build) = unsafe { (utf8(tag)?, utf8(commit)?, utf8(build)?) };
-            r.core.set_version(tag, commit, build);
+            r.core_mut().set_version(tag, commit, build);
             Ok(())
         })())
     })
@@ -207,7 +218,7 @@ pub unsafe extern "C" fn cops_responder_set_version(
 pub unsafe extern "C" fn cops_responder_heartbeat(r: *const cops_responder) -> u64 {
     // SAFETY: the caller's contract, see above.
     boundary(0, || {
-        unsafe { handle_ref(r) }.map_or(0, |r| r.core.heartbeat())
+        unsafe { handle_ref(r) }.map_or(0, |r| r.core().heartbeat())
     })
 }
 
@@ -287,17 +298,15 @@ pub unsafe extern "C" fn cops_responder_handle(
                 0 => &[],
                 n => std::slice::from_raw_parts(body, n),
             };
-            let r = &mut *r;
-            let outcome = r
-                .core
-                .handle(Instant::now(), method, uri, replyto, body, &mut r.scratch);
+            let (core, scratch) = (*r).parts();
+            let outcome = core.handle(Instant::now(), method, uri, replyto, body, scratch);
             let answer: &[u8] = match outcome {
                 Outcome::NotMine => {
                     *reply_len = 0;
                     return COPS_NOT_MINE;
                 }
                 Outcome::Handled => &[],
-                Outcome::Reply => &r.scratch,
+                Outcome::Reply => scratch,
             };
             if answer.len() > reply_cap {
                 *reply_len = answer.len();
@@ -341,26 +350,28 @@ pub unsafe extern "C" fn cops_responder_connect(
         if path.as_os_str().is_empty() {
             return COPS_ERR_INVALID;
         }
-        let mut bus = Bus {
-            path,
-            client: None,
-            replyto: String::new(),
-        };
-        let result = bus.open(&r.core);
-        r.bus = Some(bus);
-        status(result)
+        // The first attempt runs now; a failed one is retried by every poll.
+        let mut driver = Driver::new(r.core().clone(), path);
+        let first = driver.poll(Duration::ZERO);
+        let connected = driver.is_connected();
+        r.mode = Mode::Own(Box::new(driver));
+        match (first, connected) {
+            (Ok(_), true) => COPS_OK,
+            _ => COPS_ERR_IO,
+        }
     })
 }
 
 /// Mode B: waits up to `timeout_ms` (0: do not wait; negative: no limit) for
 /// the first message on the responder's connection, answers every message
-/// already waiting (at most 256 per call), and returns how many it handled
-/// (>= 0). While disconnected it first reconnects (retrying every 100 ms within
-/// `timeout_ms`).
+/// already waiting (at most 256 per call), and returns how many were the
+/// responder's (>= 0).
+/// While disconnected it first reconnects, attempting at once and then with a
+/// pause doubling from 50 ms to 500 ms, sleeping between attempts only within
+/// `timeout_ms`; when no attempt succeeds in time it returns 0.
 /// Errors (negative cops_status): COPS_ERR_NULL; COPS_ERR_INVALID when
 /// `cops_responder_connect` was never called; COPS_ERR_IO when the connection
-/// failed or could not be made again within `timeout_ms` (the next poll
-/// reconnects).
+/// broke or an answer could not be sent (reported once; the next poll reconnects).
 ///
 /// # Safety
 /// `r` is NULL or a live responder.
@@ -372,15 +383,14 @@ pub unsafe extern "C" fn cops_responder_poll(r: *mut cops_responder, timeout_ms:
             Ok(r) => r,
             Err(e) => return e as c_int,
         };
-        let deadline = u64::try_from(timeout_ms)
-            .ok()
-            .map(|ms| Instant::now() + Duration::from_millis(ms));
-        let Some(bus) = r.bus.as_mut() else {
+        let Mode::Own(driver) = &mut r.mode else {
             return COPS_ERR_INVALID as c_int;
         };
-        match bus.poll(&mut r.core, &mut r.scratch, deadline) {
-            Ok(n) => n,
-            Err(e) => e as c_int,
+        // Negative: no limit (the driver treats an unrepresentable deadline as none).
+        let timeout = u64::try_from(timeout_ms).map_or(Duration::MAX, Duration::from_millis);
+        match driver.poll(timeout) {
+            Ok(n) => c_int::try_from(n).unwrap_or(c_int::MAX),
+            Err(_) => COPS_ERR_IO as c_int,
         }
     })
 }
@@ -396,92 +406,9 @@ pub unsafe extern "C" fn cops_responder_poll(r: *mut cops_responder, timeout_ms:
 pub unsafe extern "C" fn cops_responder_fd(r: *const cops_responder) -> c_int {
     boundary(-1, || {
         // SAFETY: the caller's contract, see above.
-        unsafe { handle_ref(r) }
-            .and_then(|r| r.bus.as_ref())
-            .and_then(|b| b.client.as_ref())
-            .map_or(-1, |c| c.as_raw_fd())
+        match unsafe { handle_ref(r) }.map(|r| &r.mode) {
+            Some(Mode::Own(driver)) => driver.raw_fd().unwrap_or(-1),
+            _ => -1,
+        }
     })
-}
-
-impl Bus {
-    /// Connects and subscribes to `<base_uri>/cops`.
-    fn open(&mut self, core: &Responder) -> Result<(), cops_status> {
-        self.client = None;
-        let mut client = fims::blocking::Client::connect_to(&self.path, core.process_name())
-            .map_err(io_status)?;
-        client.subscribe(&[core.cops_uri()]).map_err(io_status)?;
-        self.client = Some(client);
-        Ok(())
-    }
-
-    /// Reconnects if needed, then answers messages; see `cops_responder_poll`.
-    fn poll(
-        &mut self,
-        core: &mut Responder,
-        scratch: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> Result<c_int, cops_status> {
-        while self.client.is_none() {
-            if self.open(core).is_ok() {
-                break;
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                return Err(COPS_ERR_IO);
-            }
-            std::thread::sleep(left.map_or(RECONNECT_PAUSE, |l| l.min(RECONNECT_PAUSE)));
-        }
-        let mut handled = 0;
-        while handled < MAX_PER_POLL {
-            let wait = match handled {
-                0 => deadline.map(|d| d.saturating_duration_since(Instant::now())),
-                _ => Some(Duration::ZERO),
-            };
-            match self.answer_one(core, scratch, wait) {
-                Ok(true) => handled += 1,
-                Ok(false) => break,
-                Err(e) => {
-                    self.client = None;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(handled)
-    }
-
-    /// Receives and answers one message: `Ok(false)` when none came in `wait`.
-    fn answer_one(
-        &mut self,
-        core: &mut Responder,
-        scratch: &mut Vec<u8>,
-        wait: Option<Duration>,
-    ) -> Result<bool, cops_status> {
-        let Some(client) = self.client.as_mut() else {
-            return Err(COPS_ERR_IO);
-        };
-        let outcome = match client.recv(wait) {
-            Ok(None) => return Ok(false),
-            Ok(Some(msg)) => {
-                self.replyto.clear();
-                self.replyto.push_str(msg.replyto);
-                core.handle_message(Instant::now(), &msg, scratch)
-            }
-            // A datagram that does not decode is the sender's fault; skip it.
-            Err(fims::Error::Decode(_)) => return Ok(true),
-            Err(e) => return Err(io_status(e)),
-        };
-        if outcome == Outcome::Reply {
-            client
-                .send(fims::Method::Set, &self.replyto, None, scratch)
-                .map_err(io_status)?;
-        }
-        Ok(true)
-    }
-}
-
-fn io_status(e: fims::Error) -> cops_status {
-    match e {
-        fims::Error::NameLength { .. } | fims::Error::InvalidUri { .. } => COPS_ERR_INVALID,
-        _ => COPS_ERR_IO,
-    }
 }
