@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`config`]: the JSON configuration, validated, defaults filled in.
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
+//! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 
 pub mod config;
 pub mod engine;
+pub mod kill;
