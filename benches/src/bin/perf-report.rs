@@ -1,0 +1,477 @@
+//! `perf-report`: every headline figure of the project, each beside its floor,
+//! measured in one run on this machine.
+//!
+//! ```text
+//! cargo run --release -p cops-benches --bin perf-report -- [--quick] [--json] [--processes N]
+//! ```
+//! See docs/PERFORMANCE.md for what each figure means and how it is measured.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cops_benches::report::{self, Figure};
+use cops_benches::{bins, bus, floor, msgs, stats, sys, Result};
+
+/// Counts heap allocations, to check that a warm responder allocates nothing.
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Measures the headline figures (round trip, throughput, responder, COPS at scale).
+#[derive(Debug, Parser)]
+#[command(name = "perf-report", version)]
+struct Args {
+    /// Short run (<= 60 s): fewer samples, 1,000 processes.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object (numbers; null for a figure that could not be measured).
+    #[arg(long)]
+    json: bool,
+    /// Simulated processes supervised by `cops` (default 10,000; 1,000 with --quick).
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Length of the COPS measurement window in ms (default 30,000; 12,000 with --quick).
+    #[arg(long)]
+    window_ms: Option<u64>,
+    /// Round trips per RTT figure (default 20,000; 5,000 with --quick).
+    #[arg(long)]
+    rtt_samples: Option<usize>,
+    /// Messages per throughput burst (default 200,000; 50,000 with --quick).
+    #[arg(long)]
+    tp_messages: Option<u64>,
+    /// Also measure how costs grow: broker RSS with 100/1,000/10,000 idle
+    /// connections and COPS at 100/1,000/10,000 processes (prints a second table).
+    #[arg(long)]
+    scaling: bool,
+    /// Measure the headline round trips without pinning the processes to one CPU.
+    #[arg(long)]
+    no_pin: bool,
+    /// Internal: run a peer role (echo, responder, sink) for the broker measurements.
+    #[arg(long, hide = true)]
+    peer: Option<String>,
+    /// Internal: broker socket of the peer role.
+    #[arg(long, hide = true)]
+    socket: Option<PathBuf>,
+}
+
+impl Args {
+    fn rtt_samples(&self) -> usize {
+        self.rtt_samples
+            .unwrap_or(if self.quick { 5_000 } else { 20_000 })
+            .max(10)
+    }
+    fn tp_messages(&self) -> u64 {
+        self.tp_messages
+            .unwrap_or(if self.quick { 50_000 } else { 200_000 })
+            .max(10)
+    }
+    fn processes(&self) -> usize {
+        self.processes
+            .unwrap_or(if self.quick { 1_000 } else { 10_000 })
+            .max(1)
+    }
+    fn window(&self) -> Duration {
+        Duration::from_millis(
+            self.window_ms
+                .unwrap_or(if self.quick { 12_000 } else { 30_000 }),
+        )
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(role) = &args.peer {
+        let socket = args.socket.clone().unwrap_or_else(fims::socket_path);
+        if let Err(e) = cops_benches::peer::run(role, &socket) {
+            eprintln!("perf-report peer {role}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let figs = run(&args);
+    if args.json {
+        println!("{}", report::to_json(&figs.headline));
+    } else {
+        print!("{}", report::to_table(&figs.headline));
+        for n in &figs.notes {
+            println!("  {n}");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    headline: Vec<Figure>,
+    notes: Vec<String>,
+}
+
+fn fig(key: &'static str, unit: &'static str, target: &'static str, v: Result<f64>) -> Figure {
+    Figure {
+        key,
+        unit,
+        target,
+        value: v.map_err(|e| e.to_string()),
+    }
+}
+
+fn ratio(a: &Figure, b: &Figure) -> Result<f64> {
+    match (&a.value, &b.value) {
+        (Ok(x), Ok(y)) if *y > 0.0 => Ok(x / y),
+        _ => Err(cops_benches::err!("needs {} and {}", a.key, b.key)),
+    }
+}
+
+fn log(args: &Args, what: &str) {
+    if !args.json {
+        eprintln!("perf-report: {what}");
+    }
+}
+
+fn run(args: &Args) -> Figures {
+    let mut out = Figures::default();
+    let started = Instant::now();
+    let broker_exe = bins::sibling("fims-server", "fims_server");
+    let self_exe = std::env::current_exe().map_err(cops_benches::Error::from);
+
+    log(args, "round trips (floor and broker, interleaved)");
+    let rtt = measure_rtt(args, &broker_exe, &self_exe, !args.no_pin);
+    let (floor_us, broker_us) = match rtt {
+        Ok(r) => {
+            out.notes.push(format!(
+                "rtt ({}): p99 floor {:.1} us, broker {:.1} us; through the broker to a \
+                 fixed-answer echo peer {:.2} us median, so the responder adds {:+.1}%",
+                if args.no_pin {
+                    "unpinned"
+                } else {
+                    "all processes on one CPU"
+                },
+                r.floor_p99,
+                r.broker_p99,
+                r.echo_us,
+                r.responder_share_pct
+            ));
+            (Ok(r.floor_us), Ok(r.broker_us))
+        }
+        Err(e) => (Err(cops_benches::err!("{e}")), Err(e)),
+    };
+    if !args.no_pin {
+        match measure_rtt(args, &broker_exe, &self_exe, false) {
+            Ok(r) => out.notes.push(format!(
+                "rtt unpinned (scheduler's placement, cross-CPU wakeups): floor {:.1} us, \
+                 broker {:.1} us, ratio {:.2}",
+                r.floor_us,
+                r.broker_us,
+                r.broker_us / r.floor_us.max(1e-9)
+            )),
+            Err(e) => out.notes.push(format!("rtt unpinned: not measured ({e})")),
+        }
+    }
+    let f_floor = fig("rtt_floor_us", "us", "(floor, 4 hops)", floor_us);
+    let f_broker = fig("rtt_broker_us", "us", "", broker_us);
+    let f_ratio = fig("rtt_ratio", "x", "<= 1.5", ratio(&f_broker, &f_floor));
+    out.headline.extend([f_floor, f_broker, f_ratio]);
+
+    log(args, "throughput (floor and broker)");
+    let (tf, tb) = match measure_throughput(args, &broker_exe, &self_exe) {
+        Ok((f, b, lost, sent)) => {
+            out.notes.push(format!(
+                "throughput: {lost} of {sent} messages published through the broker were not \
+                 delivered (dropped by its bounded queue); messages of {} bytes",
+                msgs::status_pub().len()
+            ));
+            (Ok(f), Ok(b))
+        }
+        Err(e) => (Err(cops_benches::err!("{e}")), Err(e)),
+    };
+    let f_tf = fig("throughput_floor_mps", "msg/s", "(floor, 1 hop)", tf);
+    let f_tb = fig("throughput_broker_mps", "msg/s", "", tb);
+    let f_tr = fig("throughput_ratio", "x", ">= 0.5", ratio(&f_tb, &f_tf));
+    out.headline.extend([f_tf, f_tb, f_tr]);
+
+    log(args, "responder handle");
+    let handle = measure_handle(args);
+    if let Ok((ns, allocs)) = &handle {
+        out.notes.push(format!(
+            "responder: {allocs} heap allocations in the timed handle() calls (target: 0 once warm)"
+        ));
+        match measure_c_handle(args) {
+            Ok((c_ns, c_allocs)) => out.notes.push(format!(
+                "C ABI cops_responder_handle: {c_ns:.1} ns, {:.2}x the Rust call (target <= 1.2x), \
+                 {c_allocs} allocations",
+                c_ns / ns.max(1e-9)
+            )),
+            Err(e) => out.notes.push(format!("C ABI handle: not measured ({e})")),
+        }
+        if let Ok(rtt) = &out.headline[1].value {
+            out.notes.push(format!(
+                "responder handle is {:.2}% of the broker heartbeat round trip (target < 2%)",
+                100.0 * ns / 1000.0 / rtt.max(1e-9)
+            ));
+        }
+    }
+    out.headline.push(fig(
+        "handle_ns",
+        "ns",
+        "<= 1000, no allocation",
+        handle.map(|(ns, _)| ns),
+    ));
+
+    log(args, "cops at scale");
+    let cops = cops_benches::cops::measure(&cops_benches::cops::Plan {
+        processes: args.processes(),
+        window: args.window(),
+        quiet: args.json,
+    });
+    let (cpu, rss, fk, det) = match cops {
+        Ok(c) => {
+            out.notes.push(c.note.clone());
+            (
+                Ok(c.cpu_pct),
+                Ok(c.rss_mb),
+                Ok(c.false_kills as f64),
+                c.max_detect_ms,
+            )
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let e2 = || Err(cops_benches::err!("{why}"));
+            (e2(), e2(), e2(), e2())
+        }
+    };
+    out.headline.extend([
+        fig("cops_cpu_pct", "%", "<= 5 (of one core)", cpu),
+        fig("cops_rss_mb", "MB", "<= 30", rss),
+        fig("false_kills", "", "0", fk),
+        fig(
+            "max_detect_ms",
+            "ms",
+            "<= allowance*period+deadline+50",
+            det,
+        ),
+    ]);
+    if args.scaling {
+        log(args, "scaling (100 / 1,000 / 10,000)");
+        out.notes.extend(scaling(&broker_exe, &self_exe));
+    }
+    out.notes.push(format!(
+        "measured in {:.1} s on {}",
+        started.elapsed().as_secs_f64(),
+        machine()
+    ));
+    out
+}
+
+struct Rtt {
+    floor_us: f64,
+    broker_us: f64,
+    floor_p99: f64,
+    broker_p99: f64,
+    echo_us: f64,
+    responder_share_pct: f64,
+}
+
+/// Round trips with every process of the measurement on one CPU (the
+/// headline: no cross-CPU wakeups, see docs/PERFORMANCE.md), or unpinned.
+fn measure_rtt(
+    args: &Args,
+    broker_exe: &Result<PathBuf>,
+    self_exe: &Result<PathBuf>,
+    pin: bool,
+) -> Result<Rtt> {
+    let broker_exe = broker_exe.as_ref().map_err(clone_err)?;
+    let self_exe = self_exe.as_ref().map_err(clone_err)?;
+    let _pinned = if pin {
+        Some(sys::Pinned::first_cpu()?)
+    } else {
+        None
+    };
+    let n = args.rtt_samples();
+    // Floor first: forked children must not inherit the broker's sockets.
+    let mut fl = floor::RttFloor::start(&msgs::heartbeat_get(), &msgs::heartbeat_answer())?;
+    let broker = bus::BrokerProc::start(broker_exe)?;
+    let mut real = bus::BusRtt::start(&broker, self_exe, "responder")?;
+    let mut echo = bus::BusRtt::start(&broker, self_exe, "echo")?;
+    // Warm up, then interleave blocks so drift hits all three alike.
+    fl.samples(500)?;
+    real.samples(500)?;
+    echo.samples(500)?;
+    let rounds = 10;
+    let per = n.div_ceil(rounds);
+    let (mut f, mut b, mut e) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        f.extend(fl.samples(per)?);
+        b.extend(real.samples(per)?);
+        e.extend(echo.samples(per)?);
+    }
+    let floor_us = stats::us(stats::median(&mut f));
+    let broker_us = stats::us(stats::median(&mut b));
+    let echo_us = stats::us(stats::median(&mut e));
+    Ok(Rtt {
+        floor_us,
+        broker_us,
+        floor_p99: stats::us(stats::percentile(&mut f, 99.0)),
+        broker_p99: stats::us(stats::percentile(&mut b, 99.0)),
+        echo_us,
+        responder_share_pct: 100.0 * (broker_us - echo_us) / echo_us.max(1e-9),
+    })
+}
+
+fn clone_err(e: &cops_benches::Error) -> cops_benches::Error {
+    cops_benches::err!("{e}")
+}
+
+fn measure_throughput(
+    args: &Args,
+    broker_exe: &Result<PathBuf>,
+    self_exe: &Result<PathBuf>,
+) -> Result<(f64, f64, u64, u64)> {
+    let broker_exe = broker_exe.as_ref().map_err(clone_err)?;
+    let self_exe = self_exe.as_ref().map_err(clone_err)?;
+    let n = args.tp_messages();
+    let msg = msgs::status_pub();
+    let mut fl = floor::ThroughputFloor::start()?;
+    let broker = bus::BrokerProc::start(broker_exe)?;
+    let mut bt = bus::BusThroughput::start(&broker, self_exe)?;
+    fl.burst(&msg, n / 10)?;
+    bt.burst(&msg, n / 10)?;
+    let (mut f, mut b, mut lost) = (Vec::new(), Vec::new(), 0u64);
+    for _ in 0..3 {
+        f.push(fl.burst(&msg, n)?.mps());
+        let burst = bt.burst(&msg, n)?;
+        lost += n.saturating_sub(burst.delivered);
+        b.push(burst.mps());
+    }
+    Ok((median_f(&mut f), median_f(&mut b), lost, 3 * n))
+}
+
+fn median_f(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median ns per call of `call` over batches of 10,000 (after 10,000 warm-up
+/// calls), and the heap allocations counted during the timed batches.
+fn time_calls(args: &Args, mut call: impl FnMut()) -> (f64, u64) {
+    for _ in 0..10_000 {
+        call();
+    }
+    let batches = if args.quick { 20 } else { 100 };
+    let per = 10_000u32;
+    let mut ns = Vec::with_capacity(batches);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..per {
+            call();
+        }
+        ns.push(t.elapsed().as_nanos() as f64 / f64::from(per));
+    }
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    (median_f(&mut ns), allocs)
+}
+
+/// `handle(get /bench/cops)` through the Rust API: ns per call and allocations.
+fn measure_handle(args: &Args) -> Result<(f64, u64)> {
+    let mut r = cops_benches::responder::bench_responder()?;
+    let mut reply = Vec::with_capacity(512);
+    let now = Instant::now();
+    Ok(time_calls(args, || {
+        let o = r.handle(
+            now,
+            std::hint::black_box("get"),
+            std::hint::black_box(msgs::COPS_URI),
+            Some(msgs::REPLY_URI),
+            b"",
+            &mut reply,
+        );
+        let _ = std::hint::black_box((o, &reply));
+    }))
+}
+
+/// The same through `cops_responder_handle`, called as a C host calls it.
+fn measure_c_handle(args: &Args) -> Result<(f64, u64)> {
+    use cops_benches::cabi;
+    let mut r = cabi::CResponder::new()?;
+    let mut failed = false;
+    let timing = time_calls(args, || {
+        let res = r.handle(
+            std::hint::black_box(cabi::METHOD_GET),
+            std::hint::black_box(cabi::COPS_URI),
+            Some(cabi::REPLY_URI),
+            b"",
+        );
+        failed |= std::hint::black_box(res).is_err();
+    });
+    if failed {
+        return Err(cops_benches::err!(
+            "cops_responder_handle did not return COPS_OK"
+        ));
+    }
+    Ok(timing)
+}
+
+fn scaling(broker_exe: &Result<PathBuf>, self_exe: &Result<PathBuf>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (exe, me) = match (broker_exe, self_exe) {
+        (Ok(e), Ok(m)) => (e, m),
+        (Err(e), _) | (_, Err(e)) => return vec![format!("scaling: not measured ({e})")],
+    };
+    for n in [100usize, 1_000, 10_000] {
+        match cops_benches::scale::broker_idle(exe, me, n) {
+            Ok(s) => notes.push(s),
+            Err(e) => notes.push(format!("broker with {n} idle connections: {e}")),
+        }
+    }
+    for n in [100usize, 1_000, 10_000] {
+        match cops_benches::cops::measure(&cops_benches::cops::Plan {
+            processes: n,
+            window: Duration::from_secs(10),
+            quiet: true,
+        }) {
+            Ok(c) => notes.push(format!("cops at {n}: {}", c.note)),
+            Err(e) => notes.push(format!("cops at {n}: not measured ({e})")),
+        }
+    }
+    notes
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}, Linux {kernel}")
+}

@@ -1,0 +1,233 @@
+//! The bare-socket floors, arranged like the broker measurements.
+//!
+//! Round trip: the caller (client) -- pair A -- relay process -- pair B --
+//! answering process. A request crosses client->relay->answerer and the answer
+//! answerer->relay->client: the same 4 hops as through `fims_server`
+//! (client->broker->responder->broker->client), in the same number of
+//! processes. The relay waits on both sockets with `poll(2)`, as any relay that
+//! cannot know which side speaks next must; the answerer decodes the request
+//! and sends back a pre-encoded answer of realistic size.
+//!
+//! Throughput: the caller sends datagrams over one pair to a counting process
+//! (1 hop; through the broker it is 2).
+//!
+//! Children are forked and run only raw syscalls; they exit when their socket
+//! closes, and are reaped (killed after a grace period) on drop.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+use crate::{err, Result};
+
+/// Largest datagram the floors carry.
+const BUF: usize = 64 * 1024;
+
+/// A running 4-hop request/answer floor.
+#[derive(Debug)]
+pub struct RttFloor {
+    client: Option<OwnedFd>,
+    children: Vec<libc::pid_t>,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl RttFloor {
+    /// Forks the relay and the answerer; `request` is what [`round_trip`](Self::round_trip)
+    /// sends, `answer` what comes back.
+    pub fn start(request: &[u8], answer: &[u8]) -> Result<RttFloor> {
+        let (client, relay_a) = sys::seqpacket_pair()?;
+        let (relay_b, answerer) = sys::seqpacket_pair()?;
+        let mut children = Vec::new();
+        let mut relay_buf = vec![0u8; BUF];
+        let (ra, rb) = (relay_a.as_raw_fd(), relay_b.as_raw_fd());
+        children.push(sys::fork_child(|| {
+            sys::close_except(&mut [ra, rb]);
+            relay(ra, rb, &mut relay_buf)
+        })?);
+        let mut answer_buf = vec![0u8; BUF];
+        let aw = answerer.as_raw_fd();
+        let answer = answer.to_vec();
+        children.push(sys::fork_child(|| {
+            sys::close_except(&mut [aw]);
+            answer_loop(aw, &answer, &mut answer_buf)
+        })?);
+        drop((relay_a, relay_b, answerer));
+        Ok(RttFloor {
+            client: Some(client),
+            children,
+            request: request.to_vec(),
+            buf: vec![0u8; BUF],
+        })
+    }
+
+    /// One request and its answer.
+    pub fn round_trip(&mut self) -> Result<()> {
+        let fd = self.fd()?;
+        sys::send(fd, &self.request)?;
+        match sys::recv(fd, &mut self.buf)? {
+            0 => Err(err!("floor relay closed")),
+            _ => Ok(()),
+        }
+    }
+
+    /// `n` timed round trips.
+    pub fn samples(&mut self, n: usize) -> Result<Vec<Duration>> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            self.round_trip()?;
+            out.push(t.elapsed());
+        }
+        Ok(out)
+    }
+
+    fn fd(&self) -> Result<RawFd> {
+        self.client
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(|| err!("floor stopped"))
+    }
+}
+
+impl Drop for RttFloor {
+    fn drop(&mut self) {
+        self.client = None;
+        for pid in self.children.drain(..) {
+            sys::reap(pid, Duration::from_secs(2));
+        }
+    }
+}
+
+fn relay(a: RawFd, b: RawFd, buf: &mut [u8]) -> i32 {
+    let fds = [a, b];
+    let mut rev = [0i16; 2];
+    loop {
+        if sys::poll_readable(&fds, &mut rev).is_err() {
+            return 1;
+        }
+        for (i, r) in rev.iter().enumerate() {
+            if *r == 0 {
+                continue;
+            }
+            let n = match sys::recv(fds[i], buf) {
+                Ok(0) | Err(_) => return 0,
+                Ok(n) => n,
+            };
+            if sys::send(fds[1 - i], &buf[..n]).is_err() {
+                return 0;
+            }
+        }
+    }
+}
+
+fn answer_loop(fd: RawFd, answer: &[u8], buf: &mut [u8]) -> i32 {
+    loop {
+        let n = match sys::recv(fd, buf) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => n,
+        };
+        // Decode like a real receiver would (no allocation).
+        if fims::Message::decode(&buf[..n]).is_err() {
+            return 2;
+        }
+        if sys::send(fd, answer).is_err() {
+            return 0;
+        }
+    }
+}
+
+/// A running 1-hop publisher-to-subscriber floor.
+#[derive(Debug)]
+pub struct ThroughputFloor {
+    publisher: Option<OwnedFd>,
+    child: Option<libc::pid_t>,
+    buf: Vec<u8>,
+}
+
+/// The result of one burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Burst {
+    /// Messages the subscriber counted.
+    pub delivered: u64,
+    /// From the first send to the subscriber's acknowledgement of the end.
+    pub elapsed: Duration,
+}
+
+impl Burst {
+    /// Delivered messages per second.
+    pub fn mps(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl ThroughputFloor {
+    /// Forks the counting subscriber.
+    pub fn start() -> Result<ThroughputFloor> {
+        let (publisher, sub) = sys::seqpacket_pair()?;
+        let mut buf = vec![0u8; BUF];
+        let s = sub.as_raw_fd();
+        let child = sys::fork_child(|| {
+            sys::close_except(&mut [s]);
+            count_loop(s, &mut buf)
+        })?;
+        drop(sub);
+        Ok(ThroughputFloor {
+            publisher: Some(publisher),
+            child: Some(child),
+            buf: vec![0u8; 64],
+        })
+    }
+
+    /// Sends `msg` `n` times, then an end marker, and waits for the count.
+    pub fn burst(&mut self, msg: &[u8], n: u64) -> Result<Burst> {
+        let fd = self
+            .publisher
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(|| err!("floor stopped"))?;
+        let t = Instant::now();
+        for _ in 0..n {
+            sys::send(fd, msg)?;
+        }
+        sys::send(fd, b"E")?;
+        let got = sys::recv(fd, &mut self.buf)?;
+        let elapsed = t.elapsed();
+        let count: [u8; 8] = self
+            .buf
+            .get(..got)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| err!("floor subscriber sent {got} bytes, not a count"))?;
+        Ok(Burst {
+            delivered: u64::from_le_bytes(count),
+            elapsed,
+        })
+    }
+}
+
+impl Drop for ThroughputFloor {
+    fn drop(&mut self) {
+        self.publisher = None;
+        if let Some(pid) = self.child.take() {
+            sys::reap(pid, Duration::from_secs(2));
+        }
+    }
+}
+
+fn count_loop(fd: RawFd, buf: &mut [u8]) -> i32 {
+    let mut count: u64 = 0;
+    loop {
+        let n = match sys::recv(fd, buf) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => n,
+        };
+        if n == 1 {
+            if sys::send(fd, &count.to_le_bytes()).is_err() {
+                return 0;
+            }
+            count = 0;
+        } else {
+            count += 1;
+        }
+    }
+}
