@@ -67,17 +67,22 @@ fn out_dir() -> &'static Path {
 /// with g++ -std=c++17) with `-Wall -Wextra -Werror`, linked `link`.
 /// Compiled once per test process; concurrent tests wait for the first.
 pub fn compile(src: &str, link: Link) -> PathBuf {
-    static DONE: OnceLock<Mutex<HashMap<(String, Link), PathBuf>>> = OnceLock::new();
+    compile_with(src, link, &[])
+}
+
+/// [`compile`] with extra compiler flags (e.g. `-O2`).
+pub fn compile_with(src: &str, link: Link, flags: &[&str]) -> PathBuf {
+    static DONE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let mut done = DONE
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    done.entry((src.to_owned(), link))
-        .or_insert_with(|| compile_uncached(src, link))
+    done.entry(format!("{src} {link:?} {}", flags.join(" ")))
+        .or_insert_with(|| compile_uncached(src, link, flags))
         .clone()
 }
 
-fn compile_uncached(src: &str, link: Link) -> PathBuf {
+fn compile_uncached(src: &str, link: Link, flags: &[&str]) -> PathBuf {
     let lib = lib_dir();
     let dir = crate_dir();
     let src_path = dir.join(src);
@@ -86,12 +91,18 @@ fn compile_uncached(src: &str, link: Link) -> PathBuf {
         .expect("file name")
         .to_string_lossy()
         .into_owned();
-    let out = out_dir().join(format!("{stem}-{link:?}"));
+    let tag: String = flags
+        .concat()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    let out = out_dir().join(format!("{stem}-{link:?}{tag}"));
     let cxx = src.ends_with(".cpp");
     let mut cmd = Command::new(if cxx { "g++" } else { "gcc" });
     cmd.arg(if cxx { "-std=c++17" } else { "-std=c11" })
         .args(["-g", "-O1", "-Wall", "-Wextra", "-Werror", "-I"])
         .arg(dir.join("include"))
+        .args(flags)
         .arg("-o")
         .arg(&out)
         .arg(&src_path);
