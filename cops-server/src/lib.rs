@@ -6,7 +6,9 @@
 //! - [`config`]: the JSON configuration, validated, defaults filled in.
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
+//! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
 
 pub mod config;
 pub mod engine;
 pub mod kill;
+pub mod runtime;

@@ -1,0 +1,326 @@
+//! End to end: a real broker, the real `cops` binary, and monitored test
+//! processes under a restart loop run by the test. Only the test's own children
+//! are ever stopped or killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fims::{blocking::Client, Method};
+use serde_json::Value;
+use testkit::{Broker, ChildGuard};
+
+const PERIOD_MS: u64 = 100;
+const DEADLINE_MS: u64 = 90;
+const ALLOWANCE: u64 = 3;
+
+/// (pid, when it died, the signal that ended it).
+type Death = (u32, Instant, Option<i32>);
+
+/// A restart loop, like systemd's `Restart=always`: every exit is followed by a new start.
+struct Supervised {
+    stop: Arc<AtomicBool>,
+    current: Arc<AtomicU32>,
+    deaths: Arc<Mutex<Vec<Death>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervised {
+    fn start(socket: &Path, uri: &str, delay_ms: u64) -> Supervised {
+        let exe = testkit::example("cops-server", "test_responder");
+        let stop = Arc::new(AtomicBool::new(false));
+        let current = Arc::new(AtomicU32::new(0));
+        let deaths = Arc::new(Mutex::new(Vec::new()));
+        let (s, cur, d) = (stop.clone(), current.clone(), deaths.clone());
+        let (socket, uri) = (socket.to_path_buf(), uri.to_owned());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let mut child: Child = Command::new(&exe)
+                    .arg("--socket")
+                    .arg(&socket)
+                    .args(["--uri", &uri, "--delay-ms", &delay_ms.to_string()])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn test_responder");
+                cur.store(child.id(), Ordering::SeqCst);
+                let status = child.wait().expect("wait");
+                let at = Instant::now();
+                use std::os::unix::process::ExitStatusExt;
+                d.lock().unwrap().push((child.id(), at, status.signal()));
+            }
+        });
+        Supervised {
+            stop,
+            current,
+            deaths,
+            thread: Some(thread),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.current.load(Ordering::SeqCst)
+    }
+
+    fn deaths(&self) -> Vec<Death> {
+        self.deaths.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let pid = self.pid();
+        if pid != 0 {
+            // Our own child: continue it if stopped, then end it.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGCONT);
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("cops.json");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn start_cops(broker: &Broker, config: &Path, extra: &[&str]) -> ChildGuard {
+    let log = std::fs::File::create(broker.dir().join("cops.log")).unwrap();
+    ChildGuard::spawn(
+        Command::new(testkit::bin("cops-server", "cops"))
+            .arg("--config")
+            .arg(config)
+            .arg("--socket")
+            .arg(broker.socket())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+}
+
+fn cops_log(broker: &Broker) -> String {
+    std::fs::read_to_string(broker.dir().join("cops.log")).unwrap_or_default()
+}
+
+fn stats(client: &mut Client, name: &str) -> Option<Value> {
+    let uri = format!("/cops/stats/{name}");
+    let answer = client
+        .request(Method::Get, &uri, b"", Duration::from_millis(500))
+        .ok()?;
+    serde_json::from_slice(&answer.body).ok()
+}
+
+fn wait_stats(
+    client: &mut Client,
+    name: &str,
+    timeout: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = stats(client, name) {
+            if cond(&v) {
+                return v;
+            }
+            if Instant::now() > end {
+                panic!("timed out waiting on {name}: last stats {v}");
+            }
+        } else if Instant::now() > end {
+            panic!("timed out waiting on {name}: no stats");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn config_text() -> String {
+    format!(
+        r#"{{"heartbeatFreq":{PERIOD_MS},"replyToGetDeadline":{DEADLINE_MS},"heartbeatErrorAllowance":{ALLOWANCE},
+            "briefingFrequencyMS":1000,"controllerName":"e2e",
+            "processList":[
+              {{"name":"victim","uri":"/victim","killOnHang":true,"expectedExe":"test_responder"}},
+              {{"name":"slow","uri":"/slow","killOnHang":true}}
+            ]}}"#
+    )
+}
+
+#[test]
+fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
+    let broker = Broker::start();
+    let config = write_config(broker.dir(), &config_text());
+    let victim = Supervised::start(broker.socket(), "/victim", 0);
+    // Answers 60 ms after the get: slow, but inside the 90 ms deadline.
+    let slow = Supervised::start(broker.socket(), "/slow", 60);
+    let mut cops = start_cops(&broker, &config, &[]);
+    let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
+
+    let first = wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
+        v["state"] == "alive" && v["pid"] != Value::Null
+    });
+    let first_pid = first["pid"].as_u64().unwrap() as u32;
+    assert_eq!(first_pid, victim.pid());
+    let slow_pid = wait_stats(&mut client, "slow", Duration::from_secs(5), |v| {
+        v["state"] == "alive"
+    })["pid"]
+        .clone();
+
+    // Hang 1: SIGSTOP (the test's own child).
+    let hung_at = Instant::now();
+    unsafe { libc::kill(first_pid as i32, libc::SIGSTOP) };
+    let budget = Duration::from_millis(ALLOWANCE * PERIOD_MS + DEADLINE_MS + 50);
+    assert!(testkit::wait_for(Duration::from_secs(5), || victim
+        .deaths()
+        .len()
+        == 1));
+    let (pid, died_at, sig) = victim.deaths()[0];
+    assert_eq!((pid, sig), (first_pid, Some(libc::SIGKILL)));
+    let latency = died_at - hung_at;
+    eprintln!("SIGSTOP -> SIGKILL: {latency:?} (budget {budget:?})");
+    assert!(latency <= budget, "hang to kill {latency:?} > {budget:?}");
+
+    let again = wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
+        v["state"] == "alive" && v["pid"].as_u64() != Some(u64::from(first_pid))
+    });
+    assert_eq!(again["pid"].as_u64(), Some(u64::from(victim.pid())));
+    assert_eq!(again["total_restarts"], 1);
+    assert_eq!(again["cops_restarts"], 1);
+
+    // Hang 2: the hang hook (spins on its main thread).
+    let second_pid = victim.pid();
+    let hung_at = Instant::now();
+    client
+        .send(Method::Set, "/victim/debug/hang", None, b"true")
+        .unwrap();
+    assert!(testkit::wait_for(Duration::from_secs(5), || victim
+        .deaths()
+        .len()
+        == 2));
+    let (pid, died_at, sig) = victim.deaths()[1];
+    assert_eq!((pid, sig), (second_pid, Some(libc::SIGKILL)));
+    let latency = died_at - hung_at;
+    eprintln!("hang hook -> SIGKILL: {latency:?}");
+    assert!(latency <= budget, "hang to kill {latency:?} > {budget:?}");
+    let again = wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
+        v["state"] == "alive" && v["total_restarts"] == 2
+    });
+    assert_eq!(again["cops_restarts"], 2);
+
+    // The slow one was never touched.
+    let s = stats(&mut client, "slow").unwrap();
+    assert_eq!(s["pid"], slow_pid);
+    assert_eq!(s["state"], "alive");
+    assert_eq!(s["total_restarts"], 0);
+    assert!(s["max_response_time_ms"].as_f64().unwrap() >= 60.0, "{s}");
+    assert!(slow.deaths().is_empty());
+
+    let log = cops_log(&broker);
+    assert!(log.contains("victim"), "{log}");
+    assert!(
+        log.contains("sent SIGKILL; threads: tid"),
+        "evidence in the log: {log}"
+    );
+    cops.signal(libc::SIGTERM);
+    let status = cops
+        .wait_timeout(Duration::from_secs(5))
+        .expect("cops stops on SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn broker_restart_kills_nobody() {
+    let mut broker = Broker::start();
+    let config = write_config(broker.dir(), &config_text());
+    let victim = Supervised::start(broker.socket(), "/victim", 0);
+    let slow = Supervised::start(broker.socket(), "/slow", 60);
+    let _cops = start_cops(&broker, &config, &[]);
+    let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
+    wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
+        v["state"] == "alive"
+    });
+    wait_stats(&mut client, "slow", Duration::from_secs(5), |v| {
+        v["state"] == "alive"
+    });
+    drop(client);
+
+    // Down for 10 periods, then back.
+    broker.kill();
+    std::thread::sleep(Duration::from_millis(10 * PERIOD_MS));
+    broker.restart();
+    let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
+    for name in ["victim", "slow"] {
+        wait_stats(&mut client, name, Duration::from_secs(10), |v| {
+            v["state"] == "alive" && v["missed_heartbeats"] == 0
+        });
+    }
+    // A few more periods of normal running.
+    std::thread::sleep(Duration::from_millis(5 * PERIOD_MS));
+    assert!(victim.deaths().is_empty(), "{:?}", victim.deaths());
+    assert!(slow.deaths().is_empty());
+    let log = cops_log(&broker);
+    assert!(!log.contains(" hung "), "{log}");
+}
+
+#[test]
+fn dry_run_signals_nothing() {
+    let broker = Broker::start();
+    let config = write_config(broker.dir(), &config_text());
+    let victim = Supervised::start(broker.socket(), "/victim", 0);
+    let _cops = start_cops(&broker, &config, &["--dry-run"]);
+    let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
+    let v = wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
+        v["state"] == "alive"
+    });
+    let pid = v["pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
+        v["state"] == "hung"
+    });
+    let seen = testkit::wait_for(Duration::from_secs(2), || {
+        cops_log(&broker).contains("would be sent SIGKILL")
+    });
+    assert!(seen, "{}", cops_log(&broker));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(victim.deaths().is_empty());
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
+#[test]
+fn check_validates_and_prints_effective_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), &config_text());
+    let out = Command::new(testkit::bin("cops-server", "cops"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["processList"][1]["killSignal"], "SIGKILL");
+    assert_eq!(v["ourUri"], "/cops");
+
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"processList":[{"name":"site","uri":"/site","killOnHnag":true}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(testkit::bin("cops-server", "cops"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.json: process \"site\": key \"killOnHnag\": unknown key (did you mean \"killOnHang\"?)"), "{err}");
+}
