@@ -55,6 +55,7 @@ pub struct Driver {
     backoff: Duration,
     last_error: Option<fims::Error>,
     pets: Option<PetHandle>,
+    dropped: u64,
     reply: Vec<u8>,
     replyto: String,
 }
@@ -72,6 +73,7 @@ impl Driver {
             backoff: RECONNECT_MIN,
             last_error: None,
             pets: None,
+            dropped: 0,
             reply: Vec::with_capacity(256),
             replyto: String::with_capacity(64),
         }
@@ -134,6 +136,12 @@ impl Driver {
         self.client.is_none().then_some(self.next_attempt)
     }
 
+    /// Answers dropped because FIMS could not carry them (a replyto that is not
+    /// a URI, an answer over the broker's body limit).
+    pub fn dropped_answers(&self) -> u64 {
+        self.dropped
+    }
+
     /// The last connection error (cleared by a successful connect).
     pub fn last_error(&self) -> Option<&fims::Error> {
         self.last_error.as_ref()
@@ -142,7 +150,7 @@ impl Driver {
     /// Waits up to `timeout` for the first message, then answers every message
     /// already waiting (at most [`MAX_PER_POLL`]). Returns how many were the
     /// responder's. `Err` when the connection broke (once; the following polls
-    /// reconnect) or an answer could not be sent.
+    /// reconnect).
     pub fn poll(&mut self, timeout: Duration) -> fims::Result<usize> {
         self.poll_with(timeout, |_| {})
     }
@@ -199,7 +207,12 @@ impl Driver {
         if outcome == Outcome::Reply {
             self.replyto.clear();
             self.replyto.push_str(msg.replyto);
-            client.send(Method::Set, &self.replyto, None, &self.reply)?;
+            match client.send(Method::Set, &self.replyto, None, &self.reply) {
+                Ok(()) => {}
+                Err(e) if e.is_disconnect() || matches!(e, fims::Error::Io(_)) => return Err(e),
+                // A replyto FIMS cannot carry (bad input from the bus): drop that answer.
+                Err(_) => self.dropped += 1,
+            }
         }
         Ok(Some(outcome.is_mine()))
     }

@@ -343,3 +343,19 @@ fn router_route_with_an_owned_message() {
     let got = listener.recv(Some(T)).expect("recv").expect("answer");
     assert_eq!((got.uri, got.body), ("/answers/1", &b"0"[..]));
 }
+
+#[test]
+fn answer_to_an_unusable_replyto_is_dropped_not_an_error() {
+    let broker = Broker::start();
+    let mut d = Driver::connect(responder("/d"), broker.socket()).expect("connects");
+    let mut c = Client::connect_to(broker.socket(), "cops").expect("client");
+    c.send(Method::Get, "/d/cops", Some("not-a-uri"), b"")
+        .expect("send");
+    let mut n = 0;
+    let end = Instant::now() + T;
+    while n == 0 && Instant::now() < end {
+        n += d.poll(Duration::from_millis(50)).expect("not an error");
+    }
+    assert_eq!((n, d.dropped_answers()), (1, 1));
+    assert!(d.is_connected());
+}

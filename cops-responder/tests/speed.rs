@@ -27,7 +27,14 @@ fn hot_path_timing() {
     let now = Instant::now();
     let replyto = Some("/cops/heartbeat/hybridos_controller");
     let get = per_call(|| {
-        let o = r.handle(now, black_box("get"), black_box("/site/cops"), replyto, b"", &mut reply);
+        let o = r.handle(
+            now,
+            black_box("get"),
+            black_box("/site/cops"),
+            replyto,
+            b"",
+            &mut reply,
+        );
         assert_eq!(o, Outcome::Reply);
         black_box(&reply);
     });
@@ -38,19 +45,121 @@ fn hot_path_timing() {
         body.clear();
         use std::io::Write;
         let _ = write!(body, "{hb}");
-        let o = r.handle(now, "set", black_box("/site/cops/cops_heartbeat"), None, &body, &mut reply);
+        let o = r.handle(
+            now,
+            "set",
+            black_box("/site/cops/cops_heartbeat"),
+            None,
+            &body,
+            &mut reply,
+        );
         assert_eq!(o, Outcome::Handled);
     });
     let clothed = per_call(|| {
-        let o = r.handle(now, "set", "/site/cops/cops_heartbeat", replyto, br#"{"value":17}"#, &mut reply);
+        let o = r.handle(
+            now,
+            "set",
+            "/site/cops/cops_heartbeat",
+            replyto,
+            br#"{"value":17}"#,
+            &mut reply,
+        );
         assert_eq!(o, Outcome::Reply);
     });
     let not_mine = per_call(|| {
-        let o = r.handle(now, "pub", black_box("/components/bms_9/cap"), None, b"1234", &mut reply);
+        let o = r.handle(
+            now,
+            "pub",
+            black_box("/components/bms_9/cap"),
+            None,
+            b"1234",
+            &mut reply,
+        );
         assert_eq!(o, Outcome::NotMine);
     });
     println!("get <uri>/cops into its answer: {get:.0} ns");
     println!("naked set (with formatting the body): {set:.0} ns");
     println!("clothed set with replyto (serde_json): {clothed:.0} ns");
     println!("not mine: {not_mine:.1} ns");
+}
+
+/// Heartbeat round trips through a real broker, answered three ways: by the
+/// `Driver`; by a bare recv/send loop around `Responder::handle`; by a bare loop
+/// sending a canned answer (the floor without the responder).
+#[test]
+#[ignore = "timing; run in release by hand"]
+fn round_trip_timing() {
+    use fims::blocking::Client;
+    use fims::Method;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn measure(socket: &std::path::Path, uri: &str) -> f64 {
+        let mut c = Client::connect_to(socket, "cops").expect("client");
+        let t = Duration::from_secs(2);
+        for _ in 0..200 {
+            c.request(Method::Get, uri, b"", t).expect("answer");
+        }
+        let n = 3000;
+        let start = Instant::now();
+        for _ in 0..n {
+            c.request(Method::Get, uri, b"", t).expect("answer");
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(n) / 1000.0
+    }
+
+    /// A bare loop answering `base/cops`, with the core or with a canned body.
+    fn bare(
+        socket: &std::path::Path,
+        base: &str,
+        core: bool,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let mut r = Responder::new("bare", base).expect("valid");
+        let mut c = Client::connect_to(socket, "bare").expect("bare");
+        c.subscribe(&[r.cops_uri()]).expect("sub");
+        std::thread::spawn(move || {
+            let mut replyto = String::new();
+            let mut reply = br#"{"cops_heartbeat":0,"pid":1234}"#.to_vec();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(Some(m)) = c.recv(Some(Duration::from_millis(10))) {
+                    replyto.clear();
+                    replyto.push_str(m.replyto);
+                    if core {
+                        let _ = r.handle_message(Instant::now(), &m, &mut reply);
+                    }
+                    let _ = c.send(Method::Set, &replyto, None, &reply);
+                }
+            }
+        })
+    }
+
+    let broker = testkit::Broker::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let r = Responder::new("rt", "/rt").expect("valid");
+    let mut d = cops_responder::Driver::connect(r, broker.socket()).expect("connects");
+    let s = stop.clone();
+    let t1 = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let _ = d.poll(Duration::from_millis(10));
+        }
+    });
+    let t2 = bare(broker.socket(), "/core", true, stop.clone());
+    let t3 = bare(broker.socket(), "/canned", false, stop.clone());
+    let mut v = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..5 {
+        for (i, uri) in ["/rt/cops", "/core/cops", "/canned/cops"]
+            .iter()
+            .enumerate()
+        {
+            v[i].push(measure(broker.socket(), uri));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = (t1.join(), t2.join(), t3.join());
+    let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+    let (d, c, b) = (min(&v[0]), min(&v[1]), min(&v[2]));
+    let pct = |x: f64| (x - b) / b * 100.0;
+    println!("round trip (best of 5 x 3000): canned answer {b:.2} us; core in a bare loop {c:.2} us ({:+.1}%); Driver {d:.2} us ({:+.1}%)", pct(c), pct(d));
 }
