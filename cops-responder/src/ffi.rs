@@ -412,3 +412,64 @@ pub unsafe extern "C" fn cops_responder_fd(r: *const cops_responder) -> c_int {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_the_panic_status() {
+        let s = boundary(COPS_ERR_PANIC, || -> cops_status { panic!("bug") });
+        assert_eq!(s, COPS_ERR_PANIC);
+        let p = boundary(std::ptr::null_mut(), || -> *mut cops_responder {
+            panic!("bug")
+        });
+        assert!(p.is_null());
+    }
+
+    #[test]
+    fn every_status_round_trips_and_has_a_text() {
+        for s in [
+            COPS_OK,
+            COPS_NOT_MINE,
+            COPS_ERR_NULL,
+            COPS_ERR_INVALID,
+            COPS_ERR_BUFFER_TOO_SMALL,
+            COPS_ERR_IO,
+            COPS_ERR_PANIC,
+        ] {
+            assert_eq!(status_from_int(s as c_int), Some(s));
+            // SAFETY: cops_status_str returns a static NUL-terminated string.
+            let text = unsafe { CStr::from_ptr(cops_status_str(s as c_int)) };
+            assert_ne!(text.to_bytes(), b"unknown status");
+        }
+        assert_eq!(status_from_int(7), None);
+    }
+
+    #[test]
+    fn handle_answers_get_cops_with_the_pid() {
+        // SAFETY: valid NUL-terminated strings and buffers; the responder is freed once.
+        unsafe {
+            let r = cops_responder_new(c"p".as_ptr(), c"/s".as_ptr());
+            assert!(!r.is_null());
+            let mut buf = [0 as c_char; 128];
+            let mut len = 0usize;
+            let s = cops_responder_handle(
+                r,
+                c"get".as_ptr(),
+                c"/s/cops".as_ptr(),
+                c"/r".as_ptr(),
+                std::ptr::null(),
+                0,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut len,
+            );
+            assert_eq!(s, COPS_OK);
+            let reply = std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len);
+            let pid = format!("\"pid\":{}", std::process::id());
+            assert!(String::from_utf8_lossy(reply).contains(&pid));
+            cops_responder_free(r);
+        }
+    }
+}
