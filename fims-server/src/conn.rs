@@ -138,6 +138,10 @@ impl Conn {
             self.queued_bytes -= front.len();
             self.queue.pop_front();
         }
+        // Give back what a burst made the queue grow to (idle connections stay small).
+        if self.queue.capacity() > 64 {
+            self.queue.shrink_to(16);
+        }
         Ok(failed)
     }
 }

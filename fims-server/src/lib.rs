@@ -30,7 +30,7 @@ pub use server::{ServeError, Server, ShutdownHandle};
 pub use stats::Stats;
 
 /// Default outbound queue bound per connection, in datagrams.
-pub const DEFAULT_QUEUE_DATAGRAMS: usize = 1024;
+pub const DEFAULT_QUEUE_DATAGRAMS: usize = 4096;
 /// Default outbound queue bound per connection, in bytes (one datagram is always allowed).
 pub const DEFAULT_QUEUE_BYTES: usize = 32 << 20;
 
@@ -50,7 +50,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults (mode 0660, max_data_len 923005, 1024 datagrams / 32 MiB of queue)
+    /// Defaults (mode 0660, max_data_len 923005, 4096 datagrams / 32 MiB of queue)
     /// at `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Config {
         Config {

@@ -522,10 +522,11 @@ impl Server {
             }
             Delivery::Overflow => {
                 self.stats.overflow += 1;
-                let c = self.stats.overflow;
-                let name = self.conn_name(id);
-                let detail = format_args!("outbound queue of {name:?} is full");
-                self.warn_drop(Drop::Overflow, c, &detail);
+                if let Some(suppressed) = self.limiter.allow(Drop::Overflow, Instant::now()) {
+                    let name = self.conn_name(id);
+                    tracing::warn!(receiver = %name, total = self.stats.overflow, suppressed,
+                        "outbound queue full; message dropped for this receiver");
+                }
             }
             Delivery::Gone => self.mark_close(id),
             Delivery::Failed(errno) => {

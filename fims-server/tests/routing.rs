@@ -207,6 +207,10 @@ fn empty_process_name_is_filled_with_the_handshake_name() {
 fn spec_vectors_through_the_broker() {
     let b = Broker::start();
     let p = b.socket();
+    // The broker's first datagram is the handshake vector, byte for byte.
+    let first = Raw::connect(p);
+    assert_eq!(first.recv(WAIT), Got::Datagram(hex("010000007d150e00")));
+    drop(first);
     let (rx, max) = Raw::handshake(p, "rx");
     assert_eq!(max, fims::DEFAULT_MAX_DATA_LEN);
     rx.send(&hex(
