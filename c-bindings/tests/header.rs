@@ -65,3 +65,15 @@ fn header_has_the_names_of_cops_md() {
         assert!(h.contains(needle), "header lacks {needle:?}:\n{h}");
     }
 }
+
+/// The panic boundary needs unwinding: no profile may set `panic = "abort"`.
+#[test]
+fn no_profile_aborts_on_panic() {
+    let manifest = std::fs::read_to_string(root().join("../Cargo.toml")).expect("root Cargo.toml");
+    let compact: String = manifest.split_whitespace().collect();
+    assert!(
+        !compact.contains("panic=\"abort\""),
+        "a profile in the root Cargo.toml sets panic = \"abort\": the C ABI's \
+         panic boundary (COPS_ERR_PANIC) would abort the host process instead"
+    );
+}

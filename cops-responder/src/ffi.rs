@@ -226,7 +226,11 @@ pub unsafe extern "C" fn cops_responder_heartbeat(r: *const cops_responder) -> u
 /// for a value that is none of them). Never NULL; do not free it.
 #[no_mangle]
 pub extern "C" fn cops_status_str(s: CopsStatusArg) -> *const c_char {
-    let text: &'static CStr = match status_from_int(s) {
+    boundary(c"panic".as_ptr(), || status_text(s).as_ptr())
+}
+
+fn status_text(s: CopsStatusArg) -> &'static CStr {
+    match status_from_int(s) {
         Some(COPS_OK) => c"ok",
         Some(COPS_NOT_MINE) => c"not mine: the host handles this message",
         Some(COPS_ERR_NULL) => c"a required pointer was NULL",
@@ -237,8 +241,7 @@ pub extern "C" fn cops_status_str(s: CopsStatusArg) -> *const c_char {
             c"internal error (a bug in the responder), caught at the C boundary"
         }
         None => c"unknown status",
-    };
-    boundary(c"panic".as_ptr(), || text.as_ptr())
+    }
 }
 
 /// Mode A: offers one message the host received to the responder.
