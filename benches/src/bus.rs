@@ -65,6 +65,11 @@ impl BrokerProc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The temp directory the socket lives in (for other files of the run).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
 }
 
 impl Drop for BrokerProc {
@@ -97,10 +102,23 @@ pub struct Peer {
 impl Peer {
     /// Spawns `exe --peer role --socket socket` and waits for its `ready` line.
     pub fn spawn(exe: &Path, role: &str, socket: &Path) -> Result<Peer> {
+        Peer::spawn_with(exe, role, socket, &[], false)
+    }
+
+    /// [`spawn`](Self::spawn) with extra arguments, and stdin piped when
+    /// `stdin` (take it with [`stdin`](Self::stdin)).
+    pub fn spawn_with(
+        exe: &Path,
+        role: &str,
+        socket: &Path,
+        extra: &[String],
+        stdin: bool,
+    ) -> Result<Peer> {
         let mut child = Command::new(exe)
             .args(["--peer", role, "--socket"])
             .arg(socket)
-            .stdin(Stdio::null())
+            .args(extra)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| err!("starting peer {role}: {e}"))?;
@@ -121,6 +139,11 @@ impl Peer {
     /// The peer's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The peer's stdin, when spawned with one.
+    pub fn stdin(&mut self) -> Option<&mut std::process::ChildStdin> {
+        self.child.stdin.as_mut()
     }
 }
 

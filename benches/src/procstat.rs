@@ -28,6 +28,18 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     parse_rss_kib(&status).ok_or_else(|| err!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// Peak resident set size of `pid` in KiB (`VmHWM`).
+pub fn hwm_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| err!("reading /proc/{pid}/status: {e}"))?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err!("no VmHWM in /proc/{pid}/status"))
+}
+
 /// `VmRSS` in KiB from the text of a `/proc/<pid>/status` file.
 pub fn parse_rss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

@@ -1,0 +1,69 @@
+//! Runs `perf-report --quick --json` with tiny sizes so it cannot rot: every
+//! key is there and every figure is a positive number (not checked: values).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const KEYS: [&str; 11] = [
+    "rtt_floor_us",
+    "rtt_broker_us",
+    "rtt_ratio",
+    "throughput_floor_mps",
+    "throughput_broker_mps",
+    "throughput_ratio",
+    "handle_ns",
+    "cops_cpu_pct",
+    "cops_rss_mb",
+    "false_kills",
+    "max_detect_ms",
+];
+
+#[test]
+fn quick_json_report_has_every_figure() {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_perf-report"))
+        .args([
+            "--quick",
+            "--json",
+            "--processes",
+            "50",
+            "--window-ms",
+            "1500",
+            "--period-ms",
+            "200",
+            "--rtt-samples",
+            "200",
+            "--tp-messages",
+            "2000",
+        ])
+        .output()
+        .expect("perf-report runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "perf-report failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    let obj = v.as_object().expect("a JSON object");
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = KEYS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "exactly the documented keys");
+    for k in KEYS {
+        let x = obj[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} is not a number: {stdout}\n{stderr}"));
+        if k == "false_kills" {
+            assert!(x >= 0.0, "{k} = {x}");
+        } else {
+            assert!(x > 0.0, "{k} = {x} is not positive");
+        }
+    }
+    // Not a timing assertion on the code under test: the smoke run must stay
+    // cheap enough for the workspace suite.
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "smoke run took {:?}",
+        t.elapsed()
+    );
+}
