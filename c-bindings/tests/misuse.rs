@@ -64,7 +64,17 @@ fn misuse_under_valgrind() {
 /// connect, poll (answering real requests), free: no errors, no leaks.
 #[test]
 fn connect_poll_free_under_valgrind() {
-    let exe = compile("examples/own_connection.c", Link::Static);
+    run_example_under_valgrind("examples/own_connection.c");
+}
+
+/// Mode A the same way: new, handle for each message, free.
+#[test]
+fn host_routed_under_valgrind() {
+    run_example_under_valgrind("examples/host_routed.c");
+}
+
+fn run_example_under_valgrind(example: &str) {
+    let exe = compile(example, Link::Static);
     let Some(mut vg) = valgrind() else { return };
     let broker = Broker::start();
     let (mut child, _) = spawn_ready(
