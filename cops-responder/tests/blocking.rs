@@ -148,7 +148,7 @@ fn driver_reconnects_after_broker_restart() {
     assert_eq!(v["pid"], std::process::id());
     let driver = run.finish();
     assert_eq!(driver.connects(), 2);
-    assert!(took < Duration::from_secs(2), "reconnect took {took:?}");
+    assert!(took < Duration::from_secs(3), "reconnect took {took:?}");
 }
 
 #[test]
@@ -181,11 +181,18 @@ fn gate_goes_silent_when_pets_stop_and_answers_when_they_resume() {
     assert!(get(&mut cops, "/gated/cops", T).is_ok());
     // The work loop stops petting: after the window, no answers (the set is still stored).
     run.pet.store(false, Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(200));
+    // Silent once the window has passed (polled for, so a loaded machine does not flake).
+    let silent = testkit::wait_for(T, || {
+        matches!(
+            get(&mut cops, "/gated/cops", Duration::from_millis(300)),
+            Err(fims::Error::Timeout(_))
+        )
+    });
+    assert!(silent, "the gate closes when pets stop");
     cops.send(Method::Set, "/gated/cops/cops_heartbeat", None, b"5")
         .expect("send");
-    let silent = get(&mut cops, "/gated/cops", Duration::from_millis(300));
-    assert!(matches!(silent, Err(fims::Error::Timeout(_))), "{silent:?}");
+    let still = get(&mut cops, "/gated/cops", Duration::from_millis(300));
+    assert!(matches!(still, Err(fims::Error::Timeout(_))), "{still:?}");
     // Pets resume: answers resume, with the value stored while silent. (A get
     // that lands in the poll before the loop's first pet is still gated: ask again.)
     run.pet.store(true, Ordering::Relaxed);
