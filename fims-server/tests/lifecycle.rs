@@ -178,3 +178,58 @@ fn thousand_idle_connections_stay_under_50_mb() {
         "broker RSS {after} KiB with {N} connections"
     );
 }
+
+/// Drops are logged rate-limited (one line per kind per second) and the
+/// totals are in the summary the broker logs when it stops.
+#[test]
+fn drops_are_logged_rate_limited_with_totals_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fims.sock");
+    let log = dir.path().join("broker.log");
+    let mut child = ChildGuard::spawn(
+        server_cmd(&sock)
+            .args(["--queue-datagrams", "4"])
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    assert!(testkit::wait_for(WAIT, || testkit::seqpacket_accepts(
+        &sock
+    )));
+    // A subscriber that never reads.
+    let _slow = client(&sock, "slow", &["/flood"]);
+    let mut tx = client(&sock, "tx", &[]);
+    let body = vec![b'x'; 100_000];
+    for _ in 0..100 {
+        tx.send(Method::Pub, "/flood", None, &body).unwrap();
+    }
+    let (garbage, _) = Raw::handshake(&sock, "garbage");
+    for _ in 0..50 {
+        garbage.send(b"not a fims datagram").unwrap();
+    }
+    // Round trip through the broker so everything above was processed.
+    let mut probe = client(&sock, "probe", &["/probe"]);
+    tx.send(Method::Pub, "/probe", None, b"1").unwrap();
+    garbage.send_msg(&fims::Message::new(Method::Pub, "/probe", b"2"));
+    let mut bodies = vec![next(&mut probe).body, next(&mut probe).body];
+    bodies.sort();
+    assert_eq!(bodies, [b"1".to_vec(), b"2".to_vec()]);
+    child.signal(libc::SIGTERM);
+    assert!(child.wait_timeout(WAIT).expect("stops").success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let overflow_lines = text
+        .lines()
+        .filter(|l| l.contains("outbound queue full"))
+        .count();
+    let malformed_lines = text
+        .lines()
+        .filter(|l| l.contains("datagram dropped") && l.contains("Malformed"))
+        .count();
+    assert!((1..=3).contains(&overflow_lines), "{text}");
+    assert!((1..=3).contains(&malformed_lines), "{text}");
+    let summary = text
+        .lines()
+        .find(|l| l.contains("fims_server stopped"))
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    assert!(summary.contains("malformed=50"), "{summary}");
+    assert!(!summary.contains("overflow=0 "), "{summary}");
+}
