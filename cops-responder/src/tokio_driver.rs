@@ -27,6 +27,7 @@ pub struct TokioDriver {
     pets: PetHandle,
     reply: Vec<u8>,
     connects: u64,
+    dropped: u64,
 }
 
 impl TokioDriver {
@@ -38,6 +39,7 @@ impl TokioDriver {
             pets: PetHandle::new(),
             reply: Vec::with_capacity(256),
             connects: 0,
+            dropped: 0,
         }
     }
 
@@ -59,6 +61,12 @@ impl TokioDriver {
     /// How many times the driver connected.
     pub fn connects(&self) -> u64 {
         self.connects
+    }
+
+    /// Answers dropped because FIMS could not carry them (a replyto that is not
+    /// a URI, an answer over the broker's body limit).
+    pub fn dropped_answers(&self) -> u64 {
+        self.dropped
     }
 
     /// Answers until `shutdown` completes, reconnecting (50 ms doubling to
@@ -145,13 +153,16 @@ impl TokioDriver {
                 });
             }
             if outcome == Outcome::Reply {
-                if let Err(e) = sender
+                let sent = sender
                     .send(Method::Set, msg.replyto, None, &self.reply)
-                    .await
-                {
-                    if e.is_disconnect() || matches!(e, fims::Error::Io(_)) {
-                        return Some(e);
+                    .await;
+                match sent {
+                    Ok(()) => {}
+                    Err(e) if e.is_disconnect() || matches!(e, fims::Error::Io(_)) => {
+                        return Some(e)
                     }
+                    // A replyto FIMS cannot carry (bad input from the bus): drop that answer.
+                    Err(_) => self.dropped += 1,
                 }
             }
         }

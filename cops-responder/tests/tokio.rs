@@ -64,6 +64,10 @@ async fn tokio_driver_answers_and_reconnects() {
     c.send(Method::Set, "/as/cops/cops_heartbeat", None, b"41")
         .await
         .expect("send");
+    // An answer FIMS cannot carry is dropped, and the driver goes on.
+    c.send(Method::Get, "/as/cops", Some("not-a-uri"), b"")
+        .await
+        .expect("send");
     let hb = c
         .request(Method::Get, "/as/cops/cops_heartbeat", b"", T)
         .await
@@ -87,6 +91,7 @@ async fn tokio_driver_answers_and_reconnects() {
         .expect("stops")
         .expect("task");
     assert_eq!(d.connects(), 2);
+    assert_eq!(d.dropped_answers(), 1);
     assert_eq!(d.responder().heartbeat(), 41);
 }
 
