@@ -191,6 +191,8 @@ impl Server {
         let s = self.stats;
         tracing::info!(
             accepted = s.accepted,
+            handshakes = s.handshakes,
+            sub_refused = s.sub_refused,
             routed = s.routed,
             delivered = s.delivered,
             overflow = s.overflow,
