@@ -1,21 +1,33 @@
 //! Once warm, handling `get <uri>/cops` (and the other hot messages) allocates
-//! nothing: checked with a counting global allocator. One test function only,
-//! so no other test thread allocates while we count.
+//! nothing, in the core and in the blocking driver's answer path: checked with
+//! a counting global allocator that counts per thread (so other test threads
+//! and the asking client do not disturb the count).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use cops_responder::{Outcome, Responder};
+use cops_responder::{Driver, Outcome, Responder};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count() {
+    // try_with: the thread-local may be gone while a thread exits.
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+fn allocs() -> usize {
+    ALLOCS.with(Cell::get)
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -24,7 +36,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -77,18 +89,74 @@ fn warm_hot_path_does_not_allocate() {
         hb += 1;
     }
     // The counter works: a deliberate allocation is seen.
-    let probe = ALLOCS.load(Ordering::Relaxed);
+    let probe = allocs();
     drop(std::hint::black_box(Box::new(7u64)));
-    assert!(
-        ALLOCS.load(Ordering::Relaxed) > probe,
-        "allocator not counting"
-    );
-    let before = ALLOCS.load(Ordering::Relaxed);
+    assert!(allocs() > probe, "allocator not counting");
+    let before = allocs();
     for _ in 0..1000 {
         cycle(&mut r, &mut reply, &mut body, hb);
         hb += 1;
     }
-    let after = ALLOCS.load(Ordering::Relaxed);
-    assert_eq!(after - before, 0, "allocations on the warm hot path");
+    assert_eq!(allocs() - before, 0, "allocations on the warm hot path");
     assert_eq!(r.heartbeat(), hb - 1);
+}
+
+#[test]
+fn warm_driver_answers_without_allocating() {
+    use fims::blocking::Client;
+    use fims::Method;
+
+    let broker = testkit::Broker::start();
+    let mut r = Responder::new("alloc_check", "/ac").expect("valid");
+    r.set_version("1", "2", "3");
+    let mut d = Driver::connect(r, broker.socket()).expect("connects");
+    // COPS's side runs on another thread: its allocations are not counted here.
+    const ROUNDS: usize = 300;
+    let asker = std::thread::spawn({
+        let sock = broker.socket().to_path_buf();
+        move || {
+            let mut c = Client::connect_to(&sock, "cops").expect("client");
+            c.subscribe(&["/cops/heartbeat/alloc_check"]).expect("sub");
+            for i in 0..2 * ROUNDS {
+                let body = i.to_string();
+                c.send(
+                    Method::Set,
+                    "/ac/cops/cops_heartbeat",
+                    None,
+                    body.as_bytes(),
+                )
+                .expect("send");
+                let a = c
+                    .request_on(
+                        Method::Get,
+                        "/ac/cops",
+                        "/cops/heartbeat/alloc_check",
+                        b"",
+                        Duration::from_secs(3),
+                    )
+                    .expect("answer");
+                assert!(a
+                    .body_text()
+                    .starts_with(&format!("{{\"cops_heartbeat\":{i},")));
+            }
+        }
+    });
+    let mut answered = 0;
+    let mut before = None;
+    let end = Instant::now() + Duration::from_secs(20);
+    while answered < 4 * ROUNDS && Instant::now() < end {
+        answered += d.poll(Duration::from_millis(50)).expect("poll");
+        if before.is_none() && answered >= 2 * ROUNDS {
+            // Warm: the rest must not allocate.
+            before = Some(allocs());
+        }
+    }
+    let after = allocs();
+    asker.join().expect("asker");
+    assert_eq!(answered, 4 * ROUNDS);
+    assert_eq!(
+        after - before.expect("warmed up"),
+        0,
+        "driver allocations once warm"
+    );
 }
