@@ -40,21 +40,29 @@ fn rust_ns_per_call() -> f64 {
     best
 }
 
-fn main() {
-    let exe = common::compile_with("tests/c/bench_handle.c", common::Link::Static, &["-O2"]);
+/// Best ns/call of one run of the C program (itself best of 7 rounds).
+fn c_ns_per_call(exe: &std::path::Path) -> f64 {
     let out = Command::new(exe)
         .arg(ITERS.to_string())
         .output()
         .expect("bench_handle runs");
     assert!(out.status.success(), "bench_handle failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let c_ns: f64 = text
+    String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .expect("bench_handle prints ns_per_call");
-    let rust_ns = rust_ns_per_call();
-    println!("get <uri>/cops, best of 7 x {ITERS} calls:");
+        .expect("bench_handle prints ns_per_call")
+}
+
+fn main() {
+    let exe = common::compile_with("tests/c/bench_handle.c", common::Link::Static, &["-O2"]);
+    // Alternate the two so load from other processes hits both alike; keep the best.
+    let (mut c_ns, mut rust_ns) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        c_ns = c_ns.min(c_ns_per_call(&exe));
+        rust_ns = rust_ns.min(rust_ns_per_call());
+    }
+    println!("get <uri>/cops, best of 3 x 7 rounds x {ITERS} calls, alternating:");
     println!("  Rust Responder::handle      {rust_ns:8.1} ns/call");
     println!("  C cops_responder_handle     {c_ns:8.1} ns/call");
     println!(
