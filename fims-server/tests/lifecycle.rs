@@ -152,6 +152,7 @@ fn two_hundred_clients_at_once() {
 #[test]
 fn thousand_idle_connections_stay_under_50_mb() {
     const N: usize = 1000;
+    raise_nofile_limit();
     let b = Broker::start();
     let pid = b.pid().unwrap();
     let before = rss_kib(pid);
