@@ -251,3 +251,43 @@ fn spec_vectors_through_the_broker() {
         assert_eq!(got, want_bytes);
     }
 }
+
+/// A sender whose uid has no user name is stamped with the number; a named
+/// uid with its name. Needs root to run the sender under other uids.
+#[test]
+fn other_users_are_stamped_by_name_or_number() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to send as other uids");
+        return;
+    }
+    let b = Broker::start_with(&["--mode", "0666"]);
+    std::fs::set_permissions(b.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rx = client(b.socket(), "rx", &["/who"]);
+    let send = testkit::bin("fims-server", "fims_send");
+    for (uid, want) in [(54321u32, "54321"), (65534, "nobody")] {
+        if uid == 65534 && !users_has(65534, "nobody") {
+            continue;
+        }
+        let st = std::process::Command::new(&send)
+            .arg("--socket")
+            .arg(b.socket())
+            .args(["-m", "pub", "-u", "/who", "1"])
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .unwrap();
+        assert!(st.success(), "fims_send as uid {uid}");
+        assert_eq!(next(&mut rx).username, want);
+    }
+}
+
+fn users_has(uid: u32, name: &str) -> bool {
+    // SAFETY: getpwuid returns NULL or an entry read before any other passwd call.
+    unsafe {
+        let pw = libc::getpwuid(uid);
+        !pw.is_null() && std::ffi::CStr::from_ptr((*pw).pw_name).to_bytes() == name.as_bytes()
+    }
+}
