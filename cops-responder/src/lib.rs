@@ -57,9 +57,10 @@
 //!
 //! # Performance
 //! Once the reply buffer has grown to fit, handling any `get` or a naked
-//! integer `set` does not allocate (checked by `tests/no_alloc.rs` with a
-//! counting global allocator); JSON is written by hand, serde_json is only the
-//! fallback parser for clothed and odd `set` bodies. `get <uri>/cops` into its
+//! integer `set` does not allocate, nor does the blocking [`Driver`]'s whole
+//! answer path (checked by `tests/no_alloc.rs` with a counting global
+//! allocator); JSON is written by hand, serde_json is only the fallback parser
+//! for clothed and odd `set` bodies. `get <uri>/cops` into its
 //! answer takes ~140 ns in release on the project machine, most of it the
 //! `getpid` system call (`tests/speed.rs`).
 //!
