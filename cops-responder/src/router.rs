@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use fims::{Message, Method};
 
+use crate::pet::PetHandle;
 use crate::responder::{Outcome, Responder};
 
 /// A [`Responder`] plus the buffers to answer on a connection the host owns.
@@ -21,6 +22,7 @@ pub struct Router {
     reply: Vec<u8>,
     replyto: String,
     pending: bool,
+    pets: Option<PetHandle>,
 }
 
 impl Router {
@@ -31,6 +33,7 @@ impl Router {
             reply: Vec::with_capacity(256),
             replyto: String::with_capacity(64),
             pending: false,
+            pets: None,
         }
     }
 
@@ -49,6 +52,12 @@ impl Router {
         self.responder.pet(Instant::now());
     }
 
+    /// A handle for pets from another thread or task (when the routing loop is
+    /// not the work loop); the latest pet is applied before each offer.
+    pub fn pet_handle(&mut self) -> PetHandle {
+        self.pets.get_or_insert_with(PetHandle::new).clone()
+    }
+
     /// Offers one received message. `false`: not the responder's, the host
     /// handles it. `true`: the responder's; an answer, if any, is kept for
     /// [`flush`](Self::flush) (an answer not yet flushed is replaced).
@@ -59,6 +68,9 @@ impl Router {
     /// [`offer`](Self::offer) at a given instant.
     pub fn offer_at(&mut self, now: Instant, msg: &Message<'_>) -> bool {
         self.pending = false;
+        if let Some(p) = &self.pets {
+            p.apply(&mut self.responder);
+        }
         match self.responder.handle_message(now, msg, &mut self.reply) {
             Outcome::NotMine => false,
             Outcome::Handled => true,

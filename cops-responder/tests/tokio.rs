@@ -147,7 +147,11 @@ async fn route_async_on_the_hosts_connection() {
         .expect("host");
     host.subscribe(&["/ah"]).await.expect("sub");
     let mut sender = host.sender();
-    let mut router = Router::new(responder("/ah"));
+    let mut r = responder("/ah");
+    r.set_liveness_window(Some(Duration::from_secs(60)));
+    let mut router = Router::new(r);
+    // The work loop lives elsewhere: it pets through a handle.
+    router.pet_handle().pet();
     let hosted = tokio::spawn(async move {
         let mut others = Vec::new();
         while others.is_empty() {
