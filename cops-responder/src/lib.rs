@@ -184,7 +184,7 @@
 //! ```
 //! A tokio host that owns its [`fims::tokio::Client`] routes instead:
 //! `router.route_async(&mut sender, &msg).await?` with `sender = client.sender()`
-//! (pet the router's responder from the work loop, or keep the routing there).
+//! (with a liveness window and [`Router::pet_handle`] petted from the work loop).
 #![warn(missing_docs)]
 
 mod driver;
