@@ -234,3 +234,17 @@ fn drops_are_logged_rate_limited_with_totals_at_exit() {
     assert!(summary.contains("malformed=50"), "{summary}");
     assert!(!summary.contains("overflow=0 "), "{summary}");
 }
+
+#[test]
+fn tells_systemd_when_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let sd = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sd.set_read_timeout(Some(WAIT)).unwrap();
+    let sock = dir.path().join("fims.sock");
+    let _child = ChildGuard::spawn(server_cmd(&sock).env("NOTIFY_SOCKET", &notify));
+    let mut buf = [0u8; 256];
+    let n = sd.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(testkit::seqpacket_accepts(&sock));
+}

@@ -84,6 +84,11 @@ fn main() -> ExitCode {
     };
     let handle = server.shutdown_handle();
     std::thread::spawn(move || wait_for_signal(set, handle));
+    // Under systemd with Type=notify: ready once the socket accepts. Without
+    // NOTIFY_SOCKET this does nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
     match server.run() {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
