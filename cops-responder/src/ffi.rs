@@ -2,7 +2,7 @@
 //! `libcops_responder.a` and `libcops_responder.so`.
 //!
 //! Conventions (after rustls-ffi): C sees one opaque type; every exported body
-//! runs inside [`boundary`], which turns a panic into [`cops_status::COPS_ERR_PANIC`]
+//! runs inside one panic-boundary helper, which turns a panic into `COPS_ERR_PANIC`
 //! (or NULL / 0 / -1 where the function returns no status); NULL checks come
 //! first; out-parameters are written only on success, the one exception being
 //! `*reply_len` with `COPS_ERR_BUFFER_TOO_SMALL` (the size needed). Status values
@@ -45,7 +45,7 @@ pub enum cops_status {
     COPS_ERR_PANIC = -5,
 }
 
-/// A `cops_status` as C passes it in: a plain integer, converted by [`status_from_int`].
+/// A `cops_status` as C passes it in: a plain integer, converted by `status_from_int`.
 /// The header spells it `cops_status` (cbindgen.toml renames it).
 type CopsStatusArg = c_int;
 
