@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Conn, Delivery, QueueLimit, State};
 use crate::index::{ConnId, SubIndex};
-use crate::stats::{Drop, RateLimiter, Stats};
+use crate::stats::{DropKind, RateLimiter, Stats};
 use crate::{sys, Config};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -253,7 +253,7 @@ impl Server {
         }
     }
 
-    fn warn_drop(&mut self, kind: Drop, count: u64, detail: &dyn std::fmt::Display) {
+    fn warn_drop(&mut self, kind: DropKind, count: u64, detail: &dyn std::fmt::Display) {
         if let Some(suppressed) = self.limiter.allow(kind, Instant::now()) {
             tracing::warn!(kind = ?kind, total = count, suppressed, detail = %detail, "datagram dropped");
         }
@@ -265,7 +265,7 @@ impl Server {
                 Ok(fd) => self.add_conn(fd),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    if let Some(suppressed) = self.limiter.allow(Drop::Accept, Instant::now()) {
+                    if let Some(suppressed) = self.limiter.allow(DropKind::Accept, Instant::now()) {
                         tracing::error!(error = %e, suppressed, "accept failed");
                     }
                     return;
@@ -423,7 +423,7 @@ impl Server {
                 if n > rbuf.len() {
                     self.stats.oversize += 1;
                     let c = self.stats.oversize;
-                    return self.warn_drop(Drop::Oversize, c, &format_args!("{n} bytes"));
+                    return self.warn_drop(DropKind::Oversize, c, &format_args!("{n} bytes"));
                 }
                 self.on_message(id, &rbuf[..n]);
             }
@@ -434,7 +434,7 @@ impl Server {
         self.stats.bad_handshakes += 1;
         let c = self.stats.bad_handshakes;
         self.warn_drop(
-            Drop::BadHandshake,
+            DropKind::BadHandshake,
             c,
             &format_args!("{why} ({n} bytes); closing that connection"),
         );
@@ -450,19 +450,19 @@ impl Server {
                 let c = self.stats.unknown_method;
                 let m = String::from_utf8_lossy(dg.get(12..12 + usize::from(dg[0])).unwrap_or(&[]))
                     .into_owned();
-                return self.warn_drop(Drop::UnknownMethod, c, &format_args!("method {m:?}"));
+                return self.warn_drop(DropKind::UnknownMethod, c, &format_args!("method {m:?}"));
             }
             Err(e) => {
                 self.stats.malformed += 1;
                 let c = self.stats.malformed;
-                return self.warn_drop(Drop::Malformed, c, &e);
+                return self.warn_drop(DropKind::Malformed, c, &e);
             }
         };
         if msg.body.len() > self.cfg.max_data_len as usize {
             self.stats.oversize += 1;
             let c = self.stats.oversize;
             let detail = format_args!("body of {} bytes", msg.body.len());
-            return self.warn_drop(Drop::Oversize, c, &detail);
+            return self.warn_drop(DropKind::Oversize, c, &detail);
         }
         if method == Method::Sub {
             self.subscribe(id, &msg);
@@ -524,7 +524,7 @@ impl Server {
             }
             Delivery::Overflow => {
                 self.stats.overflow += 1;
-                if let Some(suppressed) = self.limiter.allow(Drop::Overflow, Instant::now()) {
+                if let Some(suppressed) = self.limiter.allow(DropKind::Overflow, Instant::now()) {
                     let name = self.conn_name(id);
                     tracing::warn!(receiver = %name, total = self.stats.overflow, suppressed,
                         "outbound queue full; message dropped for this receiver");
@@ -535,7 +535,7 @@ impl Server {
                 self.stats.send_errors += 1;
                 let c = self.stats.send_errors;
                 let detail = format_args!("send failed: {}", io::Error::from_raw_os_error(errno));
-                self.warn_drop(Drop::SendError, c, &detail);
+                self.warn_drop(DropKind::SendError, c, &detail);
             }
         }
     }

@@ -31,7 +31,7 @@ pub struct Stats {
 
 /// The kinds of dropped datagram that are logged at most once per interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drop {
+pub(crate) enum DropKind {
     Malformed = 0,
     UnknownMethod = 1,
     Oversize = 2,
@@ -41,7 +41,7 @@ pub(crate) enum Drop {
     Accept = 6,
 }
 
-impl Drop {
+impl DropKind {
     pub(crate) const COUNT: usize = 7;
 }
 
@@ -49,22 +49,22 @@ impl Drop {
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     interval: Duration,
-    last: [Option<Instant>; Drop::COUNT],
-    suppressed: [u64; Drop::COUNT],
+    last: [Option<Instant>; DropKind::COUNT],
+    suppressed: [u64; DropKind::COUNT],
 }
 
 impl RateLimiter {
     pub(crate) fn new(interval: Duration) -> Self {
         RateLimiter {
             interval,
-            last: [None; Drop::COUNT],
-            suppressed: [0; Drop::COUNT],
+            last: [None; DropKind::COUNT],
+            suppressed: [0; DropKind::COUNT],
         }
     }
 
     /// Whether a warning of `kind` may be logged at `now`. When it may, returns
     /// how many were held back since the last one.
-    pub(crate) fn allow(&mut self, kind: Drop, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&mut self, kind: DropKind, now: Instant) -> Option<u64> {
         let k = kind as usize;
         match self.last[k] {
             Some(t) if now.saturating_duration_since(t) < self.interval => {
@@ -87,22 +87,22 @@ mod tests {
     fn one_warning_per_interval_per_kind() {
         let t0 = Instant::now();
         let mut rl = RateLimiter::new(Duration::from_secs(1));
-        assert_eq!(rl.allow(Drop::Malformed, t0), Some(0));
+        assert_eq!(rl.allow(DropKind::Malformed, t0), Some(0));
         assert_eq!(
-            rl.allow(Drop::Malformed, t0 + Duration::from_millis(10)),
+            rl.allow(DropKind::Malformed, t0 + Duration::from_millis(10)),
             None
         );
         assert_eq!(
-            rl.allow(Drop::Malformed, t0 + Duration::from_millis(999)),
+            rl.allow(DropKind::Malformed, t0 + Duration::from_millis(999)),
             None
         );
-        assert_eq!(rl.allow(Drop::Oversize, t0), Some(0));
+        assert_eq!(rl.allow(DropKind::Oversize, t0), Some(0));
         assert_eq!(
-            rl.allow(Drop::Malformed, t0 + Duration::from_secs(1)),
+            rl.allow(DropKind::Malformed, t0 + Duration::from_secs(1)),
             Some(2)
         );
         assert_eq!(
-            rl.allow(Drop::Malformed, t0 + Duration::from_secs(3)),
+            rl.allow(DropKind::Malformed, t0 + Duration::from_secs(3)),
             Some(0)
         );
     }
