@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`Server`] (module `server`): the broker's single-threaded epoll loop:
 //!   accept, handshake, subscribe, route, bounded per-connection queues.
+//! - `listener`: binding the socket file (stale file replaced, live broker
+//!   refused) and [`ServeError`].
 //! - `index`: the subscription index (pure), `conn`: one connection's state and
 //!   outbound queue, `stats`: [`Stats`] counters and the warning rate limiter,
 //!   `sys`: the socket syscalls (the only `unsafe`).
@@ -19,6 +21,7 @@
 
 mod conn;
 mod index;
+mod listener;
 mod server;
 mod stats;
 mod sys;
@@ -26,7 +29,8 @@ pub mod tools;
 
 use std::path::PathBuf;
 
-pub use server::{ServeError, Server, ShutdownHandle};
+pub use listener::ServeError;
+pub use server::{Server, ShutdownHandle};
 pub use stats::Stats;
 
 /// Default outbound queue bound per connection, in datagrams.

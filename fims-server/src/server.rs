@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::conn::{Conn, Delivery, QueueLimit, State};
 use crate::index::{ConnId, SubIndex};
+use crate::listener::{listen, ServeError};
 use crate::stats::{DropKind, RateLimiter, Stats};
 use crate::{sys, Config};
 
@@ -29,44 +30,6 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// Datagrams read from one connection before the others get a turn.
 const READ_BUDGET: usize = 64;
-
-/// Why the broker could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// A live broker answers at the path.
-    #[error("another fims_server is already running at {}", path.display())]
-    AlreadyRunning {
-        /// The socket path.
-        path: PathBuf,
-    },
-    /// Something that is not a socket is in the way.
-    #[error("{} exists and is not a socket; refusing to replace it", path.display())]
-    NotASocket {
-        /// The socket path.
-        path: PathBuf,
-    },
-    /// bind/listen failed.
-    #[error("cannot listen at {}: {source}", path.display())]
-    Bind {
-        /// The socket path.
-        path: PathBuf,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// chmod of the socket file failed.
-    #[error("cannot set the mode of {} to {mode:o}: {source}", path.display())]
-    Mode {
-        /// The socket path.
-        path: PathBuf,
-        /// The mode asked for.
-        mode: u32,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// The event loop failed.
-    #[error("broker event loop: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// Stops a running [`Server`] from another thread.
 #[derive(Debug, Clone)]
@@ -619,36 +582,4 @@ impl Server {
         self.outcomes = outcomes;
         self.obuf = obuf;
     }
-}
-
-/// Binds the listening socket, replacing a stale socket file.
-fn listen(path: &Path) -> Result<OwnedFd, ServeError> {
-    let bind_err = |source| ServeError::Bind {
-        path: path.to_path_buf(),
-        source,
-    };
-    match sys::bind_listen(path, 4096) {
-        Ok(fd) => return Ok(fd),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-        Err(e) => return Err(bind_err(e)),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
-    if !meta.file_type().is_socket() {
-        return Err(ServeError::NotASocket {
-            path: path.to_path_buf(),
-        });
-    }
-    match sys::probe_connect(path) {
-        Ok(()) => {
-            return Err(ServeError::AlreadyRunning {
-                path: path.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            tracing::info!(socket = %path.display(), "replacing a stale socket file");
-        }
-        Err(e) => return Err(bind_err(e)),
-    }
-    std::fs::remove_file(path).map_err(bind_err)?;
-    sys::bind_listen(path, 4096).map_err(bind_err)
 }
