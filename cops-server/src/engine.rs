@@ -124,13 +124,38 @@ impl State {
     }
 }
 
-/// Timer kinds; at one instant deadlines are handled before new rounds start.
+/// The rare timers (kill checks, briefings). Round starts and deadlines, the
+/// frequent ones, need no heap: starts follow a fixed grid ([`Schedule`]) and
+/// deadlines come due in the order the rounds started (a FIFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
-    Deadline,
-    Start,
     KillCheck,
     Briefing,
+}
+
+/// Round starts: the monitored processes in offset order on a grid of `period`.
+#[derive(Debug)]
+struct Schedule {
+    order: Vec<u32>,
+    cursor: usize,
+    cycle: Instant,
+    period: Duration,
+}
+
+impl Schedule {
+    /// When the process under the cursor starts its round.
+    fn next(&self) -> Option<Instant> {
+        let n = self.order.len() as u32;
+        (n > 0).then(|| self.cycle + self.period * self.cursor as u32 / n)
+    }
+
+    fn advance(&mut self) {
+        self.cursor += 1;
+        if self.cursor == self.order.len() {
+            self.cursor = 0;
+            self.cycle += self.period;
+        }
+    }
 }
 
 type Timer = Reverse<(Instant, Kind, u32, u64)>;
@@ -213,6 +238,8 @@ pub struct Engine {
     procs: Vec<Proc>,
     by_reply: HashMap<Arc<str>, u32>,
     timers: BinaryHeap<Timer>,
+    schedule: Schedule,
+    deadlines: VecDeque<(Instant, u32, u64)>,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -234,11 +261,21 @@ impl Engine {
     /// reply). Starts disconnected: call [`set_connected`](Self::set_connected).
     pub fn new(cfg: Config, now: Instant, wall: SystemTime, own_pid: u32) -> Engine {
         let cfg = Arc::new(cfg);
-        let monitored = cfg.processes.iter().filter(|p| p.required).count().max(1) as u32;
+        // Spread the rounds over the period so they do not burst at one instant.
+        let order: Vec<u32> = (0..cfg.processes.len() as u32)
+            .filter(|&i| cfg.processes[i as usize].required)
+            .collect();
         let mut e = Engine {
             procs: Vec::with_capacity(cfg.processes.len()),
             by_reply: HashMap::with_capacity(cfg.processes.len()),
-            timers: BinaryHeap::with_capacity(cfg.processes.len() * 2 + 4),
+            timers: BinaryHeap::new(),
+            deadlines: VecDeque::with_capacity(order.len()),
+            schedule: Schedule {
+                order,
+                cursor: 0,
+                cycle: now,
+                period: cfg.heartbeat,
+            },
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -254,17 +291,9 @@ impl Engine {
             stats_prefix: format!("{}/stats/", cfg.our_uri),
             cfg: cfg.clone(),
         };
-        let mut k = 0u32;
         for (i, p) in cfg.processes.iter().enumerate() {
             let reply_uri: Arc<str> = format!("{}/heartbeat/{}", cfg.our_uri, p.name).into();
             e.by_reply.insert(reply_uri.clone(), i as u32);
-            if p.required {
-                // Spread the rounds over the period so they do not burst at one instant.
-                let offset = cfg.heartbeat * k / monitored;
-                e.timers
-                    .push(Reverse((now + offset, Kind::Start, i as u32, 0)));
-                k += 1;
-            }
             e.procs.push(Proc {
                 cfg: p.clone(),
                 reply_uri,
@@ -316,7 +345,12 @@ impl Engine {
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, ..))| *t)
+        let heap = self.timers.peek().map(|Reverse((t, ..))| *t);
+        let deadline = self.deadlines.front().map(|d| d.0);
+        [heap, deadline, self.schedule.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next message to send.
@@ -358,18 +392,38 @@ impl Engine {
     }
 
     /// Handles every timer due at `now`.
+    /// At one instant, deadlines come before round starts, then the rare timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((t, kind, idx, seq))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            let i = idx as usize;
-            match kind {
-                Kind::Deadline => self.on_deadline(now, t, i, seq),
-                Kind::Start => self.on_start(now, t, i),
-                Kind::KillCheck => self.on_kill_check(i, seq),
-                Kind::Briefing => self.on_briefing(now),
+        loop {
+            let deadline = self.deadlines.front().map(|d| d.0).filter(|&t| t <= now);
+            let start = self.schedule.next().filter(|&t| t <= now);
+            let heap = self
+                .timers
+                .peek()
+                .map(|Reverse((t, ..))| *t)
+                .filter(|&t| t <= now);
+            match (deadline, start, heap) {
+                (Some(d), s, h) if s.is_none_or(|s| d <= s) && h.is_none_or(|h| d <= h) => {
+                    let Some((t, i, seq)) = self.deadlines.pop_front() else {
+                        break;
+                    };
+                    self.on_deadline(now, t, i as usize, seq);
+                }
+                (_, Some(s), h) if h.is_none_or(|h| s <= h) => {
+                    let i = self.schedule.order[self.schedule.cursor] as usize;
+                    self.schedule.advance();
+                    self.on_start(now, s, i);
+                }
+                (_, _, Some(_)) => {
+                    let Some(Reverse((_, kind, idx, seq))) = self.timers.pop() else {
+                        break;
+                    };
+                    match kind {
+                        Kind::KillCheck => self.on_kill_check(idx as usize, seq),
+                        Kind::Briefing => self.on_briefing(now),
+                    }
+                }
+                _ => break,
             }
         }
     }
@@ -389,15 +443,10 @@ impl Engine {
     }
 
     fn on_start(&mut self, now: Instant, t: Instant, i: usize) {
-        let period = self.cfg.heartbeat;
         let deadline = self.cfg.reply_deadline;
-        // The next round: on the grid, after this round's deadline even when late.
-        let mut next = t + period;
-        while next < now + deadline {
-            next += period;
-        }
-        self.timers.push(Reverse((next, Kind::Start, i as u32, 0)));
-        if !self.connected {
+        // A start a whole period late is superseded by the next cycle's; a round
+        // still open (started late) is left to finish.
+        if !self.connected || t + self.cfg.heartbeat <= now || self.procs[i].round.is_some() {
             return;
         }
         let p = &mut self.procs[i];
@@ -411,8 +460,7 @@ impl Engine {
             answered: false,
         });
         p.pending = None;
-        self.timers
-            .push(Reverse((now + deadline, Kind::Deadline, i as u32, p.seq)));
+        self.deadlines.push_back((now + deadline, i as u32, p.seq));
         self.transmits.push_back(Transmit {
             method: Method::Set,
             uri: p.hb_uri.clone(),

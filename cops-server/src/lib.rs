@@ -7,7 +7,9 @@
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
+//! - [`batch`]: `sendmmsg`/`recvmmsg` batches on the FIMS socket.
 
+pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod kill;

@@ -4,6 +4,11 @@
 //! One task owns everything: it sleeps until the engine's next timer or the next
 //! message, feeds the engine with `Instant::now()`, and drains its outputs. The
 //! caller passes the shutdown future in (SIGTERM/SIGINT in the `cops` binary).
+//!
+//! Cost at scale: timers are handled at most once per [`TICK`] (so the rounds
+//! of 10,000 processes go out in a few hundred batches a second, not 10,000
+//! wakeups), the messages of a tick leave in `sendmmsg` batches, and the replies
+//! waiting in the socket are drained with `recvmmsg` (see [`crate::batch`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,6 +18,7 @@ use fims::tokio::Client;
 use fims::Method;
 use tracing::{debug, error, info, warn};
 
+use crate::batch::{recv_batch, Received, RecvBufs, SendBatch};
 use crate::config::Config;
 use crate::engine::{Action, Engine, Event, Severity, Transmit};
 use crate::kill::KillLayer;
@@ -27,6 +33,12 @@ pub struct Options {
     /// Our FIMS process name.
     pub process_name: String,
 }
+
+/// Timers are handled at most once per tick: deadlines and round starts are
+/// acted on up to this late (well inside the 50 ms detection slack).
+pub const TICK: Duration = Duration::from_millis(4);
+/// Most datagrams drained from the socket before timers get their turn.
+const MAX_DRAIN: usize = 4096;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -58,6 +70,9 @@ struct Shell {
     watchdog: Option<Duration>,
     next_ping: Instant,
     worst_lag: Duration,
+    last_tick: Instant,
+    batch: SendBatch,
+    rbufs: RecvBufs,
 }
 
 /// Runs COPS until `shutdown` completes.
@@ -80,6 +95,9 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
         watchdog,
         next_ping: now,
         worst_lag: Duration::ZERO,
+        last_tick: now,
+        batch: SendBatch::default(),
+        rbufs: RecvBufs::default(),
     };
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
@@ -87,23 +105,27 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
         if sh.client.is_none() && Instant::now() >= sh.next_connect {
             sh.connect().await;
         }
+        sh.timers();
         sh.drain().await;
         sh.watchdog_ping();
         let wake = sh.next_wake();
         let mut lost = false;
+        let mut more = false;
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             r = recv(&mut sh.client) => match r {
-                Ok(msg) => sh.engine.handle_message(Instant::now(), &msg),
+                Ok(msg) => {
+                    sh.engine.handle_message(Instant::now(), &msg);
+                    more = true;
+                }
                 Err(e) if e.is_disconnect() => lost = true,
                 Err(e) => debug!(error = %e, "undecodable datagram ignored"),
             },
-            _ = tokio::time::sleep_until(wake.into()) => {
-                let now = Instant::now();
-                sh.worst_lag = sh.worst_lag.max(now.saturating_duration_since(wake));
-                sh.engine.handle_timeout(now);
-            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if more {
+            lost = sh.drain_socket();
         }
         if lost {
             sh.disconnect("the broker closed the connection");
@@ -155,11 +177,56 @@ impl Shell {
         }
     }
 
-    fn next_wake(&self) -> Instant {
-        let mut wake = self
+    /// When the engine's timers may next run: when due, but not within a tick of the last run.
+    fn timer_wake(&self) -> Instant {
+        let due = self
             .engine
             .next_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        due.max(self.last_tick + TICK)
+    }
+
+    /// Runs the engine's timers when their (coalesced) time has come.
+    fn timers(&mut self) {
+        let wake = self.timer_wake();
+        let now = Instant::now();
+        if now >= wake {
+            self.worst_lag = self.worst_lag.max(now - wake);
+            self.engine.handle_timeout(now);
+            self.last_tick = now;
+        }
+    }
+
+    /// Hands the datagrams already waiting in the socket to the engine; true
+    /// when the connection turned out closed.
+    fn drain_socket(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
+            return false;
+        };
+        let mut total = 0;
+        while total < MAX_DRAIN {
+            let now = Instant::now();
+            let engine = &mut self.engine;
+            let r = recv_batch(fd, &mut self.rbufs, |dg| match fims::Message::decode(dg) {
+                Ok(msg) => engine.handle_message(now, &msg),
+                Err(e) => debug!(error = %e, "undecodable datagram ignored"),
+            });
+            match r {
+                Ok(Received::Datagrams(0)) => break,
+                Ok(Received::Datagrams(n)) => total += n,
+                Ok(Received::Closed) => return true,
+                Err(e) => {
+                    debug!(error = %e, "recvmmsg failed");
+                    break;
+                }
+            }
+        }
+        false
+    }
+
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.timer_wake();
         if self.client.is_none() {
             wake = wake.min(self.next_connect);
         }
@@ -198,7 +265,7 @@ impl Shell {
             let mut busy = false;
             while let Some(t) = self.engine.poll_transmit() {
                 busy = true;
-                self.send(t).await;
+                self.queue(&t);
             }
             while let Some(a) = self.engine.poll_action() {
                 busy = true;
@@ -208,50 +275,95 @@ impl Shell {
                 busy = true;
                 log_event(&ev);
                 if ev.post {
-                    let body = ev.body();
-                    self.send_raw(Method::Post, "/events", None, &body).await;
+                    let t = Transmit {
+                        method: Method::Post,
+                        uri: "/events".into(),
+                        replyto: None,
+                        body: ev.body(),
+                    };
+                    self.queue(&t);
                 }
             }
             if !busy {
                 break;
             }
         }
+        self.flush().await;
     }
 
-    async fn send(&mut self, t: Transmit) {
-        let r = self
-            .send_raw(t.method, &t.uri, t.replyto.as_deref(), &t.body)
-            .await;
-        if let Some(fims::Error::BodyTooLarge { len, max }) = r {
+    /// Encodes a message into the send batch.
+    fn queue(&mut self, t: &Transmit) {
+        let Some(c) = &self.client else {
+            return;
+        };
+        let max = c.max_data_len() as usize;
+        let too_large;
+        let body: &[u8] = if t.body.len() > max {
             // A GET answer too large for the broker: say so on the replyto instead.
-            let msg = format!(
-                "\"Error: answer of {len} bytes is over the broker's limit of {max}; ask {}/stats/<name>\"",
+            too_large = format!(
+                "\"Error: answer of {} bytes is over the broker's limit of {max}; ask {}/stats/<name>\"",
+                t.body.len(),
                 self.our_uri
             );
-            self.send_raw(t.method, &t.uri, None, msg.as_bytes()).await;
+            too_large.as_bytes()
+        } else {
+            &t.body
+        };
+        let msg = fims::Message {
+            method: t.method.as_str(),
+            uri: &t.uri,
+            replyto: t.replyto.as_deref().unwrap_or(""),
+            process_name: &self.opts.process_name,
+            username: "",
+            body,
+        };
+        if let Err(e) = self.batch.push(&msg) {
+            warn!(uri = %t.uri, error = %e, "message not sent");
         }
     }
 
-    /// Sends one message; a lost connection is handled here, other errors returned.
-    async fn send_raw(
-        &mut self,
-        m: Method,
-        uri: &str,
-        replyto: Option<&str>,
-        body: &[u8],
-    ) -> Option<fims::Error> {
-        let c = self.client.as_mut()?;
-        match c.send(m, uri, replyto, body).await {
-            Ok(()) => None,
-            Err(e) if e.is_disconnect() => {
-                self.disconnect("send failed");
-                None
-            }
-            Err(e) => {
-                warn!(uri, error = %e, "send failed");
-                Some(e)
+    /// Sends the batch: `sendmmsg` while the socket takes it, an awaited send
+    /// when its buffer is full.
+    async fn flush(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut from = 0;
+        while from < self.batch.len() {
+            let Some(c) = self.client.as_mut() else {
+                break;
+            };
+            match self.batch.send_from(c.as_raw_fd(), from) {
+                Ok(n) => from += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Full: wait for room by sending the next one the awaited way.
+                    let r = match fims::Message::decode(self.batch.get(from)) {
+                        Ok(msg) => c.send_message(&msg).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    from += 1;
+                    if let Err(e) = r {
+                        if e.is_disconnect() {
+                            self.disconnect("send failed");
+                            break;
+                        }
+                        warn!(error = %e, "send failed");
+                    }
+                }
+                Err(e) => {
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::NotConnected
+                    ) {
+                        self.disconnect("send failed");
+                        break;
+                    }
+                    warn!(error = %e, "send failed; message dropped");
+                    from += 1;
+                }
             }
         }
+        self.batch.clear();
     }
 
     fn act(&mut self, a: Action) {
