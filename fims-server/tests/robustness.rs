@@ -181,3 +181,27 @@ fn slow_receiver_overflows_alone() {
     assert_eq!(got as u64 + s.overflow, N as u64, "{s:?}");
     eprintln!("slow receiver: got {got}, overflow {}", s.overflow);
 }
+
+/// A closed connection's subscriptions go with it, even when its slot is
+/// reused by the next client; a receiver that leaves with a full queue is
+/// cleaned up without send errors.
+#[test]
+fn closed_connections_leave_nothing_behind() {
+    let (_d, sock, running) = start(|c| c.queue_datagrams = 8);
+    let mut tx = client(&sock, "tx", &[]);
+    let stuck = client(&sock, "stuck", &["/x"]);
+    let body = vec![b'x'; 200_000];
+    for _ in 0..30 {
+        tx.send(Method::Pub, "/x", None, &body).unwrap();
+    }
+    drop(stuck);
+    // The next client likely takes the freed slot; it must not inherit /x.
+    let mut fresh = client(&sock, "fresh", &["/y"]);
+    tx.send(Method::Pub, "/x", None, b"not for fresh").unwrap();
+    tx.send(Method::Pub, "/y", None, b"for fresh").unwrap();
+    assert_eq!(next(&mut fresh).body, b"for fresh");
+    drop((tx, fresh));
+    let s = running.shutdown().unwrap();
+    assert_eq!(s.send_errors, 0, "{s:?}");
+    assert!(s.overflow > 0, "{s:?}");
+}
