@@ -375,7 +375,9 @@ pub fn encode_sub_body(subs: &[Subscription], out: &mut Vec<u8>) -> Result<(), E
 
 /// Decodes the body of a `sub` datagram into `(uri, pub_only)` pairs.
 pub fn decode_sub_body(body: &[u8]) -> Result<Vec<(&str, bool)>, DecodeError> {
-    let (&count, rest) = body.split_first().ok_or(DecodeError::SubBody("empty body"))?;
+    let (&count, rest) = body
+        .split_first()
+        .ok_or(DecodeError::SubBody("empty body"))?;
     let count = usize::from(count);
     if count == 0 || count > MAX_SUBS_PER_DATAGRAM {
         return Err(DecodeError::SubBody("count must be 1..=64"));
@@ -386,7 +388,9 @@ pub fn decode_sub_body(body: &[u8]) -> Result<Vec<(&str, bool)>, DecodeError> {
     let mut uris = &rest[2 * count..];
     let total: usize = table.chunks_exact(2).map(|e| usize::from(e[1])).sum();
     if total != uris.len() {
-        return Err(DecodeError::SubBody("uri lengths do not add up to the body"));
+        return Err(DecodeError::SubBody(
+            "uri lengths do not add up to the body",
+        ));
     }
     let mut out = Vec::with_capacity(count);
     for entry in table.chunks_exact(2) {

@@ -105,14 +105,20 @@ fn vector_handshake() {
 #[test]
 fn malformed_datagrams() {
     assert_eq!(Message::decode(&[]), Err(DecodeError::Short { len: 0 }));
-    assert_eq!(Message::decode(&[3; 11]), Err(DecodeError::Short { len: 11 }));
+    assert_eq!(
+        Message::decode(&[3; 11]),
+        Err(DecodeError::Short { len: 11 })
+    );
     let mut good = Vec::new();
     Message::new(Method::Set, "/a", b"1")
         .encode(&mut good)
         .expect("encodes");
     let mut long = good.clone();
     long.push(0);
-    assert!(matches!(Message::decode(&long), Err(DecodeError::Length { .. })));
+    assert!(matches!(
+        Message::decode(&long),
+        Err(DecodeError::Length { .. })
+    ));
     assert!(matches!(
         Message::decode(&good[..good.len() - 1]),
         Err(DecodeError::Length { .. })
@@ -135,7 +141,10 @@ fn routing_checks() {
         ..Message::default()
     };
     assert_eq!(m.check_data(), Err(DecodeError::UnknownMethod));
-    assert_eq!(Message::new(Method::Pub, "/a", b"").check_data(), Ok(Method::Pub));
+    assert_eq!(
+        Message::new(Method::Pub, "/a", b"").check_data(),
+        Ok(Method::Pub)
+    );
 }
 
 #[test]
@@ -160,7 +169,10 @@ fn sub_body_errors() {
     assert!(decode_sub_body(&[1, 0, 3, b'/', b'a']).is_err()); // lengths do not add up
     assert!(decode_sub_body(&[1, 2, 2, b'/', b'a']).is_err()); // pub_only not 0/1
     assert!(decode_sub_body(&[1, 0, 2, b'a', b'b']).is_err()); // no leading slash
-    assert_eq!(decode_sub_body(&[1, 1, 2, b'/', b'a']), Ok(vec![("/a", true)]));
+    assert_eq!(
+        decode_sub_body(&[1, 1, 2, b'/', b'a']),
+        Ok(vec![("/a", true)])
+    );
     assert!(encode_sub_body(&[], &mut Vec::new()).is_err());
 }
 

@@ -109,10 +109,9 @@ impl From<crate::codec::EncodeError> for Error {
             crate::codec::EncodeError::StringTooLong { field, len } => {
                 Error::NameLength { field, len }
             }
-            crate::codec::EncodeError::BodyTooLarge { len } => Error::BodyTooLarge {
-                len,
-                max: u32::MAX,
-            },
+            crate::codec::EncodeError::BodyTooLarge { len } => {
+                Error::BodyTooLarge { len, max: u32::MAX }
+            }
         }
     }
 }

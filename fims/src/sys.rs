@@ -5,8 +5,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
-
 /// Opens a `SOCK_SEQPACKET` socket and connects it to `path`.
 pub(crate) fn connect(path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;

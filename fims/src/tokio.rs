@@ -93,7 +93,10 @@ async fn recv_dg(io: &AsyncFd<OwnedFd>, buf: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-async fn with_timeout<T>(t: Duration, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+async fn with_timeout<T>(
+    t: Duration,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(t, f)
         .await
         .map_err(|_| Error::Timeout(t.as_millis() as u64))?
