@@ -350,8 +350,11 @@ impl Demo {
         let (act, linger) = if opts.fast {
             (Duration::from_millis(1500), Duration::from_millis(500))
         } else {
-            (Duration::from_secs(4), Duration::from_secs(3))
+            (Duration::from_secs(6), Duration::from_secs(4))
         };
+        for name in [CONTROLLER.0, MODBUS.0] {
+            self.pid_of(name)?;
+        }
         self.world.now("demo", "act 1: heartbeats flowing");
         for name in [CONTROLLER.0, MODBUS.0] {
             self.wait_alive(name, Duration::from_secs(20))?;
