@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::codec::{Handshake, Message, Method, OwnedMessage, Subscription};
 use crate::error::{Error, Result};
@@ -28,6 +28,8 @@ pub struct Client {
     current: OwnedMessage,
     reply_prefix: Option<String>,
     seq: u64,
+    /// The `SO_RCVTIMEO` last set (`None`: not set since connect).
+    rcvtimeo: Option<Option<Duration>>,
 }
 
 impl Client {
@@ -53,6 +55,7 @@ impl Client {
             current: OwnedMessage::default(),
             reply_prefix: None,
             seq: 0,
+            rcvtimeo: None,
         })
     }
 
@@ -61,6 +64,7 @@ impl Client {
     pub fn reconnect(&mut self) -> Result<()> {
         let (fd, max) = handshake(&self.path, &self.name)?;
         self.fd = fd;
+        self.rcvtimeo = None;
         self.max_data_len = max;
         self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
         let subs = std::mem::take(&mut self.subs);
@@ -183,17 +187,32 @@ impl Client {
         Ok(self.recv_datagram(timeout)?.then_some(&self.rbuf[..]))
     }
 
+    /// One blocking `recv` bounded by `SO_RCVTIMEO` (set only when the timeout
+    /// changes): a single syscall per message on the hot path, not poll + recv.
     fn recv_datagram(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = sys::deadline(timeout);
         loop {
-            if !sys::wait_readable(self.fd.as_fd(), deadline)? {
-                return Ok(false);
-            }
-            match sys::recv(self.fd.as_fd(), &mut self.rbuf) {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let flags = if left == Some(Duration::ZERO) {
+                libc::MSG_DONTWAIT
+            } else {
+                if self.rcvtimeo != Some(left) {
+                    sys::set_recv_timeout(self.fd.as_fd(), left)?;
+                    self.rcvtimeo = Some(left);
+                }
+                0
+            };
+            match sys::recv_flags(self.fd.as_fd(), &mut self.rbuf, flags) {
                 Ok(true) => return Ok(true),
                 Ok(false) => return Err(Error::Closed),
-                // Woken but nothing there (another reader, spurious): wait again.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The timeout ran out (or, rarely, ended a hair early: go again).
+                    if deadline.is_some_and(|d| Instant::now() < d) {
+                        continue;
+                    }
+                    return Ok(false);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -244,7 +263,7 @@ impl Client {
         self.send(method, uri, Some(replyto), body)?;
         let deadline = sys::deadline(Some(timeout));
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if !self.recv_datagram(left)? {
                 return Err(Error::Timeout(timeout.as_millis() as u64));
             }

@@ -105,33 +105,69 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Receives one datagram into `buf` (cleared first, filled up to its capacity).
-/// Returns `Ok(false)` when the peer closed the connection.
+/// Receives one datagram into `buf` (cleared first, filled up to its capacity)
+/// without blocking. Returns `Ok(false)` when the peer closed the connection.
 pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<bool> {
-    buf.clear();
     loop {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: the kernel writes at most spare.len() bytes into spare.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            // SAFETY: the kernel initialised the first n bytes.
-            unsafe { buf.set_len(n as usize) };
-            return Ok(true);
+        match recv_flags(fd, buf, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
         }
-        if n == 0 {
-            return Ok(false);
+    }
+}
+
+/// One `recv(2)` with `flags`; `Ok(false)` when the peer closed the connection.
+/// Interrupted and would-block are returned as errors for the caller to judge.
+pub(crate) fn recv_flags(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, flags: i32) -> io::Result<bool> {
+    buf.clear();
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel writes at most spare.len() bytes into spare.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            flags,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first n bytes.
+    unsafe { buf.set_len(n as usize) };
+    Ok(n > 0)
+}
+
+/// Sets `SO_RCVTIMEO`: how long a blocking `recv` waits (`None`: forever).
+/// A non-zero timeout under a microsecond is rounded up (zero would mean forever).
+pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    let tv = match timeout {
+        None => libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        Some(t) => {
+            let us = t.as_micros().max(1);
+            libc::timeval {
+                tv_sec: (us / 1_000_000).min(i32::MAX as u128) as libc::time_t,
+                tv_usec: (us % 1_000_000) as libc::suseconds_t,
+            }
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
+    };
+    // SAFETY: tv lives across the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
