@@ -1,7 +1,7 @@
 //! Request/answer round trip and publisher-to-subscriber throughput through a
 //! real `fims_server`, each next to its bare-socket floor measured in the same run.
 //!
-//! Round trip: 4 hops either way (client -> relay/broker -> answerer -> relay/broker
+//! Round trip (all processes pinned to one CPU): 4 hops either way (client -> relay/broker -> answerer -> relay/broker
 //! -> client), three processes either way. Throughput: 1 hop for the floor, 2
 //! through the broker.
 
@@ -15,6 +15,9 @@ fn peer_exe() -> std::path::PathBuf {
 }
 
 fn rtt(c: &mut Criterion) {
+    // Every process of the measurement on one CPU, as perf-report's headline
+    // (cross-CPU wakeups on a VM swing the medians several-fold by placement).
+    let _pinned = cops_benches::sys::Pinned::first_cpu().expect("pin to one CPU");
     let mut fl = floor::RttFloor::start(&msgs::heartbeat_get(), &msgs::heartbeat_answer())
         .expect("floor starts");
     let broker_exe = bins::sibling("fims-server", "fims_server").expect("fims_server builds");

@@ -13,8 +13,8 @@
 //! - [`responder`]: the real responder serving heartbeats over the broker.
 //! - [`report`]: the figures of perf-report, as JSON or a table.
 //! - [`scale`]: broker cost against the number of idle connections.
-//! - [`cops`]: `cops` supervising simulated processes: CPU, RSS, detection.
-//! - [`sim`]: N simulated monitored processes over a few connections.
+//! - [`cops`]: `cops` supervising `cops-sim`'s simulated processes: CPU, RSS,
+//!   detection, false kills.
 //! - [`procstat`]: CPU time and resident memory of a process from `/proc`.
 //! - [`bins`]: finding (and building if missing) sibling workspace binaries.
 //! - [`stats`]: medians and percentiles.
@@ -34,7 +34,6 @@ pub mod procstat;
 pub mod report;
 pub mod responder;
 pub mod scale;
-pub mod sim;
 pub mod stats;
 pub mod sys;
 

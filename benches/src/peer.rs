@@ -5,7 +5,6 @@
 //! - `echo`: answers every `get /bench_echo/cops` with a fixed heartbeat object
 //!   (no responder logic: the broker-only part of a round trip);
 //! - `responder`: answers through `cops_responder::Responder` (the real thing);
-//! - `sim`: N simulated monitored processes for `cops` (see [`crate::sim`]);
 //! - `sink`: counts messages under `/bench/tp`; on `/bench/tp/end` with body
 //!   `<seq>` answers `<seq> <count>` on the replyto.
 
@@ -18,25 +17,13 @@ use fims::Method;
 use crate::msgs;
 use crate::{err, Result};
 
-/// Sizes of the `sim` role.
-#[derive(Debug, Clone, Copy)]
-pub struct SimSize {
-    /// Simulated processes.
-    pub processes: usize,
-    /// FIMS connections they share.
-    pub connections: usize,
-}
-
 /// Runs role `role` against the broker at `socket`.
-pub fn run(role: &str, socket: &Path, sim: SimSize) -> Result<()> {
+pub fn run(role: &str, socket: &Path) -> Result<()> {
     match role {
         "echo" => echo(socket),
         "responder" => responder(socket),
         "sink" => sink(socket),
-        "sim" => crate::sim::run(socket, sim.processes, sim.connections, ready),
-        other => Err(err!(
-            "unknown peer role {other:?} (echo, responder, sink, sim)"
-        )),
+        other => Err(err!("unknown peer role {other:?} (echo, responder, sink)")),
     }
 }
 

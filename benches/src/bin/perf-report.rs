@@ -76,12 +76,6 @@ struct Args {
     /// FIMS connections the simulated processes share (default 4).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Internal: simulated processes of the `sim` peer role.
-    #[arg(long, hide = true, default_value_t = 1)]
-    sim_processes: usize,
-    /// Internal: connections of the `sim` peer role.
-    #[arg(long, hide = true, default_value_t = 1)]
-    sim_connections: usize,
     /// Internal: run a peer role (echo, responder, sink) for the broker measurements.
     #[arg(long, hide = true)]
     peer: Option<String>,
@@ -118,11 +112,7 @@ fn main() {
     let args = Args::parse();
     if let Some(role) = &args.peer {
         let socket = args.socket.clone().unwrap_or_else(fims::socket_path);
-        let sim = cops_benches::peer::SimSize {
-            processes: args.sim_processes,
-            connections: args.sim_connections,
-        };
-        if let Err(e) = cops_benches::peer::run(role, &socket, sim) {
+        if let Err(e) = cops_benches::peer::run(role, &socket) {
             eprintln!("perf-report peer {role}: {e}");
             std::process::exit(1);
         }
@@ -172,10 +162,14 @@ fn log(args: &Args, what: &str) {
 fn run(args: &Args) -> Figures {
     let mut out = Figures::default();
     let started = Instant::now();
-    log(args, "locating (building if needed) fims_server and cops");
+    log(
+        args,
+        "locating (building if needed) fims_server, cops and cops-sim",
+    );
     let broker_exe = bins::sibling("fims-server", "fims_server");
     let self_exe = std::env::current_exe().map_err(cops_benches::Error::from);
-    let cops_exe = bins::sibling("cops-server", "cops");
+    let cops_exe = bins::sibling("cops-server", "cops")
+        .and_then(|c| Ok((c, bins::sibling("cops-server", "cops-sim")?)));
 
     log(args, "round trips (floor and broker, interleaved)");
     let rtt = measure_rtt(args, &broker_exe, &self_exe, !args.no_pin);
@@ -262,7 +256,7 @@ fn run(args: &Args) -> Figures {
 
     log(args, "cops at scale");
     let plan = cops_plan(args, args.processes(), args.window());
-    let cops = run_cops(&plan, &broker_exe, &cops_exe, &self_exe);
+    let cops = run_cops(&plan, &broker_exe, &cops_exe);
     let (cpu, rss, fk, det) = match cops {
         Ok(c) => {
             out.notes.push(c.note.clone());
@@ -458,24 +452,25 @@ fn cops_plan(args: &Args, processes: usize, window: Duration) -> cops_benches::c
     }
 }
 
+/// `cops` and `cops-sim`.
+type CopsExes = Result<(PathBuf, PathBuf)>;
+
 fn run_cops(
     plan: &cops_benches::cops::Plan,
     broker_exe: &Result<PathBuf>,
-    cops_exe: &Result<PathBuf>,
-    self_exe: &Result<PathBuf>,
+    cops_exe: &CopsExes,
 ) -> Result<cops_benches::cops::CopsFigures> {
     let broker = broker_exe.as_ref().map_err(clone_err)?;
-    let cops = cops_exe
+    let (cops, sim) = cops_exe
         .as_ref()
-        .map_err(|e| cops_benches::err!("no cops binary: {e}"))?;
-    let peer = self_exe.as_ref().map_err(clone_err)?;
-    cops_benches::cops::measure(plan, cops_benches::cops::Exes { broker, cops, peer })
+        .map_err(|e| cops_benches::err!("no cops/cops-sim binary: {e}"))?;
+    cops_benches::cops::measure(plan, cops_benches::cops::Exes { broker, cops, sim })
 }
 
 fn scaling(
     args: &Args,
     broker_exe: &Result<PathBuf>,
-    cops_exe: &Result<PathBuf>,
+    cops_exe: &CopsExes,
     self_exe: &Result<PathBuf>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
@@ -491,7 +486,7 @@ fn scaling(
     }
     for n in [100usize, 1_000, 10_000] {
         let plan = cops_plan(args, n, args.window());
-        match run_cops(&plan, broker_exe, cops_exe, self_exe) {
+        match run_cops(&plan, broker_exe, cops_exe) {
             Ok(c) => notes.push(c.note),
             Err(e) => notes.push(format!("cops at {n}: not measured ({e})")),
         }
@@ -513,5 +508,9 @@ fn machine() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores, {cpu}, Linux {kernel}")
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {kernel}, load average {load} at the end")
 }
