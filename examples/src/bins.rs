@@ -114,6 +114,11 @@ fn cargo_build(profile_dir: &Path, release: bool) -> Result<(), BinError> {
     let what = "fims-server, cops-server and cops-examples".to_owned();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    eprintln!(
+        "cops-demo: cargo build{} -p fims-server -p cops-server -p cops-examples \
+         (the first run compiles the broker and COPS; later runs skip this)",
+        if release { " --release" } else { "" }
+    );
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--manifest-path"])
         .arg(&manifest)
