@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::{Duration, SystemTime};
 
 use fims::Message;
 
@@ -16,6 +17,33 @@ const MAX_BATCH: usize = 256;
 /// Receive slot size: heartbeat replies and requests to COPS are small; a
 /// larger datagram is truncated and dropped (it is nothing COPS acts on).
 const SLOT: usize = 8192;
+
+/// Control space per received datagram (one `SCM_TIMESTAMPNS` timespec fits in 32).
+const CTRL: usize = 64;
+/// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`) on x86-64 and aarch64, the targets of
+/// FIMS (libc does not export it for linux-gnu).
+const SO_TIMESTAMPNS: libc::c_int = 35;
+
+/// Asks the kernel to stamp every datagram arriving on `fd` with its arrival
+/// time, so replies drained in a batch keep their own receive times.
+pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
 
 /// Encoded datagrams waiting to be sent.
 #[derive(Debug, Default)]
@@ -108,12 +136,15 @@ impl SendBatch {
 #[derive(Debug)]
 pub struct RecvBufs {
     buf: Vec<u8>,
+    ctrl: Vec<u64>,
 }
 
 impl Default for RecvBufs {
     fn default() -> Self {
         RecvBufs {
             buf: vec![0; SLOT * MAX_BATCH],
+            // u64 for the alignment cmsghdr needs.
+            ctrl: vec![0; CTRL / 8 * MAX_BATCH],
         }
     }
 }
@@ -128,12 +159,14 @@ pub enum Received {
 }
 
 /// Receives the datagrams already waiting (up to one batch) without blocking and
-/// hands each whole one to `f`; truncated ones are skipped.
+/// hands each whole one to `f` with its kernel arrival time (when
+/// [`enable_timestamps`] was called); truncated ones are skipped.
 pub fn recv_batch(
     fd: RawFd,
     bufs: &mut RecvBufs,
-    mut f: impl FnMut(&[u8]),
+    mut f: impl FnMut(&[u8], Option<SystemTime>),
 ) -> io::Result<Received> {
+    let ctrl_base = bufs.ctrl.as_mut_ptr() as *mut u8;
     let mut iovs: Vec<libc::iovec> = bufs
         .buf
         .chunks_exact_mut(SLOT)
@@ -144,11 +177,15 @@ pub fn recv_batch(
         .collect();
     let mut hdrs: Vec<libc::mmsghdr> = iovs
         .iter_mut()
-        .map(|iov| {
+        .enumerate()
+        .map(|(i, iov)| {
             // SAFETY: an all-zero msghdr is valid.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            // SAFETY: slot i of the control buffer (MAX_BATCH slots of CTRL bytes).
+            h.msg_hdr.msg_control = unsafe { ctrl_base.add(i * CTRL) } as *mut libc::c_void;
+            h.msg_hdr.msg_controllen = CTRL as _;
             h
         })
         .collect();
@@ -180,9 +217,28 @@ pub fn recv_batch(
         if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             continue;
         }
-        f(&bufs.buf[i * SLOT..i * SLOT + len]);
+        let stamp = timestamp(&h.msg_hdr);
+        f(&bufs.buf[i * SLOT..i * SLOT + len], stamp);
     }
     Ok(Received::Datagrams(n))
+}
+
+/// The `SCM_TIMESTAMPNS` of a received message, if any.
+fn timestamp(m: &libc::msghdr) -> Option<SystemTime> {
+    // SAFETY: walking the control messages the kernel wrote into our buffer,
+    // with the libc CMSG macros and within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                let d = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+                return SystemTime::UNIX_EPOCH.checked_add(d);
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -194,6 +250,7 @@ mod tests {
     #[test]
     fn round_trip_over_a_socketpair() {
         let (a, b) = UnixDatagram::pair().unwrap();
+        enable_timestamps(b.as_raw_fd()).unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
         let mut batch = SendBatch::default();
@@ -216,7 +273,8 @@ mod tests {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("{e}"),
             }
-            while let Received::Datagrams(n @ 1..) = recv_batch(b.as_raw_fd(), &mut bufs, |d| {
+            while let Received::Datagrams(n @ 1..) = recv_batch(b.as_raw_fd(), &mut bufs, |d, t| {
+                assert!(t.is_some(), "kernel timestamp");
                 got.push(Message::decode(d).unwrap().body_str().unwrap().to_owned())
             })
             .unwrap()
@@ -226,7 +284,7 @@ mod tests {
         }
         assert_eq!(got, bodies);
         assert_eq!(
-            recv_batch(b.as_raw_fd(), &mut bufs, |_| ()).unwrap(),
+            recv_batch(b.as_raw_fd(), &mut bufs, |_, _| ()).unwrap(),
             Received::Datagrams(0)
         );
         drop(a);
