@@ -220,8 +220,12 @@ impl Demo {
             .as_u64()
             .or(cfg["heartbeatFrequencyMS"].as_u64());
         let allowance = cfg["heartbeatErrorAllowance"].as_u64();
+        let shown = match &opts.config {
+            Some(c) => c.display().to_string(),
+            None => "examples/configs/demo.json".to_owned(),
+        };
         let text = format!(
-            "cops pid {}: heartbeat every {} ms, hung after {} missed",
+            "cops pid {} with {shown}: heartbeat every {} ms, hung after {} missed",
             cops.pid(),
             period.map_or("1000".into(), |p| p.to_string()),
             allowance.map_or("5".into(), |a| a.to_string()),

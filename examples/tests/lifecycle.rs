@@ -131,3 +131,24 @@ fn children_die_with_a_killed_demo() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_failing_run_says_why_and_exits_non_zero() {
+    testkit::bin("fims-server", "fims_server");
+    testkit::bin("cops-server", "cops");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.json");
+    let text = cops_examples::demo::DEMO_CONFIG.replace("\"killOnHang\"", "\"kilOnHang\"");
+    std::fs::write(&bad, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_cops-demo"))
+        .args(["--fast", "--no-build", "--config"])
+        .arg(&bad)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cops-demo runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cops-demo FAILED: cops exited"), "{err}");
+    // cops's own complaint is in the log tail the demo prints.
+    assert!(err.contains("kilOnHang"), "{err}");
+}
