@@ -15,6 +15,7 @@
 //! replies find their process through a hash map of reply URIs. Nothing scans all
 //! processes per tick, so 10,000 processes cost a few microseconds per message.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -203,6 +204,7 @@ pub(crate) struct Stats {
 struct Proc {
     cfg: ProcessConfig,
     reply_uri: Arc<str>,
+    stats_uri: Arc<str>,
     hb_uri: Arc<str>,
     get_uri: Arc<str>,
     state: State,
@@ -252,7 +254,6 @@ pub struct Engine {
     briefing_cursor: usize,
     briefing_round: Instant,
     summary_uri: Arc<str>,
-    stats_prefix: String,
 }
 
 impl Engine {
@@ -288,7 +289,6 @@ impl Engine {
             briefing_cursor: 0,
             briefing_round: now,
             summary_uri: format!("{}/summary", cfg.our_uri).into(),
-            stats_prefix: format!("{}/stats/", cfg.our_uri),
             cfg: cfg.clone(),
         };
         for (i, p) in cfg.processes.iter().enumerate() {
@@ -297,6 +297,7 @@ impl Engine {
             e.procs.push(Proc {
                 cfg: p.clone(),
                 reply_uri,
+                stats_uri: format!("{}/stats/{}", cfg.our_uri, p.name).into(),
                 hb_uri: format!("{}/cops/cops_heartbeat", p.uri).into(),
                 get_uri: format!("{}/cops", p.uri).into(),
                 state: State::Unknown,
@@ -500,7 +501,13 @@ impl Engine {
             round: round.seq,
             pid,
             received: now,
-            versions: reply.versions,
+            // Allocate only for a version that changed.
+            versions: [0, 1, 2].map(|k| {
+                reply.versions[k]
+                    .as_deref()
+                    .filter(|v| *v != p.stats.versions[k])
+                    .map(str::to_owned)
+            }),
         };
         if p.pid == Some(pid) {
             self.succeed(now, i, pending);
@@ -1034,15 +1041,37 @@ impl Engine {
 }
 
 /// A parsed heartbeat reply.
-struct Reply {
+struct Reply<'a> {
     heartbeat: u64,
     pid: i64,
-    versions: [Option<String>; 3],
+    versions: [Option<Cow<'a, str>>; 3],
+}
+
+/// The usual reply, parsed without building a JSON tree.
+#[derive(serde::Deserialize)]
+struct PlainReply<'a> {
+    cops_heartbeat: u64,
+    pid: i64,
+    #[serde(borrow, default)]
+    version_tag: Option<&'a str>,
+    #[serde(borrow, default)]
+    version_commit: Option<&'a str>,
+    #[serde(borrow, default)]
+    version_build: Option<&'a str>,
 }
 
 /// Parses `{"cops_heartbeat":17,"pid":4242,"version_tag":...}` (clothed
 /// `{"value":..}` fields accepted too).
-fn parse_reply(body: &[u8]) -> Result<Reply, String> {
+fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
+    if let Ok(r) = serde_json::from_slice::<PlainReply<'_>>(body) {
+        return Ok(Reply {
+            heartbeat: r.cops_heartbeat,
+            pid: r.pid,
+            versions: [r.version_tag, r.version_commit, r.version_build]
+                .map(|v| v.map(Cow::Borrowed)),
+        });
+    }
+    // Anything else (clothed values, escapes, errors) the slow way.
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let field = |k: &str| {
@@ -1057,7 +1086,11 @@ fn parse_reply(body: &[u8]) -> Result<Reply, String> {
         .ok_or("no pid")?
         .as_i64()
         .ok_or("pid is not an integer")?;
-    let version = |k: &str| field(k).and_then(Value::as_str).map(str::to_owned);
+    let version = |k: &str| {
+        field(k)
+            .and_then(Value::as_str)
+            .map(|s| Cow::Owned(s.to_owned()))
+    };
     Ok(Reply {
         heartbeat,
         pid,

@@ -773,3 +773,15 @@ fn event_body_is_the_events_format() {
         .unwrap()
         .starts_with("p0 (no pid known) hung"));
 }
+
+#[test]
+fn stats_text_escapes_strings() {
+    let mut f = Fake::answering(4242, 5);
+    f.mode = Mode::Body(r#"{"cops_heartbeat":1,"pid":4242,"version_tag":"1.4 \"rc\"\n"}"#.into());
+    let mut h = quick(vec![f], "");
+    h.run_ms(50);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.stat(0, "version_tag"), "1.4 \"rc\"\n");
+    assert_eq!(h.stat(0, "last_response_time_ms"), 1.0);
+    assert_eq!(h.stat(0, "version_commit"), "");
+}

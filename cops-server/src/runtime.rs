@@ -46,7 +46,7 @@ pub struct Options {
 
 /// Timers are handled at most once per tick: deadlines and round starts are
 /// acted on up to this late (well inside the 50 ms detection slack).
-pub const TICK: Duration = Duration::from_millis(4);
+pub const TICK: Duration = Duration::from_millis(10);
 /// Most datagrams drained from the socket before timers get their turn.
 const MAX_DRAIN: usize = 4096;
 /// A drain that finds at least this many datagrams switches to polling per tick.

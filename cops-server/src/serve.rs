@@ -35,8 +35,26 @@ pub const STAT_FIELDS: &[&str] = &[
 /// Ticks a briefing is spread over.
 const BRIEFING_TICK: Duration = Duration::from_millis(10);
 
-fn ms(d: Duration) -> Value {
-    json!((d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0)
+/// A duration in ms with 3 decimals, or null.
+fn push_ms(out: &mut String, d: Option<Duration>) {
+    use std::fmt::Write;
+    match d {
+        Some(d) => {
+            let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string (escaped when it has to be).
+fn push_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::String(s.to_owned()).to_string());
+    }
 }
 
 impl Engine {
@@ -97,28 +115,61 @@ impl Engine {
 
     /// The stats object of process `i`.
     pub(super) fn stats(&self, i: usize, _now: Instant) -> Value {
+        let mut out = String::with_capacity(512);
+        self.write_stats(i, &mut out);
+        // write_stats writes valid JSON; Null would only show a bug, not crash COPS.
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    }
+
+    /// Writes the stats object of process `i` as JSON text (the briefing's hot
+    /// path: 10,000 of these every briefing, so no JSON tree is built).
+    pub(super) fn write_stats(&self, i: usize, out: &mut String) {
+        use std::fmt::Write;
         let p = &self.procs[i];
         let s = &p.stats;
         let avg = (s.n_rt > 0).then(|| s.sum_rt / s.n_rt as u32);
-        json!({
-            "name": p.cfg.name,
-            "uri": p.cfg.uri,
-            "state": p.state.as_str(),
-            "alive": p.state == State::Alive,
-            "pid": p.pid,
-            "heartbeat": p.h,
-            "missed_heartbeats": p.misses,
-            "total_restarts": s.total_restarts,
-            "cops_restarts": s.cops_restarts,
-            "last_response_time_ms": s.last_rt.map(ms),
-            "max_response_time_ms": ms(s.max_rt),
-            "avg_response_time_ms": avg.map(ms),
-            "last_confirmed_alive": s.last_alive.map(|t| iso8601(self.wall(t))),
-            "version_tag": s.versions[0],
-            "version_commit": s.versions[1],
-            "version_build": s.versions[2],
-            "kill_on_hang": p.cfg.kill_on_hang,
-        })
+        out.push_str("{\"name\":");
+        push_str(out, &p.cfg.name);
+        out.push_str(",\"uri\":");
+        push_str(out, &p.cfg.uri);
+        let _ = write!(
+            out,
+            ",\"state\":\"{}\",\"alive\":{},\"pid\":",
+            p.state.as_str(),
+            p.state == State::Alive
+        );
+        match p.pid {
+            Some(pid) => {
+                let _ = write!(out, "{pid}");
+            }
+            None => out.push_str("null"),
+        }
+        let _ = write!(
+            out,
+            ",\"heartbeat\":{},\"missed_heartbeats\":{},\"total_restarts\":{},\"cops_restarts\":{}",
+            p.h, p.misses, s.total_restarts, s.cops_restarts
+        );
+        out.push_str(",\"last_response_time_ms\":");
+        push_ms(out, s.last_rt);
+        out.push_str(",\"max_response_time_ms\":");
+        push_ms(out, Some(s.max_rt));
+        out.push_str(",\"avg_response_time_ms\":");
+        push_ms(out, avg);
+        out.push_str(",\"last_confirmed_alive\":");
+        match s.last_alive {
+            Some(t) => {
+                let _ = write!(out, "\"{}\"", iso8601(self.wall(t)));
+            }
+            None => out.push_str("null"),
+        }
+        for (k, v) in ["version_tag", "version_commit", "version_build"]
+            .iter()
+            .zip(&s.versions)
+        {
+            let _ = write!(out, ",\"{k}\":");
+            push_str(out, v);
+        }
+        let _ = write!(out, ",\"kill_on_hang\":{}}}", p.cfg.kill_on_hang);
     }
 
     /// The summary: controller name, status, counts by state, uptime.
@@ -160,14 +211,15 @@ impl Engine {
                 });
             }
             let end = (self.briefing_cursor + chunk).min(n);
+            let mut text = String::with_capacity(512);
             for i in self.briefing_cursor..end {
-                let body = self.stats(i, now).to_string().into_bytes();
-                let uri = format!("{}{}", self.stats_prefix, self.procs[i].cfg.name);
+                text.clear();
+                self.write_stats(i, &mut text);
                 self.transmits.push_back(Transmit {
                     method: Method::Pub,
-                    uri: uri.into(),
+                    uri: self.procs[i].stats_uri.clone(),
                     replyto: None,
-                    body,
+                    body: text.as_bytes().to_vec(),
                 });
             }
             self.briefing_cursor = end;
