@@ -59,8 +59,11 @@ fn connect_raw(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Broker RSS and heartbeat RTT (echo peer) with `n` idle connections, as one line.
+/// Broker RSS and heartbeat RTT (echo peer, all processes on one CPU) with `n`
+/// idle connections, as one line.
 pub fn broker_idle(broker_exe: &Path, peer_exe: &Path, n: usize) -> Result<String> {
+    // Same arrangement as the headline RTT: every process on one CPU.
+    let _pinned = sys::Pinned::first_cpu()?;
     let broker = BrokerProc::start(broker_exe)?;
     let base_kib = procstat::rss_kib(broker.pid())?;
     let mut rtt = BusRtt::start(&broker, peer_exe, "echo")?;
@@ -73,7 +76,7 @@ pub fn broker_idle(broker_exe: &Path, peer_exe: &Path, n: usize) -> Result<Strin
     let med = stats::us(stats::median(&mut s));
     drop(conns);
     Ok(format!(
-        "broker with {n} idle connections: RSS {:.1} MB (empty {:.1} MB, {:.1} KB per connection), heartbeat RTT (echo peer) {med:.1} us",
+        "broker with {n} idle connections: RSS {:.1} MB (empty {:.1} MB, {:.1} KB per connection), heartbeat RTT (echo peer, one CPU) {med:.1} us",
         kib as f64 / 1024.0,
         base_kib as f64 / 1024.0,
         (kib.saturating_sub(base_kib)) as f64 / n.max(1) as f64,
