@@ -90,7 +90,8 @@ fn fims_err(what: impl Into<String>) -> impl FnOnce(fims::Error) -> DemoError {
     move |source| DemoError::Fims { what, source }
 }
 
-/// Where the children's stderr goes.
+/// Where the children's output goes.
+#[derive(Debug, Clone)]
 struct Logs {
     dir: PathBuf,
     verbose: bool,
@@ -112,6 +113,14 @@ impl Logs {
             .open(&path)
             .map_err(io_err(format!("opening {}", path.display())))?;
         Ok(Stdio::from(f))
+    }
+
+    /// Spawns `cmd` as `name` with its output in `name`'s log.
+    fn spawn(&self, name: &str, cmd: &mut Command) -> Result<Guarded, DemoError> {
+        cmd.stdin(Stdio::null())
+            .stdout(self.stdio(name)?)
+            .stderr(self.stdio(name)?);
+        Guarded::spawn(cmd).map_err(io_err(format!("starting {name}")))
     }
 
     /// Prints the last lines of every log (after a failure).
@@ -170,31 +179,17 @@ impl Demo {
     fn setup(opts: &Options, bins: &Bins, dir: &Path, logs: &Logs) -> Result<Demo, DemoError> {
         let start = Instant::now();
         let socket = dir.join("fims.sock");
-        let config = match &opts.config {
-            Some(c) => c.clone(),
-            None => {
-                let c = dir.join("demo.json");
-                std::fs::write(&c, DEMO_CONFIG).map_err(io_err("writing demo.json"))?;
-                c
-            }
-        };
-        let text = std::fs::read_to_string(&config)
-            .map_err(io_err(format!("reading {}", config.display())))?;
-        let cfg: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| DemoError::Unexpected(format!("{}: {e}", config.display())))?;
+        let (config, cfg) = load_config(opts, dir)?;
         let our_uri = cfg["ourUri"].as_str().unwrap_or("/cops").to_owned();
         let world = World::new(start, &our_uri);
         world.now("demo", &format!("working in {}", dir.display()));
 
-        let broker = Guarded::spawn(
+        let broker = logs.spawn(
+            "fims_server",
             Command::new(bins.path("fims_server"))
                 .arg("--socket")
-                .arg(&socket)
-                .stdin(Stdio::null())
-                .stdout(logs.stdio("fims_server")?)
-                .stderr(logs.stdio("fims_server")?),
-        )
-        .map_err(io_err("starting fims_server"))?;
+                .arg(&socket),
+        )?;
         let mut client = connect(&socket, Duration::from_secs(10))?;
         let text = format!("fims_server pid {} on {}", broker.pid(), socket.display());
         world.now("demo", &text);
@@ -205,30 +200,18 @@ impl Demo {
             ])
             .map_err(fims_err("subscribing to /events"))?;
 
-        let cops = Guarded::spawn(
+        let cops = logs.spawn(
+            "cops",
             Command::new(bins.path("cops"))
                 .arg("--config")
                 .arg(&config)
                 .arg("--socket")
-                .arg(&socket)
-                .stdin(Stdio::null())
-                .stdout(logs.stdio("cops")?)
-                .stderr(logs.stdio("cops")?),
-        )
-        .map_err(io_err("starting cops"))?;
-        let period = cfg["heartbeatFreq"]
-            .as_u64()
-            .or(cfg["heartbeatFrequencyMS"].as_u64());
-        let allowance = cfg["heartbeatErrorAllowance"].as_u64();
-        let shown = match &opts.config {
-            Some(c) => c.display().to_string(),
-            None => "examples/configs/demo.json".to_owned(),
-        };
+                .arg(&socket),
+        )?;
         let text = format!(
-            "cops pid {} with {shown}: heartbeat every {} ms, hung after {} missed",
+            "cops pid {} with {}",
             cops.pid(),
-            period.map_or("1000".into(), |p| p.to_string()),
-            allowance.map_or("5".into(), |a| a.to_string()),
+            describe_config(opts, &cfg)
         );
         world.now("demo", &text);
 
@@ -237,18 +220,16 @@ impl Demo {
         for (name, uri) in [CONTROLLER, MODBUS] {
             let exe = bins.path("demo_process");
             let (sock, work) = (socket.clone(), opts.work_ms.to_string());
-            let log = logs.dir.join(format!("{name}.log"));
-            let verbose = logs.verbose;
+            let logs = logs.clone();
             let make = move || {
                 let mut c = Command::new(&exe);
                 c.args(["--name", name, "--uri", uri, "--work-ms", &work])
                     .arg("--socket")
                     .arg(&sock)
                     .stdin(Stdio::null());
-                if !verbose {
-                    if let Ok(f) = OpenOptions::new().create(true).append(true).open(&log) {
-                        c.stderr(f);
-                    }
+                // Without its log file the process still runs, logging to the terminal.
+                if let Ok(out) = logs.stdio(name) {
+                    c.stderr(out);
                 }
                 c
             };
@@ -547,6 +528,37 @@ impl Demo {
         self.broker.stop(Duration::from_secs(2));
         self.world.now("demo", "all children stopped");
     }
+}
+
+/// The config file COPS runs with (the built-in one is written into `dir`) and its JSON.
+fn load_config(opts: &Options, dir: &Path) -> Result<(PathBuf, serde_json::Value), DemoError> {
+    let config = match &opts.config {
+        Some(c) => c.clone(),
+        None => {
+            let c = dir.join("demo.json");
+            std::fs::write(&c, DEMO_CONFIG).map_err(io_err("writing demo.json"))?;
+            c
+        }
+    };
+    let text = std::fs::read_to_string(&config)
+        .map_err(io_err(format!("reading {}", config.display())))?;
+    let cfg = serde_json::from_str(&text)
+        .map_err(|e| DemoError::Unexpected(format!("{}: {e}", config.display())))?;
+    Ok((config, cfg))
+}
+
+/// "examples/configs/demo.json: heartbeat every 250 ms, hung after 4 missed".
+fn describe_config(opts: &Options, cfg: &serde_json::Value) -> String {
+    let shown = match &opts.config {
+        Some(c) => c.display().to_string(),
+        None => "examples/configs/demo.json".to_owned(),
+    };
+    let period = cfg["heartbeatFreq"]
+        .as_u64()
+        .or(cfg["heartbeatFrequencyMS"].as_u64())
+        .unwrap_or(1000);
+    let allowance = cfg["heartbeatErrorAllowance"].as_u64().unwrap_or(5);
+    format!("{shown}: heartbeat every {period} ms, hung after {allowance} missed")
 }
 
 /// Connects as `cops_demo`, retrying until the broker accepts or `timeout` passes.

@@ -28,12 +28,7 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether a stop was requested (by a signal or [`request`]).
+/// Whether a stop was requested by a signal.
 pub fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
-}
-
-/// Requests a stop from inside the program.
-pub fn request() {
-    STOP.store(true, Ordering::SeqCst);
 }

@@ -13,21 +13,10 @@ use cops_examples::world::World;
 use fims::{blocking::Client, Method, Subscription};
 use testkit::Broker;
 
-/// Builds `libcops_responder.a` and compiles `c-bindings/examples/controller.cpp`
-/// against it and the checked-in header, into `out`.
+/// Compiles `c-bindings/examples/controller.cpp` against the checked-in header
+/// and `libcops_responder.a` (built by cargo), into `out`.
 fn compile_controller(out: &Path) -> PathBuf {
-    let profile = testkit::profile_dir();
-    let target = profile.parent().expect("profile dir has a parent");
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.args(["build", "--quiet", "-p", "cops-responder", "--lib"]);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cargo.arg("--release");
-    }
-    let status = cargo
-        .env("CARGO_TARGET_DIR", target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p cops-responder failed");
+    let lib = testkit::lib("cops-responder", "libcops_responder.a");
     let cb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../c-bindings");
     let exe = out.join("controller");
     let output = Command::new("g++")
@@ -38,7 +27,7 @@ fn compile_controller(out: &Path) -> PathBuf {
         .arg("-o")
         .arg(&exe)
         .arg(cb.join("examples/controller.cpp"))
-        .arg(profile.join("libcops_responder.a"))
+        .arg(lib)
         .args(["-lpthread", "-ldl", "-lm"])
         .output()
         .expect("g++ runs");

@@ -218,3 +218,14 @@ pub fn seqpacket_accepts(path: &Path) -> bool {
         rc == 0
     }
 }
+
+/// Path of `file` (e.g. `libcops_responder.a`) in the profile directory after
+/// building the library targets of workspace package `package` (once per test process).
+pub fn lib(package: &str, file: &str) -> PathBuf {
+    let out = profile_dir().join(file);
+    build_once(
+        format!("lib:{package}"),
+        vec!["-p".into(), package.into(), "--lib".into()],
+        out,
+    )
+}
