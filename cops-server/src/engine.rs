@@ -225,6 +225,32 @@ struct Proc {
     rejected_pid: Option<i64>,
 }
 
+/// FNV-1a for the reply-URI map: the keys are our own configured names (no
+/// untrusted input chooses them), so a fast non-keyed hash is fine.
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildFnv;
+
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl std::hash::BuildHasher for BuildFnv {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
 /// The sliding window of the last period's deadlines, for stall detection.
 #[derive(Debug, Default)]
 struct Window {
@@ -238,7 +264,7 @@ struct Window {
 pub struct Engine {
     cfg: Arc<Config>,
     procs: Vec<Proc>,
-    by_reply: HashMap<Arc<str>, u32>,
+    by_reply: HashMap<Arc<str>, u32, BuildFnv>,
     timers: BinaryHeap<Timer>,
     schedule: Schedule,
     deadlines: VecDeque<(Instant, u32, u64)>,
@@ -268,7 +294,7 @@ impl Engine {
             .collect();
         let mut e = Engine {
             procs: Vec::with_capacity(cfg.processes.len()),
-            by_reply: HashMap::with_capacity(cfg.processes.len()),
+            by_reply: HashMap::with_capacity_and_hasher(cfg.processes.len(), BuildFnv),
             timers: BinaryHeap::new(),
             deadlines: VecDeque::with_capacity(order.len()),
             schedule: Schedule {
