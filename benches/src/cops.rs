@@ -54,7 +54,7 @@ impl Plan {
     /// When the sim makes its processes hang, after its start: time for
     /// `cops` to start and hear from everyone first.
     fn hang_at(&self) -> Duration {
-        Duration::from_millis(2_000 + 2 * self.period_ms + self.processes as u64 / 5)
+        Duration::from_millis(3_000 + 2 * self.period_ms + self.processes as u64 / 5)
     }
 
     /// How long the sim runs: the hang, the window, and room for every
