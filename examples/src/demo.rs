@@ -15,7 +15,7 @@ use crate::bins::{self, BinError, Bins, Build};
 use crate::children::{describe, Guarded, Supervisor, SupervisorEvent};
 use crate::interrupt;
 use crate::stats::{self, ProcStats};
-use crate::world::World;
+use crate::world::{out, World};
 
 /// The configuration the demo runs COPS with (`examples/configs/demo.json`).
 pub const DEMO_CONFIG: &str = include_str!("../configs/demo.json");
@@ -465,11 +465,11 @@ impl Demo {
             rows
         };
         self.world.now("demo", &format!("get {uri}:"));
-        println!();
+        out(format_args!(""));
         for line in stats::table(&rows).lines() {
-            println!("    {line}");
+            out(format_args!("    {line}"));
         }
-        println!();
+        out(format_args!(""));
         let kills = self
             .world
             .exits
@@ -489,25 +489,29 @@ impl Demo {
         self.world.focus = None;
         let sock = self.socket.display();
         let bin = |b: &str| self.bins.path(b).display().to_string();
-        println!("\nEverything keeps running; Ctrl-C stops it. Try, in another terminal:");
-        println!(
+        out(format_args!(
+            "\nEverything keeps running; Ctrl-C stops it. Try, in another terminal:"
+        ));
+        out(format_args!(
             "    {} --socket {sock} -u /cops -u /events",
             bin("fims_listen")
-        );
-        println!(
+        ));
+        out(format_args!(
             "    {} --socket {sock} -m get -u /cops/stats",
             bin("fims_send")
-        );
+        ));
         let (n, u) = CONTROLLER;
-        println!(
+        out(format_args!(
             "    {} --socket {sock} -m get -u {u}/cops",
             bin("fims_send")
-        );
-        println!(
+        ));
+        out(format_args!(
             "    {} --socket {sock} -m set -u {u}/debug/hang true   # {n} hangs",
             bin("fims_send")
-        );
-        println!("    (or export FIMS_SOCKET={sock} and drop the --socket flags)\n");
+        ));
+        out(format_args!(
+            "    (or export FIMS_SOCKET={sock} and drop the --socket flags)\n"
+        ));
         loop {
             match self.pump(Instant::now() + Duration::from_secs(3600)) {
                 Err(DemoError::Interrupted) => {

@@ -8,6 +8,13 @@ use std::time::Instant;
 use crate::children::{describe, SupervisorEvent};
 use crate::stats::{Event, ProcStats};
 
+/// Prints one line on stdout. A closed stdout (`cops-demo | head`) is not a
+/// reason to abandon the run half way, so write errors are ignored.
+pub fn out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// One exit the supervisor saw.
 #[derive(Debug, Clone)]
 pub struct Exit {
@@ -62,7 +69,7 @@ impl World {
     /// Prints one timeline line: `  +12.345s  tag         text`.
     pub fn say(&self, at: Instant, tag: &str, text: &str) {
         let t = at.saturating_duration_since(self.start).as_secs_f64();
-        println!("  +{t:>7.3}s  {tag:<11} {text}");
+        out(format_args!("  +{t:>7.3}s  {tag:<11} {text}"));
     }
 
     /// Prints a line stamped now.
@@ -70,7 +77,8 @@ impl World {
         self.say(Instant::now(), tag, text);
     }
 
-    /// Takes in what a supervisor reported.
+    /// Takes in what a supervisor reported. Printed stamped now (so the
+    /// timeline stays in order); recorded with `at`, when the supervisor saw it.
     pub fn on_supervisor(&mut self, at: Instant, ev: SupervisorEvent) {
         match ev {
             SupervisorEvent::Started {
@@ -80,18 +88,18 @@ impl World {
             } => {
                 self.running.insert(name.clone(), pid);
                 if incarnation == 1 {
-                    self.say(at, "supervisor", &format!("started {name} as pid {pid}"));
+                    self.now("supervisor", &format!("started {name} as pid {pid}"));
                 } else {
                     *self.restarts.entry(name.clone()).or_default() += 1;
                     let n = incarnation - 1;
                     let text = format!("restarted {name} as pid {pid} (restart #{n})");
-                    self.say(at, "supervisor", &text);
+                    self.now("supervisor", &text);
                 }
             }
             SupervisorEvent::Exited { name, pid, status } => {
                 self.running.remove(&name);
                 let text = format!("{name} pid {pid} ended: {}", describe(status));
-                self.say(at, "supervisor", &text);
+                self.now("supervisor", &text);
                 self.exits.push(Exit {
                     at,
                     name,

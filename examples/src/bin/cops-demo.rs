@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use cops_examples::bins::Build;
 use cops_examples::demo::{self, DemoError, Options};
+use cops_examples::world::out;
 
 /// The one-command demo of COPS: hang -> alarm -> kill -> restart.
 #[derive(Debug, Parser)]
@@ -55,9 +56,9 @@ fn main() -> ExitCode {
         config: args.config,
         work_ms: args.work_ms,
     };
-    println!(
+    out(format_args!(
         "cops-demo: COPS finds a hung process, kills it, and the service manager restarts it\n"
-    );
+    ));
     match demo::run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(DemoError::Interrupted) => {
