@@ -915,6 +915,7 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
             }
             SignalOutcome::DryRun { evidence } => {
                 p.kill = None;
@@ -929,6 +930,7 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
             }
             SignalOutcome::Refused { reason } => {
                 p.kill = None;
@@ -945,6 +947,7 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
             }
         }
     }
@@ -988,6 +991,7 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
             }
             Err(evidence) if !kill.signal.is_kill() => {
                 p.seq += 1;
@@ -1014,6 +1018,7 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
                 return;
             }
             Err(evidence) => {
@@ -1029,10 +1034,19 @@ impl Engine {
                     msg,
                     true,
                 );
+                self.event_pid(pid);
             }
         }
         if unpin {
             self.actions.push_back(Action::Unpin { process, pid });
+        }
+    }
+
+    /// Sets the PID of the last event (signals and exits concern a given PID,
+    /// not necessarily the process's current one).
+    fn event_pid(&mut self, pid: u32) {
+        if let Some(e) = self.events.back_mut() {
+            e.pid = Some(pid);
         }
     }
 

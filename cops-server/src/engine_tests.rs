@@ -403,7 +403,9 @@ fn hang_detected_within_allowance_killed_once_restart_counted() {
     assert_eq!(h.stat(0, "cops_restarts"), 1);
     assert_eq!(h.stat(0, "pid"), 100_001);
     h.run_ms(7000);
-    assert_eq!(h.kinds(EventKind::Exited).len(), 1);
+    let exited = h.kinds(EventKind::Exited);
+    assert_eq!(exited.len(), 1);
+    assert_eq!(exited[0].pid, Some(4242), "the event names the killed PID, not the new one");
 }
 
 #[test]

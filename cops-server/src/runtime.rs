@@ -220,7 +220,7 @@ impl Shell {
                 if let Err(e) = enable_timestamps(c.as_raw_fd()) {
                     debug!(error = %e, "no kernel receive timestamps");
                 }
-                info!(socket = %self.opts.socket.display(), uri = %self.our_uri, "connected to the FIMS broker");
+                debug!(socket = %self.opts.socket.display(), uri = %self.our_uri, "connected");
                 self.client = Some(c);
                 self.backoff = BACKOFF_MIN;
                 self.warned_down = false;
@@ -242,7 +242,7 @@ impl Shell {
         self.readable = None;
         self.polling = false;
         if self.client.take().is_some() {
-            warn!(reason = why, "lost the FIMS broker");
+            debug!(reason = why, "disconnected");
             self.engine.set_connected(Instant::now(), false);
             self.next_connect = Instant::now() + BACKOFF_MIN;
             self.backoff = BACKOFF_MIN;
