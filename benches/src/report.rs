@@ -39,6 +39,10 @@ pub fn to_json(figs: &[Figure]) -> String {
             s.push(',');
         }
         let v = match &f.value {
+            // Counts print as integers.
+            Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => {
+                format!("{}", *v as i64)
+            }
             Ok(v) if v.is_finite() => serde_json::Number::from_f64(crate::stats::round(*v, 3))
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "null".into()),
@@ -87,5 +91,30 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(key: &'static str, value: std::result::Result<f64, String>) -> Figure {
+        Figure {
+            key,
+            unit: "",
+            target: "",
+            value,
+        }
+    }
+
+    #[test]
+    fn json_has_numbers_and_null() {
+        let figs = [
+            f("a", Ok(1.23456)),
+            f("b", Ok(0.0)),
+            f("c", Err("why".into())),
+        ];
+        assert_eq!(to_json(&figs), r#"{"a":1.235,"b":0,"c":null}"#);
+        assert!(to_table(&figs).contains("absent"));
     }
 }

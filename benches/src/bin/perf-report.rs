@@ -367,13 +367,13 @@ fn measure_throughput(
     fl.burst(&msg, n / 10)?;
     bt.burst(&msg, n / 10)?;
     let (mut f, mut b, mut lost) = (Vec::new(), Vec::new(), 0u64);
-    for _ in 0..3 {
+    for _ in 0..5 {
         f.push(fl.burst(&msg, n)?.mps());
         let burst = bt.burst(&msg, n)?;
         lost += n.saturating_sub(burst.delivered);
         b.push(burst.mps());
     }
-    Ok((median_f(&mut f), median_f(&mut b), lost, 3 * n))
+    Ok((median_f(&mut f), median_f(&mut b), lost, 5 * n))
 }
 
 fn median_f(v: &mut [f64]) -> f64 {
