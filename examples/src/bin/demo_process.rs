@@ -30,7 +30,7 @@ struct Args {
     /// FIMS process name (also the `name` in COPS's processList).
     #[arg(long)]
     name: String,
-    /// Base URI, e.g. /site: heartbeats arrive on <uri>/cops.
+    /// Base URI, e.g. /site (heartbeats arrive on /site/cops).
     #[arg(long)]
     uri: String,
     /// Broker socket (default: $FIMS_SOCKET, else /tmp/FlexGen_FIMS_Server.socket).
