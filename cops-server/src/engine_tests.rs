@@ -405,7 +405,11 @@ fn hang_detected_within_allowance_killed_once_restart_counted() {
     h.run_ms(7000);
     let exited = h.kinds(EventKind::Exited);
     assert_eq!(exited.len(), 1);
-    assert_eq!(exited[0].pid, Some(4242), "the event names the killed PID, not the new one");
+    assert_eq!(
+        exited[0].pid,
+        Some(4242),
+        "the event names the killed PID, not the new one"
+    );
 }
 
 #[test]

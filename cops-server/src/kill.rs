@@ -148,8 +148,13 @@ impl Identity {
     /// Accepts `pid` (see [`accept_pid`]) and pins it: a pidfd where the kernel
     /// has them, and the start time in every case.
     pub fn pin(pid: u32, own: u32) -> Result<Identity, KillError> {
+        Identity::pin_with(pid, own, true)
+    }
+
+    /// As [`pin`](Self::pin); `use_pidfd` false pins by start time only.
+    pub fn pin_with(pid: u32, own: u32, use_pidfd: bool) -> Result<Identity, KillError> {
         let pid = accept_pid(i64::from(pid), own, pid_exists)?;
-        let pidfd = pidfd_open(pid);
+        let pidfd = if use_pidfd { pidfd_open(pid) } else { None };
         let (_, start_time) = read_stat(pid).map_err(|_| KillError::NoSuchProcess(pid))?;
         Ok(Identity {
             pid,
@@ -256,6 +261,25 @@ pub struct KillLayer {
     own_pid: u32,
     dry_run: bool,
     pinned: HashMap<(usize, u32), Identity>,
+    /// Most pidfds to hold: the descriptor limit less a reserve for everything
+    /// else (sockets, /proc reads). Past it, identities are pinned by start time.
+    max_pidfds: usize,
+    pidfds: usize,
+}
+
+/// Descriptors kept free for COPS's own use when holding pidfds.
+const FD_RESERVE: usize = 128;
+
+fn fd_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 impl KillLayer {
@@ -265,19 +289,27 @@ impl KillLayer {
             own_pid,
             dry_run,
             pinned: HashMap::new(),
+            max_pidfds: fd_limit().saturating_sub(FD_RESERVE),
+            pidfds: 0,
         }
     }
 
     /// [`Action::Pin`](crate::engine::Action::Pin).
     pub fn pin(&mut self, process: usize, pid: u32) -> Result<(), String> {
-        let id = Identity::pin(pid, self.own_pid).map_err(|e| e.to_string())?;
-        self.pinned.insert((process, pid), id);
+        let use_pidfd = self.pidfds < self.max_pidfds;
+        let id = Identity::pin_with(pid, self.own_pid, use_pidfd).map_err(|e| e.to_string())?;
+        self.pidfds += usize::from(id.has_pidfd());
+        if let Some(old) = self.pinned.insert((process, pid), id) {
+            self.pidfds -= usize::from(old.has_pidfd());
+        }
         Ok(())
     }
 
     /// [`Action::Unpin`](crate::engine::Action::Unpin).
     pub fn unpin(&mut self, process: usize, pid: u32) {
-        self.pinned.remove(&(process, pid));
+        if let Some(old) = self.pinned.remove(&(process, pid)) {
+            self.pidfds -= usize::from(old.has_pidfd());
+        }
     }
 
     /// Number of pinned identities.

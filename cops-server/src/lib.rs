@@ -8,6 +8,16 @@
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
 //! - [`batch`]: `sendmmsg`/`recvmmsg` batches on the FIMS socket.
+//!
+//! Binaries: `cops` (the supervisor: parse arguments, set up logging, run
+//! [`runtime::run`]) and `cops-sim` (simulated responders for measuring COPS).
+//!
+//! # Time and I/O
+//! [`config`] and [`engine`] do no I/O and read no clock: every engine entry point
+//! takes `now: Instant`, so tests drive thousands of processes on a fake clock.
+//! [`kill`] reads `/proc` and signals; [`runtime`] owns the socket, the clock and
+//! the OS side of the engine's actions. Operator documentation: `docs/cops.md`.
+#![warn(missing_docs)]
 
 pub mod batch;
 pub mod config;
