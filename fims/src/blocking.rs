@@ -26,8 +26,7 @@ pub struct Client {
     pending: VecDeque<OwnedMessage>,
     /// Holds the pending message handed out by the last `recv`.
     current: OwnedMessage,
-    reply_prefix: Option<String>,
-    seq: u64,
+    replies: proto::ReplyUris,
     /// The `SO_RCVTIMEO` last set (`None`: not set since connect).
     rcvtimeo: Option<Option<Duration>>,
 }
@@ -53,8 +52,7 @@ impl Client {
             subs: Vec::new(),
             pending: VecDeque::new(),
             current: OwnedMessage::default(),
-            reply_prefix: None,
-            seq: 0,
+            replies: proto::ReplyUris::default(),
             rcvtimeo: None,
         })
     }
@@ -233,17 +231,12 @@ impl Client {
         body: &[u8],
         timeout: Duration,
     ) -> Result<OwnedMessage> {
-        let prefix = match &self.reply_prefix {
-            Some(p) => p.clone(),
-            None => {
-                let p = proto::reply_prefix();
-                self.subscribe(&[&p])?;
-                self.reply_prefix = Some(p.clone());
-                p
-            }
-        };
-        self.seq += 1;
-        let replyto = format!("{prefix}/{}", self.seq);
+        let (prefix, fresh) = self.replies.prefix();
+        if fresh {
+            self.subscribe(&[&prefix])?;
+            self.replies.subscribed(prefix.clone());
+        }
+        let replyto = self.replies.next(&prefix);
         self.request_on(method, uri, &replyto, body, timeout)
     }
 

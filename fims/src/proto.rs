@@ -120,8 +120,37 @@ pub(crate) fn sub_answer(msg: &Message<'_>) -> Option<Result<()>> {
     })
 }
 
+/// The unique reply URIs of one client's `request` calls: `<prefix>/<seq>`, where
+/// one subscription to the prefix covers them all.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyUris {
+    prefix: Option<String>,
+    seq: u64,
+}
+
+impl ReplyUris {
+    /// The prefix, and whether it still has to be subscribed to (first use).
+    pub(crate) fn prefix(&mut self) -> (String, bool) {
+        match &self.prefix {
+            Some(p) => (p.clone(), false),
+            None => (reply_prefix(), true),
+        }
+    }
+
+    /// Records that `prefix` is now subscribed.
+    pub(crate) fn subscribed(&mut self, prefix: String) {
+        self.prefix = Some(prefix);
+    }
+
+    /// The next reply URI under the subscribed prefix.
+    pub(crate) fn next(&mut self, prefix: &str) -> String {
+        self.seq += 1;
+        format!("{prefix}/{}", self.seq)
+    }
+}
+
 /// A reply-URI prefix unique to this process and connection.
-pub(crate) fn reply_prefix() -> String {
+fn reply_prefix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

@@ -20,17 +20,14 @@ use crate::{proto, sys};
 /// An async connection to the FIMS broker.
 #[derive(Debug)]
 pub struct Client {
-    io: Arc<AsyncFd<OwnedFd>>,
+    /// The connection's sending half; also owns the socket.
+    tx: Sender,
     path: PathBuf,
-    name: Arc<str>,
-    max_data_len: u32,
     rbuf: Vec<u8>,
-    wbuf: Vec<u8>,
     subs: Vec<Subscription>,
     pending: VecDeque<OwnedMessage>,
     current: OwnedMessage,
-    reply_prefix: Option<String>,
-    seq: u64,
+    replies: proto::ReplyUris,
 }
 
 /// Sends on a [`Client`]'s connection from another task.
@@ -114,26 +111,27 @@ impl Client {
         let path = path.as_ref().to_path_buf();
         let (io, max_data_len) = handshake(&path, name).await?;
         Ok(Client {
-            io,
+            tx: Sender {
+                io,
+                name: name.into(),
+                max_data_len,
+                wbuf: Vec::new(),
+            },
             path,
-            name: name.into(),
-            max_data_len,
             rbuf: Vec::with_capacity(proto::recv_capacity(max_data_len)),
-            wbuf: Vec::new(),
             subs: Vec::new(),
             pending: VecDeque::new(),
             current: OwnedMessage::default(),
-            reply_prefix: None,
-            seq: 0,
+            replies: proto::ReplyUris::default(),
         })
     }
 
     /// Connects again to the same path under the same name and restores every
     /// subscription. Senders taken before go stale: take new ones.
     pub async fn reconnect(&mut self) -> Result<()> {
-        let (io, max) = handshake(&self.path, &self.name).await?;
-        self.io = io;
-        self.max_data_len = max;
+        let (io, max) = handshake(&self.path, &self.tx.name).await?;
+        self.tx.io = io;
+        self.tx.max_data_len = max;
         self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
         let subs = std::mem::take(&mut self.subs);
         self.subscribe_with(&subs).await
@@ -141,12 +139,12 @@ impl Client {
 
     /// The body limit the broker announced.
     pub fn max_data_len(&self) -> u32 {
-        self.max_data_len
+        self.tx.max_data_len
     }
 
     /// This client's process name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.tx.name
     }
 
     /// Subscriptions made so far.
@@ -157,10 +155,8 @@ impl Client {
     /// A cloneable sender on this connection for other tasks.
     pub fn sender(&self) -> Sender {
         Sender {
-            io: self.io.clone(),
-            name: self.name.clone(),
-            max_data_len: self.max_data_len,
             wbuf: Vec::new(),
+            ..self.tx.clone()
         }
     }
 
@@ -172,14 +168,14 @@ impl Client {
 
     /// Subscribes with a pub-only flag per URI and waits for the broker's answer.
     pub async fn subscribe_with(&mut self, subs: &[Subscription]) -> Result<()> {
-        for (dg, chunk) in proto::encode_subs(&self.name, subs)?
+        for (dg, chunk) in proto::encode_subs(&self.tx.name, subs)?
             .iter()
             .zip(subs.chunks(crate::codec::MAX_SUBS_PER_DATAGRAM))
         {
-            send_dg(&self.io, dg).await?;
+            send_dg(&self.tx.io, dg).await?;
             with_timeout(proto::BROKER_ANSWER_TIMEOUT, async {
                 loop {
-                    recv_dg(&self.io, &mut self.rbuf).await?;
+                    recv_dg(&self.tx.io, &mut self.rbuf).await?;
                     let msg = Message::decode(&self.rbuf)?;
                     match proto::sub_answer(&msg) {
                         Some(answer) => return answer,
@@ -201,22 +197,12 @@ impl Client {
         replyto: Option<&str>,
         body: &[u8],
     ) -> Result<()> {
-        proto::encode_data(
-            &mut self.wbuf,
-            &self.name,
-            self.max_data_len,
-            method,
-            uri,
-            replyto,
-            body,
-        )?;
-        send_dg(&self.io, &self.wbuf).await
+        self.tx.send(method, uri, replyto, body).await
     }
 
     /// Sends a message exactly as given.
     pub async fn send_message(&mut self, msg: &Message<'_>) -> Result<()> {
-        proto::encode_checked(&mut self.wbuf, msg, self.max_data_len)?;
-        send_dg(&self.io, &self.wbuf).await
+        self.tx.send_message(msg).await
     }
 
     /// Receives the next message. Cancel-safe; wrap in `tokio::time::timeout` to bound it.
@@ -227,7 +213,7 @@ impl Client {
             self.current = m;
             return Ok(self.current.as_message());
         }
-        recv_dg(&self.io, &mut self.rbuf).await?;
+        recv_dg(&self.tx.io, &mut self.rbuf).await?;
         Ok(Message::decode(&self.rbuf)?)
     }
 
@@ -239,17 +225,12 @@ impl Client {
         body: &[u8],
         timeout: Duration,
     ) -> Result<OwnedMessage> {
-        let prefix = match &self.reply_prefix {
-            Some(p) => p.clone(),
-            None => {
-                let p = proto::reply_prefix();
-                self.subscribe(&[&p]).await?;
-                self.reply_prefix = Some(p.clone());
-                p
-            }
-        };
-        self.seq += 1;
-        let replyto = format!("{prefix}/{}", self.seq);
+        let (prefix, fresh) = self.replies.prefix();
+        if fresh {
+            self.subscribe(&[&prefix]).await?;
+            self.replies.subscribed(prefix.clone());
+        }
+        let replyto = self.replies.next(&prefix);
         self.request_on(method, uri, &replyto, body, timeout).await
     }
 
@@ -268,7 +249,7 @@ impl Client {
         self.send(method, uri, Some(replyto), body).await?;
         with_timeout(timeout, async {
             loop {
-                recv_dg(&self.io, &mut self.rbuf).await?;
+                recv_dg(&self.tx.io, &mut self.rbuf).await?;
                 let msg = Message::decode(&self.rbuf)?;
                 if msg.uri == replyto {
                     return Ok(msg.to_owned());
@@ -282,7 +263,7 @@ impl Client {
 
 impl AsRawFd for Client {
     fn as_raw_fd(&self) -> RawFd {
-        self.io.get_ref().as_raw_fd()
+        self.tx.io.get_ref().as_raw_fd()
     }
 }
 
