@@ -212,6 +212,8 @@ struct Proc {
     round: Option<Round>,
     seq: u64,
     misses: u32,
+    /// A round start came while the last round was still open.
+    deferred: bool,
     miss_base: Instant,
     pid: Option<u32>,
     incarnation: u64,
@@ -331,6 +333,7 @@ impl Engine {
                 round: None,
                 seq: 0,
                 misses: 0,
+                deferred: false,
                 miss_base: now,
                 pid: None,
                 incarnation: 0,
@@ -470,13 +473,23 @@ impl Engine {
     }
 
     fn on_start(&mut self, now: Instant, t: Instant, i: usize) {
-        let deadline = self.cfg.reply_deadline;
-        // A start a whole period late is superseded by the next cycle's; a round
-        // still open (started late) is left to finish.
-        if !self.connected || t + self.cfg.heartbeat <= now || self.procs[i].round.is_some() {
+        // A start a whole period late is superseded by the next cycle's.
+        if !self.connected || t + self.cfg.heartbeat <= now {
             return;
         }
+        if self.procs[i].round.is_some() {
+            // The last round was sent late and is still open: this one follows
+            // right after its deadline instead of being lost.
+            self.procs[i].deferred = true;
+            return;
+        }
+        self.start_round(now, i);
+    }
+
+    fn start_round(&mut self, now: Instant, i: usize) {
+        let deadline = self.cfg.reply_deadline;
         let p = &mut self.procs[i];
+        p.deferred = false;
         p.seq += 1;
         p.round = Some(Round {
             seq: p.seq,
@@ -694,7 +707,18 @@ impl Engine {
     }
 
     fn on_deadline(&mut self, now: Instant, t: Instant, i: usize, seq: u64) {
-        let Some(round) = self.procs[i].round.filter(|r| r.seq == seq) else {
+        if self.procs[i].round.is_none_or(|r| r.seq != seq) {
+            return;
+        }
+        self.judge(now, t, i);
+        if std::mem::take(&mut self.procs[i].deferred) && self.connected {
+            self.start_round(now, i);
+        }
+    }
+
+    /// Closes the open round of process `i` at its deadline `t`.
+    fn judge(&mut self, now: Instant, t: Instant, i: usize) {
+        let Some(round) = self.procs[i].round else {
             return;
         };
         self.procs[i].round = None;

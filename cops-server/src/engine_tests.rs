@@ -65,6 +65,8 @@ pub(crate) struct Harness {
     pub nonexistent: HashSet<u32>,
     pub dry_run: bool,
     next_pid: u32,
+    /// Timers handled only on this grid (like the runtime's coalescing tick).
+    pub tick: Option<Duration>,
 }
 
 pub(crate) fn config(n: usize, top: &str, per: &str) -> Config {
@@ -106,6 +108,7 @@ impl Harness {
             nonexistent: HashSet::new(),
             dry_run: false,
             next_pid: 100_000,
+            tick: None,
         };
         h.pump();
         h
@@ -118,7 +121,13 @@ impl Harness {
     /// Runs the world until `end` (inclusive).
     pub fn run_until(&mut self, end: Instant) {
         loop {
-            let timer = self.e.next_timeout();
+            let timer = self.e.next_timeout().map(|t| match self.tick {
+                Some(tick) => {
+                    let k = (t - self.t0).as_nanos().div_ceil(tick.as_nanos());
+                    self.t0 + tick * k as u32
+                }
+                None => t,
+            });
             let reply = self.inflight.keys().next().map(|k| k.0);
             let restart = self.restarts.keys().next().map(|k| k.0);
             let next = [timer, reply, restart].into_iter().flatten().min();
@@ -790,4 +799,31 @@ fn stats_text_escapes_strings() {
     assert_eq!(h.stat(0, "version_tag"), "1.4 \"rc\"\n");
     assert_eq!(h.stat(0, "last_response_time_ms"), 1.0);
     assert_eq!(h.stat(0, "version_commit"), "");
+}
+
+#[test]
+fn late_timer_ticks_lose_no_round() {
+    // Timers handled only every 14 ms: rounds go out up to 14 ms late, so a
+    // round can still be open at the next start (deadline 90 of period 100).
+    // That start follows the deadline instead of being lost.
+    let mut h = quick(vec![Fake::answering(4242, 1)], "");
+    h.tick = Some(Duration::from_millis(14));
+    h.keep_sent = true;
+    h.run_ms(1000);
+    let gets = h.sent.iter().filter(|t| t.method == Method::Get).count();
+    assert_eq!(gets, 10, "one round per period");
+    let hang = h.ms(1002);
+    h.fakes[0].hang_at = Some(hang);
+    h.run_ms(2000);
+    assert_eq!(h.signals.len(), 1);
+    let latency = h.signals[0].0 - hang;
+    assert!(latency <= Duration::from_millis(390 + 14), "{latency:?}");
+    let msg = &h.kinds(EventKind::Hung)[0].message;
+    let since: u64 = msg
+        .split(" ms since")
+        .next()
+        .and_then(|m| m.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("ms since the last good reply");
+    assert!(since <= 390 + 14, "{msg}");
 }
