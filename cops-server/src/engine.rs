@@ -141,13 +141,25 @@ struct Schedule {
     cursor: usize,
     cycle: Instant,
     period: Duration,
+    /// When the process under the cursor starts its round.
+    next_at: Option<Instant>,
 }
 
 impl Schedule {
+    fn new(order: Vec<u32>, now: Instant, period: Duration) -> Schedule {
+        let next_at = (!order.is_empty()).then_some(now);
+        Schedule {
+            order,
+            cursor: 0,
+            cycle: now,
+            period,
+            next_at,
+        }
+    }
+
     /// When the process under the cursor starts its round.
     fn next(&self) -> Option<Instant> {
-        let n = self.order.len() as u32;
-        (n > 0).then(|| self.cycle + self.period * self.cursor as u32 / n)
+        self.next_at
     }
 
     fn advance(&mut self) {
@@ -156,6 +168,8 @@ impl Schedule {
             self.cursor = 0;
             self.cycle += self.period;
         }
+        let n = self.order.len() as u32;
+        self.next_at = (n > 0).then(|| self.cycle + self.period * self.cursor as u32 / n);
     }
 }
 
@@ -299,12 +313,7 @@ impl Engine {
             by_reply: HashMap::with_capacity_and_hasher(cfg.processes.len(), BuildFnv),
             timers: BinaryHeap::new(),
             deadlines: VecDeque::with_capacity(order.len()),
-            schedule: Schedule {
-                order,
-                cursor: 0,
-                cycle: now,
-                period: cfg.heartbeat,
-            },
+            schedule: Schedule::new(order, now, cfg.heartbeat),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),

@@ -40,7 +40,8 @@ fn push_ms(out: &mut String, d: Option<Duration>) {
     use std::fmt::Write;
     match d {
         Some(d) => {
-            let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+            let us = d.as_micros();
+            let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
         }
         None => out.push_str("null"),
     }
