@@ -378,3 +378,55 @@ fn check_validates_and_prints_effective_settings() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.json: process \"site\": key \"killOnHnag\": unknown key (did you mean \"killOnHang\"?)"), "{err}");
 }
+
+#[test]
+fn systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let broker = Broker::start();
+    let config = write_config(broker.dir(), &config_text());
+    let notify_path = broker.dir().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // WATCHDOG_PID must be cops's own PID: the shell exports its $$ and execs cops.
+    let mut cops = ChildGuard::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(r#"export WATCHDOG_PID=$$; exec "$0" "$@""#)
+            .arg(testkit::bin("cops-server", "cops"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(broker.socket())
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut buf = [0u8; 256];
+    let mut recv = || {
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(recv(), "READY=1\n");
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(recv(), "WATCHDOG=1\n");
+    }
+    // Every WatchdogSec/2 = 100 ms: 5 pings take about 400-500 ms.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    cops.signal(libc::SIGTERM);
+    let mut last = recv();
+    while last == "WATCHDOG=1\n" {
+        last = recv();
+    }
+    assert_eq!(last, "STOPPING=1\n");
+    assert!(cops
+        .wait_timeout(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+}
