@@ -11,25 +11,33 @@
 //!   check), [`Engine::poll_event`] (events to log and `post /events`);
 //! - [`Engine::next_timeout`]: when to call `handle_timeout` next.
 //!
-//! Timers live in one binary heap (lazy deletion by round sequence numbers);
-//! replies find their process through a hash map of reply URIs. Nothing scans all
-//! processes per tick, so 10,000 processes cost a few microseconds per message.
+//! Round starts follow a fixed grid, deadlines a FIFO, the rare timers (kill
+//! checks, briefings) a small heap; replies find their process through a hash
+//! map of reply URIs. Nothing scans all processes per tick, so 10,000 processes
+//! cost a few microseconds per message.
+//!
+//! Files: this one (cycle and replies), `verdict.rs` (hung, kills, escalation),
+//! `reply.rs` (reply parsing), `serve.rs` (stats, GETs, briefings), `events.rs`.
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fims::{Message, Method};
-use serde_json::Value;
 
 use crate::config::{Config, ProcessConfig, Signal};
 
 #[path = "events.rs"]
 mod events;
+#[path = "reply.rs"]
+mod reply;
 #[path = "serve.rs"]
 mod serve;
+#[path = "verdict.rs"]
+mod verdict;
+
+use reply::{parse_reply, BuildFnv};
 
 pub use events::{Event, EventKind, Severity};
 
@@ -239,32 +247,6 @@ struct Proc {
     quarantined: bool,
     complained: bool,
     rejected_pid: Option<i64>,
-}
-
-/// FNV-1a for the reply-URI map: the keys are our own configured names (no
-/// untrusted input chooses them), so a fast non-keyed hash is fine.
-#[derive(Debug, Clone, Copy, Default)]
-struct BuildFnv;
-
-#[derive(Debug)]
-struct Fnv(u64);
-
-impl std::hash::BuildHasher for BuildFnv {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
 }
 
 /// The sliding window of the last period's deadlines, for stall detection.
@@ -819,262 +801,6 @@ impl Engine {
         w.misses += usize::from(missed);
     }
 
-    fn declare_hung(&mut self, now: Instant, i: usize) {
-        let p = &mut self.procs[i];
-        let before = p.state;
-        p.state = State::Hung;
-        let since = now.saturating_duration_since(p.miss_base).as_millis();
-        let pid = p
-            .pid
-            .map(|x| format!("pid {x}"))
-            .unwrap_or_else(|| "no pid known".into());
-        let head = format!(
-            "{} ({pid}) hung ({} -> hung): {} heartbeats missed, {since} ms since the last good reply",
-            p.cfg.name,
-            before.as_str(),
-            p.misses
-        );
-        let tail = match self.maybe_kill(now, i) {
-            Ok(sig) => format!("; killing with {sig}"),
-            Err(why) => format!("; not killed: {why}"),
-        };
-        self.event(
-            now,
-            Severity::Alarm,
-            EventKind::Hung,
-            Some(i),
-            head + &tail,
-            true,
-        );
-    }
-
-    /// Decides whether to signal process `i` now; queues the action if so.
-    fn maybe_kill(&mut self, now: Instant, i: usize) -> Result<Signal, String> {
-        let p = &mut self.procs[i];
-        if !p.cfg.kill_on_hang {
-            return Err("killOnHang is false".into());
-        }
-        if p.killed_incarnation == Some(p.incarnation) && p.pid.is_some() {
-            return Err("already signalled this incarnation".into());
-        }
-        let Some(pid) = p.pid else {
-            return Err("no verified PID known (it never answered)".into());
-        };
-        if let Some((max, window)) = p.cfg.kill_budget {
-            while p.kills.front().is_some_and(|&t| t + window <= now) {
-                p.kills.pop_front();
-            }
-            if p.kills.len() >= max as usize {
-                let until = p
-                    .kills
-                    .front()
-                    .map(|&t| (t + window).saturating_duration_since(now));
-                let secs = until.unwrap_or_default().as_secs_f64();
-                if !std::mem::replace(&mut p.quarantined, true) {
-                    let msg = format!(
-                        "{} (pid {pid}) quarantined: {max} kills within {} ms; alarms only for the next {secs:.1} s",
-                        p.cfg.name,
-                        window.as_millis()
-                    );
-                    self.event(
-                        now,
-                        Severity::Fault,
-                        EventKind::Quarantined,
-                        Some(i),
-                        msg,
-                        true,
-                    );
-                }
-                return Err(format!("quarantined (kill budget of {max} spent)"));
-            }
-            if std::mem::replace(&mut p.quarantined, false) {
-                let msg = format!("{}: kill budget window passed, quarantine over", p.cfg.name);
-                self.event(
-                    now,
-                    Severity::Status,
-                    EventKind::QuarantineOver,
-                    Some(i),
-                    msg,
-                    true,
-                );
-            }
-        }
-        let p = &mut self.procs[i];
-        p.kills.push_back(now);
-        p.killed_incarnation = Some(p.incarnation);
-        p.seq += 1;
-        let signal = p.cfg.kill_signal;
-        p.kill = Some(Kill {
-            pid,
-            signal,
-            sent: now,
-            seq: p.seq,
-        });
-        self.actions.push_back(Action::Signal {
-            process: i,
-            pid,
-            signal,
-        });
-        Ok(signal)
-    }
-
-    /// The runtime's answer to [`Action::Signal`].
-    pub fn signal_result(
-        &mut self,
-        now: Instant,
-        process: usize,
-        pid: u32,
-        outcome: SignalOutcome,
-    ) {
-        let Some(p) = self.procs.get_mut(process) else {
-            return;
-        };
-        let Some(kill) = p.kill.filter(|k| k.pid == pid) else {
-            return;
-        };
-        let name = p.cfg.name.clone();
-        let sig = kill.signal;
-        match outcome {
-            SignalOutcome::Delivered { evidence } => {
-                let check = now + p.cfg.kill_escalation;
-                self.timers
-                    .push(Reverse((check, Kind::KillCheck, process as u32, kill.seq)));
-                let msg = format!("{name} (pid {pid}) sent {sig}; threads: {evidence}");
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::Signalled,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-            }
-            SignalOutcome::DryRun { evidence } => {
-                p.kill = None;
-                let msg = format!(
-                    "{name} (pid {pid}) would be sent {sig} (dry run); threads: {evidence}"
-                );
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::WouldSignal,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-            }
-            SignalOutcome::Refused { reason } => {
-                p.kill = None;
-                if p.pid == Some(pid) {
-                    // The pinned identity is no good: pin again from the next reply.
-                    p.pid = None;
-                }
-                let msg = format!("{name} (pid {pid}) NOT sent {sig}: {reason}");
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::SignalRefused,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-            }
-        }
-    }
-
-    fn on_kill_check(&mut self, i: usize, seq: u64) {
-        if let Some(k) = self.procs[i].kill.filter(|k| k.seq == seq) {
-            self.actions.push_back(Action::CheckExit {
-                process: i,
-                pid: k.pid,
-            });
-        }
-    }
-
-    /// The runtime's answer to [`Action::CheckExit`]: `Ok(())` when the process
-    /// is gone, `Err(evidence)` when it still runs.
-    pub fn exit_result(
-        &mut self,
-        now: Instant,
-        process: usize,
-        pid: u32,
-        result: Result<(), String>,
-    ) {
-        let Some(p) = self.procs.get_mut(process) else {
-            return;
-        };
-        let Some(kill) = p.kill.filter(|k| k.pid == pid) else {
-            return;
-        };
-        let name = p.cfg.name.clone();
-        let ms = now.saturating_duration_since(kill.sent).as_millis();
-        let unpin = p.pid != Some(pid);
-        match result {
-            Ok(()) => {
-                p.kill = None;
-                let msg = format!("{name} (pid {pid}) exited after {} ({ms} ms)", kill.signal);
-                self.event(
-                    now,
-                    Severity::Status,
-                    EventKind::Exited,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-            }
-            Err(evidence) if !kill.signal.is_kill() => {
-                p.seq += 1;
-                p.kill = Some(Kill {
-                    pid,
-                    signal: Signal::KILL,
-                    sent: now,
-                    seq: p.seq,
-                });
-                self.actions.push_back(Action::Signal {
-                    process,
-                    pid,
-                    signal: Signal::KILL,
-                });
-                let msg = format!(
-                    "{name} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
-                    kill.signal
-                );
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::Escalated,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-                return;
-            }
-            Err(evidence) => {
-                p.kill = None;
-                let msg = format!(
-                    "{name} (pid {pid}) did NOT exit {ms} ms after SIGKILL (stuck in the kernel?); threads: {evidence}"
-                );
-                self.event(
-                    now,
-                    Severity::Fault,
-                    EventKind::DidNotExit,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-            }
-        }
-        if unpin {
-            self.actions.push_back(Action::Unpin { process, pid });
-        }
-    }
-
     /// Sets the PID of the last event (signals and exits concern a given PID,
     /// not necessarily the process's current one).
     fn event_pid(&mut self, pid: u32) {
@@ -1111,68 +837,6 @@ impl Engine {
     fn wall(&self, t: Instant) -> SystemTime {
         self.wall_at_start + t.saturating_duration_since(self.started)
     }
-}
-
-/// A parsed heartbeat reply.
-struct Reply<'a> {
-    heartbeat: u64,
-    pid: i64,
-    versions: [Option<Cow<'a, str>>; 3],
-}
-
-/// The usual reply, parsed without building a JSON tree.
-#[derive(serde::Deserialize)]
-struct PlainReply<'a> {
-    cops_heartbeat: u64,
-    pid: i64,
-    #[serde(borrow, default)]
-    version_tag: Option<&'a str>,
-    #[serde(borrow, default)]
-    version_commit: Option<&'a str>,
-    #[serde(borrow, default)]
-    version_build: Option<&'a str>,
-}
-
-/// Parses `{"cops_heartbeat":17,"pid":4242,"version_tag":...}` (clothed
-/// `{"value":..}` fields accepted too).
-fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
-    if let Ok(r) = serde_json::from_slice::<PlainReply<'_>>(body) {
-        return Ok(Reply {
-            heartbeat: r.cops_heartbeat,
-            pid: r.pid,
-            versions: [r.version_tag, r.version_commit, r.version_build]
-                .map(|v| v.map(Cow::Borrowed)),
-        });
-    }
-    // Anything else (clothed values, escapes, errors) the slow way.
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let field = |k: &str| {
-        obj.get(k)
-            .map(|v| v.as_object().and_then(|o| o.get("value")).unwrap_or(v))
-    };
-    let heartbeat = field("cops_heartbeat")
-        .ok_or("no cops_heartbeat")?
-        .as_u64()
-        .ok_or("cops_heartbeat is not a non-negative integer")?;
-    let pid = field("pid")
-        .ok_or("no pid")?
-        .as_i64()
-        .ok_or("pid is not an integer")?;
-    let version = |k: &str| {
-        field(k)
-            .and_then(Value::as_str)
-            .map(|s| Cow::Owned(s.to_owned()))
-    };
-    Ok(Reply {
-        heartbeat,
-        pid,
-        versions: [
-            version("version_tag"),
-            version("version_commit"),
-            version("version_build"),
-        ],
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! actions are answered like a kernel would. No sleeps, no sockets.
 
 use super::*;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
 pub(crate) const OWN_PID: u32 = 999_999;
