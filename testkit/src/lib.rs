@@ -30,7 +30,10 @@ fn build_once(key: String, args: Vec<String>, out: PathBuf) -> PathBuf {
         return p.clone();
     }
     let profile = profile_dir();
-    let target = profile.parent().expect("profile dir has a parent").to_path_buf();
+    let target = profile
+        .parent()
+        .expect("profile dir has a parent")
+        .to_path_buf();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.arg("build").arg("--quiet").args(&args);
     if profile.file_name().is_some_and(|n| n == "release") {
@@ -59,7 +62,12 @@ pub fn example(package: &str, example: &str) -> PathBuf {
     let out = profile_dir().join("examples").join(example);
     build_once(
         format!("example:{package}:{example}"),
-        vec!["-p".into(), package.into(), "--example".into(), example.into()],
+        vec![
+            "-p".into(),
+            package.into(),
+            "--example".into(),
+            example.into(),
+        ],
         out,
     )
 }
@@ -187,10 +195,12 @@ impl Broker {
         );
         self.child = Some(child);
         let sock = self.socket.clone();
-        let up = wait_for(Duration::from_secs(20), || {
-            seqpacket_accepts(&sock)
-        });
-        assert!(up, "fims_server did not come up at {}", self.socket.display());
+        let up = wait_for(Duration::from_secs(20), || seqpacket_accepts(&sock));
+        assert!(
+            up,
+            "fims_server did not come up at {}",
+            self.socket.display()
+        );
     }
 }
 
