@@ -170,6 +170,19 @@ impl Schedule {
         self.next_at
     }
 
+    /// The first start of the process at position `pos` after `after`.
+    fn start_of(&self, pos: usize, after: Instant) -> Instant {
+        let n = self.order.len() as u32;
+        let mut t = self.cycle + self.period * pos as u32 / n;
+        if pos < self.cursor {
+            t += self.period;
+        }
+        while t <= after {
+            t += self.period;
+        }
+        t
+    }
+
     fn advance(&mut self) {
         self.cursor += 1;
         if self.cursor == self.order.len() {
@@ -265,7 +278,13 @@ pub struct Engine {
     by_reply: HashMap<Arc<str>, u32, BuildFnv>,
     timers: BinaryHeap<Timer>,
     schedule: Schedule,
+    /// Position of each process in the schedule (u32::MAX: not heartbeated).
+    positions: Vec<u32>,
     deadlines: VecDeque<(Instant, u32, u64)>,
+    /// Starts and deadlines that could bring a verdict: the runtime wakes for
+    /// these exactly instead of at its next coalesced tick (stale entries only
+    /// cost a wakeup).
+    urgent: BinaryHeap<Reverse<Instant>>,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -295,6 +314,14 @@ impl Engine {
             by_reply: HashMap::with_capacity_and_hasher(cfg.processes.len(), BuildFnv),
             timers: BinaryHeap::new(),
             deadlines: VecDeque::with_capacity(order.len()),
+            positions: {
+                let mut pos = vec![u32::MAX; cfg.processes.len()];
+                for (k, &i) in order.iter().enumerate() {
+                    pos[i as usize] = k as u32;
+                }
+                pos
+            },
+            urgent: BinaryHeap::new(),
             schedule: Schedule::new(order, now, cfg.heartbeat),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
@@ -374,6 +401,23 @@ impl Engine {
             .min()
     }
 
+    /// The earliest start or deadline that could bring a verdict. A driver that
+    /// coalesces its timer wakeups should still wake exactly at this instant.
+    pub fn next_urgent(&self) -> Option<Instant> {
+        self.urgent.peek().map(|Reverse(t)| *t)
+    }
+
+    /// Whether a miss at the deadline `deadline` of process `i` (with its
+    /// misses so far) would make it hung.
+    fn at_risk(&self, i: usize, deadline: Instant) -> bool {
+        let p = &self.procs[i];
+        p.state != State::Hung
+            && match p.cfg.hang_time_allowance {
+                Some(allow) => deadline.saturating_duration_since(p.miss_base) >= allow,
+                None => p.misses + 1 >= self.cfg.error_allowance,
+            }
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -415,6 +459,9 @@ impl Engine {
     /// Handles every timer due at `now`.
     /// At one instant, deadlines come before round starts, then the rare timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while self.urgent.peek().is_some_and(|Reverse(t)| *t <= now) {
+            self.urgent.pop();
+        }
         loop {
             let deadline = self.deadlines.front().map(|d| d.0).filter(|&t| t <= now);
             let start = self.schedule.next().filter(|&t| t <= now);
@@ -479,6 +526,9 @@ impl Engine {
 
     fn start_round(&mut self, now: Instant, i: usize) {
         let deadline = self.cfg.reply_deadline;
+        if self.at_risk(i, now + deadline) {
+            self.urgent.push(Reverse(now + deadline));
+        }
         let p = &mut self.procs[i];
         p.deferred = false;
         p.seq += 1;
@@ -626,6 +676,9 @@ impl Engine {
         }
         let before = p.state;
         p.state = State::Alive;
+        if restarted.is_none() && before == State::Alive {
+            return; // the common case: nothing to report
+        }
         let (name, total) = (p.cfg.name.clone(), p.stats.total_restarts);
         let ms = rt.as_secs_f64() * 1000.0;
         if let Some(old) = restarted {
@@ -757,6 +810,22 @@ impl Engine {
             let _ = self.maybe_kill(now, i);
         } else if due {
             self.declare_hung(now, i);
+        } else if let Some(&pos) = self.positions.get(i).filter(|&&p| p != u32::MAX) {
+            // The start of the round that would bring the verdict is urgent.
+            let (period, deadline) = (self.cfg.heartbeat, self.cfg.reply_deadline);
+            let p = &self.procs[i];
+            let mut start = self.schedule.start_of(pos as usize, t);
+            match p.cfg.hang_time_allowance {
+                None => start += period * (self.cfg.error_allowance - p.misses - 1),
+                Some(allow) => {
+                    while (start + deadline).saturating_duration_since(p.miss_base) < allow {
+                        start += period;
+                    }
+                }
+            }
+            if start > now {
+                self.urgent.push(Reverse(start));
+            }
         }
     }
 

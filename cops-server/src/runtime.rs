@@ -262,7 +262,12 @@ impl Shell {
             .engine
             .next_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        due.max(self.last_tick + self.tick)
+        let coalesced = due.max(self.last_tick + self.tick);
+        // Wakeups that could bring a verdict are not delayed.
+        match self.engine.next_urgent() {
+            Some(u) => coalesced.min(u.max(self.last_tick)),
+            None => coalesced,
+        }
     }
 
     /// Runs the engine's timers when their (coalesced) time has come.
