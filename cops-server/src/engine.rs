@@ -19,6 +19,7 @@
 //! Files: this one (cycle and replies), `verdict.rs` (hung, kills, escalation),
 //! `reply.rs` (reply parsing), `serve.rs` (stats, GETs, briefings), `events.rs`.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -212,6 +213,7 @@ struct PendingReply {
     pid: u32,
     received: Instant,
     versions: [Option<String>; 3],
+    versions_hash: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +235,8 @@ pub(crate) struct Stats {
     cops_restarts: u64,
     last_alive: Option<Instant>,
     versions: [String; 3],
+    /// Hash of the version fields of the last reply (to skip comparing strings).
+    versions_hash: u64,
 }
 
 #[derive(Debug)]
@@ -577,17 +581,18 @@ impl Engine {
             Ok(pid) => pid,
             Err(why) => return self.reject_pid(now, i, reply.pid, why),
         };
+        let versions_hash = reply::versions_hash(&reply.versions);
         let pending = PendingReply {
             round: round.seq,
             pid,
             received: now,
-            // Allocate only for a version that changed.
-            versions: [0, 1, 2].map(|k| {
-                reply.versions[k]
-                    .as_deref()
-                    .filter(|v| *v != p.stats.versions[k])
-                    .map(str::to_owned)
-            }),
+            // Allocate (and touch the stored strings) only when the versions changed.
+            versions: if versions_hash == p.stats.versions_hash {
+                [None, None, None]
+            } else {
+                reply.versions.map(|v| v.map(Cow::into_owned))
+            },
+            versions_hash,
         };
         if p.pid == Some(pid) {
             self.succeed(now, i, pending);
@@ -656,6 +661,7 @@ impl Engine {
                 *slot = v;
             }
         }
+        s.versions_hash = r.versions_hash;
         let mut restarted = None;
         if p.pid != Some(r.pid) {
             if let Some(old) = p.pid {

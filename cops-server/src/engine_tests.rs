@@ -848,3 +848,24 @@ fn coalesced_ticks_do_not_delay_verdicts() {
     }
     assert!(worst <= Duration::from_millis(390), "{worst:?}");
 }
+
+#[test]
+fn versions_follow_the_replies() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(310);
+    assert_eq!(h.stat(0, "version_tag"), "1.4.0");
+    let next =
+        r#"{"cops_heartbeat":H,"pid":4242,"version_tag":"1.5.0","version_commit":"a1b2c3d"}"#;
+    let hb = h.stat(0, "heartbeat").as_u64().unwrap();
+    h.fakes[0].mode = Mode::Body(next.replace('H', &hb.to_string()));
+    h.run_ms(450);
+    assert_eq!(h.e.state(0), Some(State::Alive));
+    assert_eq!(h.stat(0, "missed_heartbeats"), 0);
+    assert_eq!(h.stat(0, "version_tag"), "1.5.0");
+    assert_eq!(h.stat(0, "version_commit"), "a1b2c3d");
+    assert_eq!(
+        h.stat(0, "version_build"),
+        "372",
+        "absent fields keep their value"
+    );
+}

@@ -66,6 +66,22 @@ pub(super) fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
     })
 }
 
+/// A hash of a reply's three version fields (absent and empty differ).
+pub(super) fn versions_hash(v: &[Option<Cow<'_, str>>; 3]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    for f in v {
+        match f {
+            Some(s) => {
+                h.write(s.as_bytes());
+                h.write(&[0xff]);
+            }
+            None => h.write(&[0xfe]),
+        }
+    }
+    h.finish()
+}
+
 /// FNV-1a for the reply-URI map: the keys are our own configured names (no
 /// untrusted input chooses them), so a fast non-keyed hash is fine.
 #[derive(Debug, Clone, Copy, Default)]
