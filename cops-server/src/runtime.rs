@@ -137,7 +137,11 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
         }
         // Take everything waiting (with arrival times) before the timers, so no
         // reply is judged after its deadline.
-        if sh.polling && sh.drain_socket() {
+        let (closed, n) = sh.drain_socket();
+        if sh.polling {
+            sh.polling = n >= POLL_MIN;
+        }
+        if closed {
             sh.disconnect("the broker closed the connection");
         }
         sh.timers();
@@ -168,8 +172,12 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        if more && sh.drain_socket() {
-            sh.disconnect("the broker closed the connection");
+        if more {
+            let (closed, n) = sh.drain_socket();
+            sh.polling = n >= POLL_MIN;
+            if closed {
+                sh.disconnect("the broker closed the connection");
+            }
         }
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
@@ -283,10 +291,11 @@ impl Shell {
 
     /// Hands the datagrams waiting in the socket to the engine, each with its
     /// kernel arrival time (clamped between the last time the socket was seen
-    /// empty and now); true when the connection turned out closed.
-    fn drain_socket(&mut self) -> bool {
+    /// empty and now). Returns whether the connection turned out closed, and
+    /// how many datagrams were taken.
+    fn drain_socket(&mut self) -> (bool, usize) {
         let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
-            return false;
+            return (false, 0);
         };
         let mut total = 0;
         let mut closed = false;
@@ -321,8 +330,7 @@ impl Shell {
                 }
             }
         }
-        self.polling = total >= POLL_MIN;
-        closed
+        (closed, total)
     }
 
     fn next_wake(&self) -> Instant {
