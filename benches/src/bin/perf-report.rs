@@ -376,9 +376,10 @@ fn measure_throughput(
     Ok((median_f(&mut f), median_f(&mut b), lost, 5 * n))
 }
 
+/// Median of `v` (sorting it); 0 for no values.
 fn median_f(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Median ns per call of `call` over batches of 10,000 (after 10,000 warm-up
