@@ -5,10 +5,9 @@
 //! Tests never use the fixed default socket path: every broker here lives in a
 //! fresh temp directory, so tests run in parallel.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The target profile directory the running test binary lives in
@@ -22,53 +21,57 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn build_once(key: String, args: Vec<String>, out: PathBuf) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let map = BUILT.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = map.get(&key) {
-        return p.clone();
-    }
-    let profile = profile_dir();
-    let target = profile
-        .parent()
-        .expect("profile dir has a parent")
-        .to_path_buf();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.arg("build").arg("--quiet").args(&args);
-    if profile.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    cmd.env("CARGO_TARGET_DIR", &target);
-    let status = cmd.status().expect("cargo runs");
-    assert!(status.success(), "cargo build {args:?} failed");
-    assert!(out.exists(), "{} missing after build", out.display());
-    map.insert(key, out.clone());
+/// Builds what `cargo test --workspace` builds (every library, binary and
+/// example, with the workspace's unified features), once per test process.
+///
+/// Building single packages (`cargo build -p X`) from inside a workspace test run
+/// would resolve other features, rebuild shared crates under new hashes and swap
+/// the binaries under the feet of concurrently running tests; this build is a no-op
+/// when the outer run is `cargo test --workspace`, and builds the rest otherwise.
+fn build_workspace() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile = profile_dir();
+        let target = profile
+            .parent()
+            .expect("profile dir has a parent")
+            .to_path_buf();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["test", "--workspace", "--no-run", "--quiet"]);
+        if profile.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        cmd.env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null());
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "cargo test --workspace --no-run failed");
+    });
+}
+
+fn build_once(what: &str, out: PathBuf) -> PathBuf {
+    build_workspace();
+    assert!(
+        out.exists(),
+        "{what}: {} missing after the workspace build",
+        out.display()
+    );
     out
 }
 
 /// Path of binary `bin` of workspace package `package`, built if needed (once per test process).
 pub fn bin(package: &str, bin: &str) -> PathBuf {
-    let out = profile_dir().join(bin);
     build_once(
-        format!("bin:{package}:{bin}"),
-        vec!["-p".into(), package.into(), "--bin".into(), bin.into()],
-        out,
+        &format!("binary {bin} of {package}"),
+        profile_dir().join(bin),
     )
 }
 
 /// Path of example `example` of workspace package `package`, built if needed.
 pub fn example(package: &str, example: &str) -> PathBuf {
-    let out = profile_dir().join("examples").join(example);
     build_once(
-        format!("example:{package}:{example}"),
-        vec![
-            "-p".into(),
-            package.into(),
-            "--example".into(),
-            example.into(),
-        ],
-        out,
+        &format!("example {example} of {package}"),
+        profile_dir().join("examples").join(example),
     )
 }
 
@@ -229,13 +232,17 @@ pub fn seqpacket_accepts(path: &Path) -> bool {
     }
 }
 
-/// Path of `file` (e.g. `libcops_responder.a`) in the profile directory after
-/// building the library targets of workspace package `package` (once per test process).
+/// Path of `file` (e.g. `libcops_responder.a`) after building the workspace:
+/// in the profile directory when cargo copied it there in this build, else in
+/// its `deps/` directory, where cargo always leaves it (C libraries of crates
+/// with a `cdylib`/`staticlib` type carry no hash in their names).
 pub fn lib(package: &str, file: &str) -> PathBuf {
-    let out = profile_dir().join(file);
-    build_once(
-        format!("lib:{package}"),
-        vec!["-p".into(), package.into(), "--lib".into()],
-        out,
-    )
+    build_workspace();
+    let top = profile_dir().join(file);
+    let out = if top.exists() {
+        top
+    } else {
+        profile_dir().join("deps").join(file)
+    };
+    build_once(&format!("library {file} of {package}"), out)
 }

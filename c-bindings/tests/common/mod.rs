@@ -28,31 +28,20 @@ pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds `cops-responder` (once per test process) and returns the profile dir
+/// Builds the workspace (once per test process) and returns the directory
 /// holding `libcops_responder.a` and `libcops_responder.so`.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let profile = testkit::profile_dir();
-        let target = profile.parent().expect("profile dir has a parent");
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--quiet", "-p", "cops-responder", "--lib"]);
-        if profile.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .env("CARGO_TARGET_DIR", target)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build -p cops-responder failed");
-        for lib in ["libcops_responder.a", "libcops_responder.so"] {
-            assert!(
-                profile.join(lib).exists(),
-                "{lib} missing in {}",
-                profile.display()
-            );
-        }
-        profile
+        let shared = testkit::lib("cops-responder", "libcops_responder.so");
+        let dir = shared.parent().expect("profile dir").to_path_buf();
+        let fixed = testkit::lib("cops-responder", "libcops_responder.a");
+        assert_eq!(
+            fixed.parent(),
+            Some(dir.as_path()),
+            "both libraries side by side"
+        );
+        dir
     })
 }
 
