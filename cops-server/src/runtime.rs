@@ -44,12 +44,14 @@ pub struct Options {
     pub process_name: String,
 }
 
-/// Timers are handled at most once per tick: deadlines and round starts are
-/// acted on up to this late (well inside the 50 ms detection slack). Larger
-/// ticks make larger batches; few processes need none.
-/// 1 ms for a few processes, growing 2 us per process up to 10 ms at 5,000.
-pub fn tick(processes: usize) -> Duration {
-    Duration::from_micros((processes as u64 * 2).clamp(1_000, 10_000))
+/// Timers are handled at most once per tick, so the rounds of a tick leave in
+/// one batch and COPS wakes up at most ~100 times a second. The starts and
+/// deadlines that could bring a verdict are not delayed (the engine's
+/// `next_urgent`); other rounds are sent up to a tick late, which costs nothing
+/// (replies carry their kernel arrival times). A tenth of the period, 1..=10 ms,
+/// far below the half period after which a late deadline is not counted.
+pub fn tick(period: Duration) -> Duration {
+    (period / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
 }
 /// Most datagrams drained from the socket before timers get their turn.
 const MAX_DRAIN: usize = 4096;
@@ -105,7 +107,7 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
     let own = std::process::id();
     let now = Instant::now();
     let our_uri = cfg.our_uri.clone();
-    let tick_len = tick(cfg.processes.len());
+    let tick_len = tick(cfg.heartbeat);
     let mut usec = 0u64;
     let watchdog =
         sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
