@@ -31,28 +31,18 @@ pub enum ServeError {
         /// What the system said.
         source: io::Error,
     },
-    /// chmod of the socket file failed.
-    #[error("cannot set the mode of {} to {mode:o}: {source}", path.display())]
-    Mode {
-        /// The socket path.
-        path: PathBuf,
-        /// The mode asked for.
-        mode: u32,
-        /// What the system said.
-        source: io::Error,
-    },
     /// The event loop failed.
     #[error("broker event loop: {0}")]
     Io(#[from] io::Error),
 }
 
-/// Binds the listening socket, replacing a stale socket file.
-pub(crate) fn listen(path: &Path) -> Result<OwnedFd, ServeError> {
+/// Binds the listening socket with file mode `mode`, replacing a stale socket file.
+pub(crate) fn listen(path: &Path, mode: u32) -> Result<OwnedFd, ServeError> {
     let bind_err = |source| ServeError::Bind {
         path: path.to_path_buf(),
         source,
     };
-    match sys::bind_listen(path, 4096) {
+    match sys::bind_listen(path, 4096, mode) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
         Err(e) => return Err(bind_err(e)),
@@ -75,5 +65,5 @@ pub(crate) fn listen(path: &Path) -> Result<OwnedFd, ServeError> {
         Err(e) => return Err(bind_err(e)),
     }
     std::fs::remove_file(path).map_err(bind_err)?;
-    sys::bind_listen(path, 4096).map_err(bind_err)
+    sys::bind_listen(path, 4096, mode).map_err(bind_err)
 }

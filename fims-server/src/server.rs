@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,15 +78,8 @@ impl Server {
         if let Err(e) = sys::raise_nofile_limit() {
             tracing::warn!(error = %e, "cannot raise the open-file limit");
         }
-        let listener = listen(&cfg.socket)?;
+        let listener = listen(&cfg.socket, cfg.mode)?;
         let path = cfg.socket.clone();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(cfg.mode)).map_err(
-            |source| ServeError::Mode {
-                path: path.clone(),
-                mode: cfg.mode,
-                source,
-            },
-        )?;
         let meta = std::fs::symlink_metadata(&path).map_err(|source| ServeError::Bind {
             path: path.clone(),
             source,

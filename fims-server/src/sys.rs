@@ -47,7 +47,9 @@ fn seqpacket(nonblocking: bool) -> io::Result<OwnedFd> {
 }
 
 /// A nonblocking `SOCK_SEQPACKET` socket bound to `path` and listening.
-pub(crate) fn bind_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
+/// The file gets `mode` between bind and listen, so no client can connect to the
+/// socket while it still has the umask's permissions.
+pub(crate) fn bind_listen(path: &Path, backlog: i32, mode: u32) -> io::Result<OwnedFd> {
     let (addr, len) = sockaddr(path)?;
     let fd = seqpacket(true)?;
     // SAFETY: addr is a valid sockaddr_un of at least len bytes.
@@ -58,6 +60,10 @@ pub(crate) fn bind_listen(path: &Path, backlog: i32) -> io::Result<OwnedFd> {
             len,
         )
     })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
     // SAFETY: plain syscall on a descriptor we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(fd)
