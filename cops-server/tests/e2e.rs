@@ -430,3 +430,25 @@ fn systemd_ready_watchdog_and_stopping() {
         .wait_timeout(Duration::from_secs(5))
         .is_some_and(|s| s.success()));
 }
+
+#[test]
+fn cops_started_before_the_broker_connects_when_it_comes() {
+    let mut broker = Broker::start();
+    let config = write_config(broker.dir(), &config_text());
+    broker.kill();
+    let _cops = start_cops(&broker, &config, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    broker.restart();
+    let victim = Supervised::start(broker.socket(), "/victim", 0);
+    let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
+    wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
+        v["state"] == "alive"
+    });
+    assert!(victim.deaths().is_empty());
+    let log = cops_log(&broker);
+    assert_eq!(
+        log.matches("cannot reach the FIMS broker").count(),
+        1,
+        "warned once: {log}"
+    );
+}
