@@ -20,7 +20,7 @@ fn rtt(c: &mut Criterion) {
     let _pinned = cops_benches::sys::Pinned::first_cpu().expect("pin to one CPU");
     let mut fl = floor::RttFloor::start(&msgs::heartbeat_get(), &msgs::heartbeat_answer())
         .expect("floor starts");
-    let broker_exe = bins::sibling("fims-server", "fims_server").expect("fims_server builds");
+    let broker_exe = bins::sibling("fims-server", "fims_server", true).expect("fims_server builds");
     let broker = bus::BrokerProc::start(&broker_exe).expect("broker starts");
     let mut echo = bus::BusRtt::start(&broker, &peer_exe(), "echo").expect("echo peer");
     let mut real = bus::BusRtt::start(&broker, &peer_exe(), "responder").expect("responder peer");
@@ -41,7 +41,7 @@ fn throughput(c: &mut Criterion) {
     const BURST: u64 = 10_000;
     let msg = msgs::status_pub();
     let mut fl = floor::ThroughputFloor::start().expect("floor starts");
-    let broker_exe = bins::sibling("fims-server", "fims_server").expect("fims_server builds");
+    let broker_exe = bins::sibling("fims-server", "fims_server", true).expect("fims_server builds");
     let broker = bus::BrokerProc::start(&broker_exe).expect("broker starts");
     let mut bt = bus::BusThroughput::start(&broker, &peer_exe()).expect("sink peer");
     let mut g = c.benchmark_group("pub_to_sub");

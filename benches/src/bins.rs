@@ -29,13 +29,21 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Path of binary `bin` of workspace package `package` in the running
-/// executable's profile directory. Runs `cargo build -p package --bin bin` in
-/// the same target directory and profile first (a no-op when it is fresh);
-/// when cargo is unavailable an existing binary is used as it is.
-pub fn sibling(package: &str, bin: &str) -> Result<PathBuf> {
+/// executable's profile directory. With `build`, runs `cargo build -p package
+/// --bin bin` in the same target directory and profile first (a no-op when it
+/// is fresh; when cargo fails an existing binary is used as it is). Without,
+/// the binary must exist (tests pass `--no-build`: a per-package build inside
+/// `cargo test --workspace` would re-resolve features and swap artifacts).
+pub fn sibling(package: &str, bin: &str, build: bool) -> Result<PathBuf> {
     let profile = profile_dir()?;
     let path = profile.join(bin);
-    let built = build(&profile, package, bin);
+    if !build {
+        return match path.exists() {
+            true => Ok(path),
+            false => Err(err!("{} missing (and --no-build given)", path.display())),
+        };
+    }
+    let built = build_bin(&profile, package, bin);
     match (built, path.exists()) {
         (_, true) => Ok(path),
         (Err(e), false) => Err(e),
@@ -43,7 +51,7 @@ pub fn sibling(package: &str, bin: &str) -> Result<PathBuf> {
     }
 }
 
-fn build(profile: &Path, package: &str, bin: &str) -> Result<()> {
+fn build_bin(profile: &Path, package: &str, bin: &str) -> Result<()> {
     let target = profile
         .parent()
         .ok_or_else(|| err!("{} has no parent", profile.display()))?;

@@ -20,10 +20,17 @@ const KEYS: [&str; 11] = [
 
 #[test]
 fn quick_json_report_has_every_figure() {
+    // The workspace build testkit makes (a no-op under `cargo test --workspace`)
+    // puts the siblings next to perf-report; --no-build keeps it from running
+    // per-package builds in the middle of the test run.
+    testkit::bin("fims-server", "fims_server");
+    testkit::bin("cops-server", "cops");
+    testkit::bin("cops-server", "cops-sim");
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_perf-report"))
         .args([
             "--quick",
+            "--no-build",
             "--json",
             "--processes",
             "50",

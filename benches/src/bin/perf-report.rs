@@ -67,6 +67,10 @@ struct Args {
     /// connections and COPS at 100/1,000/10,000 processes (prints a second table).
     #[arg(long)]
     scaling: bool,
+    /// Use fims_server, cops and cops-sim as they are next to this binary
+    /// (never run cargo; they must exist).
+    #[arg(long)]
+    no_build: bool,
     /// Measure the headline round trips without pinning the processes to one CPU.
     #[arg(long)]
     no_pin: bool,
@@ -166,10 +170,11 @@ fn run(args: &Args) -> Figures {
         args,
         "locating (building if needed) fims_server, cops and cops-sim",
     );
-    let broker_exe = bins::sibling("fims-server", "fims_server");
+    let broker_exe = bins::sibling("fims-server", "fims_server", !args.no_build);
     let self_exe = std::env::current_exe().map_err(cops_benches::Error::from);
-    let cops_exe = bins::sibling("cops-server", "cops")
-        .and_then(|c| Ok((c, bins::sibling("cops-server", "cops-sim")?)));
+    let build = !args.no_build;
+    let cops_exe = bins::sibling("cops-server", "cops", build)
+        .and_then(|c| Ok((c, bins::sibling("cops-server", "cops-sim", build)?)));
 
     log(args, "round trips (floor and broker, interleaved)");
     let rtt = measure_rtt(args, &broker_exe, &self_exe, !args.no_pin);
