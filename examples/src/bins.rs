@@ -110,27 +110,29 @@ pub fn locate(build: Build) -> Result<Bins, BinError> {
     Ok(bins)
 }
 
+/// Builds the broker's and COPS's binaries, then `demo_process`, in two cargo
+/// runs: one run over all three packages would unify features across them
+/// (cops-server turns on fims's `tokio`), rebuild this package's binaries
+/// under other hashes, and the next `cargo run -p cops-examples` would
+/// rebuild them back, every time.
 fn cargo_build(profile_dir: &Path, release: bool) -> Result<(), BinError> {
-    let what = "fims-server, cops-server and cops-examples".to_owned();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let profile = if release { " --release" } else { "" };
     eprintln!(
-        "cops-demo: cargo build{} -p fims-server -p cops-server -p cops-examples \
-         (the first run compiles the broker and COPS; later runs skip this)",
-        if release { " --release" } else { "" }
+        "cops-demo: cargo build{profile} -p fims-server -p cops-server --bins \
+         (the first run compiles the broker and COPS; later runs skip this)"
     );
-    let mut cmd = Command::new(cargo);
+    let tools = ["-p", "fims-server", "-p", "cops-server", "--bins"];
+    cargo(&tools, profile_dir, release, "fims-server and cops-server")?;
+    let ours = ["-p", "cops-examples", "--bin", "demo_process"];
+    cargo(&ours, profile_dir, release, "demo_process")
+}
+
+fn cargo(args: &[&str], profile_dir: &Path, release: bool, what: &str) -> Result<(), BinError> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(["build", "--quiet", "--manifest-path"])
         .arg(&manifest)
-        .args([
-            "-p",
-            "fims-server",
-            "-p",
-            "cops-server",
-            "-p",
-            "cops-examples",
-            "--bins",
-        ]);
+        .args(args);
     if release {
         cmd.arg("--release");
     }
@@ -138,11 +140,14 @@ fn cargo_build(profile_dir: &Path, release: bool) -> Result<(), BinError> {
         cmd.env("CARGO_TARGET_DIR", target);
     }
     let status = cmd.status().map_err(|source| BinError::Cargo {
-        what: what.clone(),
+        what: what.to_owned(),
         source,
     })?;
     if !status.success() {
-        return Err(BinError::BuildFailed { what, status });
+        return Err(BinError::BuildFailed {
+            what: what.to_owned(),
+            status,
+        });
     }
     Ok(())
 }
