@@ -118,8 +118,8 @@ pub fn locate(build: Build) -> Result<Bins, BinError> {
 fn cargo_build(profile_dir: &Path, release: bool) -> Result<(), BinError> {
     let profile = if release { " --release" } else { "" };
     eprintln!(
-        "cops-demo: cargo build{profile} -p fims-server -p cops-server --bins \
-         (the first run compiles the broker and COPS; later runs skip this)"
+        "cops-demo: making sure the broker and COPS are built \
+         (cargo build{profile} -p fims-server -p cops-server; a minute on a fresh clone)"
     );
     let tools = ["-p", "fims-server", "-p", "cops-server", "--bins"];
     cargo(&tools, profile_dir, release, "fims-server and cops-server")?;
