@@ -7,6 +7,9 @@ use std::time::Instant;
 use super::{Action, Engine, EventKind, Kill, Kind, Severity, SignalOutcome, State};
 use crate::config::Signal;
 
+/// When COPS first looks whether a signalled process exited.
+const FIRST_EXIT_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Engine {
     pub(super) fn declare_hung(&mut self, now: Instant, i: usize) {
         let p = &mut self.procs[i];
@@ -125,7 +128,9 @@ impl Engine {
         let sig = kill.signal;
         match outcome {
             SignalOutcome::Delivered { evidence } => {
-                let check = now + p.cfg.kill_escalation;
+                // Look early and then at doubling intervals, so the exit is
+                // reported when it happened, not only at the escalation deadline.
+                let check = now + p.cfg.kill_escalation.min(FIRST_EXIT_CHECK);
                 self.timers
                     .push(Reverse((check, Kind::KillCheck, process as u32, kill.seq)));
                 let msg = format!("{name} (pid {pid}) sent {sig}; threads: {evidence}");
@@ -174,6 +179,8 @@ impl Engine {
         }
     }
 
+    /// First look after a signal; later looks double the interval up to
+    /// `killEscalationMS`.
     pub(super) fn on_kill_check(&mut self, i: usize, seq: u64) {
         if let Some(k) = self.procs[i].kill.filter(|k| k.seq == seq) {
             self.actions.push_back(Action::CheckExit {
@@ -199,7 +206,16 @@ impl Engine {
             return;
         };
         let name = p.cfg.name.clone();
-        let ms = now.saturating_duration_since(kill.sent).as_millis();
+        let elapsed = now.saturating_duration_since(kill.sent);
+        let deadline = kill.sent + p.cfg.kill_escalation;
+        if result.is_err() && now < deadline {
+            // Still running, but its time is not up: look again later.
+            let next = (now + elapsed.max(FIRST_EXIT_CHECK)).min(deadline);
+            self.timers
+                .push(Reverse((next, Kind::KillCheck, process as u32, kill.seq)));
+            return;
+        }
+        let ms = elapsed.as_millis();
         let unpin = p.pid != Some(pid);
         match result {
             Ok(()) => {
