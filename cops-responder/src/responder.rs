@@ -317,7 +317,7 @@ impl Responder {
         out.extend_from_slice(b"{\"cops_heartbeat\":");
         json::push_u64(out, self.heartbeat);
         out.extend_from_slice(b",\"pid\":");
-        json::push_u64(out, u64::from(std::process::id()));
+        json::push_u64(out, u64::from(crate::pid::current()));
         out.extend_from_slice(&self.version_json);
         out.push(b'}');
     }
@@ -325,7 +325,7 @@ impl Responder {
     fn write_field(&self, f: Field, out: &mut Vec<u8>) {
         match f {
             Field::Heartbeat => json::push_u64(out, self.heartbeat),
-            Field::Pid => json::push_u64(out, u64::from(std::process::id())),
+            Field::Pid => json::push_u64(out, u64::from(crate::pid::current())),
             _ => {
                 let i = f.version_index().unwrap_or(0);
                 match self.version[i].as_str() {

@@ -376,6 +376,9 @@ fn pid_is_read_at_answer_time_after_fork() {
     let mut r = responder();
     // Sized before the fork so the child does not need the allocator.
     let mut reply = Vec::with_capacity(64);
+    // Answer once in the parent first, so a cached PID would be there to go stale.
+    let _ = r.handle(Instant::now(), "get", "/site/cops/pid", R, b"", &mut reply);
+    assert_eq!(reply, std::process::id().to_string().as_bytes());
     let mut pipe = [0i32; 2];
     // SAFETY: pipe writes two fds into the array.
     assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
