@@ -170,7 +170,13 @@ fn check_latency(
 ) {
     let hung_tod = hung.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
     let needle = format!("(pid {pid}) sent SIGKILL");
-    let signal_tod = log_time_of_day(broker, &needle).expect("the kill is in the log");
+    // The child can die (and the test see it) before COPS has written its log line.
+    let mut signal_tod = None;
+    testkit::wait_for(Duration::from_secs(3), || {
+        signal_tod = log_time_of_day(broker, &needle);
+        signal_tod.is_some()
+    });
+    let signal_tod = signal_tod.expect("the kill is in the log");
     let signalled = Duration::from_secs_f64((signal_tod - hung_tod).rem_euclid(86_400.0));
     eprintln!("{how} -> SIGKILL sent after {signalled:?}, death seen after {observed:?} (budget {budget:?})");
     assert!(
