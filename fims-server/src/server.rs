@@ -247,7 +247,7 @@ impl Server {
 
     fn add_conn(&mut self, fd: OwnedFd) {
         self.stats.accepted += 1;
-        sys::set_buffers(fd.as_fd(), MAX_OVERHEAD + self.cfg.max_data_len as usize);
+        fims::socket::set_buffers(fd.as_fd(), MAX_OVERHEAD + self.cfg.max_data_len as usize);
         let user = self.user_of(&fd);
         let hs = Handshake {
             version: LAYOUT_VERSION,

@@ -159,34 +159,6 @@ pub(crate) fn user_name(uid: u32) -> String {
     }
 }
 
-/// Raises the send and receive buffers to `size` (FORCE variants first, which
-/// need CAP_NET_ADMIN; then the plain ones, capped by the sysctls). Best effort.
-pub(crate) fn set_buffers(fd: BorrowedFd<'_>, size: usize) {
-    let v = size.min(i32::MAX as usize / 2) as libc::c_int;
-    for (force, plain) in [
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-    ] {
-        if setsockopt_int(fd, force, v).is_err() {
-            let _ = setsockopt_int(fd, plain, v);
-        }
-    }
-}
-
-fn setsockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: v lives across the call and its size is passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
 /// Receives one datagram into `buf` without blocking. Returns the datagram's
 /// real length (`MSG_TRUNC`), which is larger than `buf` when it was cut.
 pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {

@@ -38,6 +38,11 @@ pub use codec::{
 };
 pub use error::{DecodeError, Error, Result};
 
+/// Socket tuning shared by the clients and the broker.
+pub mod socket {
+    pub use crate::sys::set_buffers;
+}
+
 /// The socket path of the existing system.
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/FlexGen_FIMS_Server.socket";
 

@@ -53,7 +53,7 @@ pub(crate) fn connect(path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
 
 /// Raises the send and receive buffers to hold `size` bytes (best effort:
 /// the FORCE variants work with CAP_NET_ADMIN, the plain ones up to the sysctl cap).
-pub(crate) fn set_buffers(fd: BorrowedFd<'_>, size: usize) {
+pub fn set_buffers(fd: BorrowedFd<'_>, size: usize) {
     let v = size.min(i32::MAX as usize / 2) as libc::c_int;
     for (force, plain) in [
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
