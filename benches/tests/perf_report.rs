@@ -4,19 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const KEYS: [&str; 11] = [
-    "rtt_floor_us",
-    "rtt_broker_us",
-    "rtt_ratio",
-    "throughput_floor_mps",
-    "throughput_broker_mps",
-    "throughput_ratio",
-    "handle_ns",
-    "cops_cpu_pct",
-    "cops_rss_mb",
-    "false_kills",
-    "max_detect_ms",
-];
+use cops_benches::report::KEYS;
 
 #[test]
 fn quick_json_report_has_every_figure() {

@@ -65,16 +65,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Lets COPS hold one pidfd per monitored process: soft descriptor limit to the hard one.
 pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if let Err(e) = fims::socket::raise_nofile_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
 }
 

@@ -75,7 +75,7 @@ impl Server {
     /// Binds the socket (replacing a stale file, refusing when a live broker
     /// answers) and sets its mode.
     pub fn bind(cfg: Config) -> Result<Server, ServeError> {
-        if let Err(e) = sys::raise_nofile_limit() {
+        if let Err(e) = fims::socket::raise_nofile_limit() {
             tracing::warn!(error = %e, "cannot raise the open-file limit");
         }
         let listener = listen(&cfg.socket, cfg.mode)?;

@@ -227,19 +227,3 @@ pub(crate) fn peer_hung_up(fd: BorrowedFd<'_>) -> bool {
     let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
     rc < 0 || pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
-
-/// Raises the soft open-file limit to the hard one; returns the new soft limit.
-pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is valid for writing.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: lim is a valid rlimit.
-        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
-    }
-    Ok(lim.rlim_cur)
-}

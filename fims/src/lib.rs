@@ -38,9 +38,9 @@ pub use codec::{
 };
 pub use error::{DecodeError, Error, Result};
 
-/// Socket tuning shared by the clients and the broker.
+/// Socket and descriptor tuning shared by the clients, the broker and COPS.
 pub mod socket {
-    pub use crate::sys::set_buffers;
+    pub use crate::sys::{raise_nofile_limit, set_buffers};
 }
 
 /// The socket path of the existing system.

@@ -206,15 +206,5 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// Raises this test process's open-file soft limit to the hard limit (tests
 /// that hold a thousand connections need more than the usual 1024).
 pub fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is valid for reading and writing.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    let _ = fims::socket::raise_nofile_limit();
 }
