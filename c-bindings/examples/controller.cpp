@@ -5,7 +5,7 @@
  * controller's own connection (mini_fims.h), on the same thread as the work, so
  * a stuck loop stops the heartbeat answers - which is what COPS is there to see.
  *
- * Test hooks of COPS.md ("The hang hook used in tests"), never part of the library:
+ * Test hooks of docs/protocol/cops.md ("The hang hook used in tests"), never part of the library:
  *   set <uri>/debug/hang   the main loop spins forever (until SIGTERM/SIGKILL)
  *   set <uri>/debug/crash  exit(1) at once
  * and `get <uri>/ticks` answers the number of work ticks done.

@@ -2,7 +2,7 @@
  * mini_fims.h - a deliberately small FIMS client for the examples (C11 and C++17).
  *
  * It stands for "the FIMS connection the host already owns" in mode A: the
- * responder library never sees this code. Wire format: shared/spec/FIMS.md.
+ * responder library never sees this code. Wire format: docs/protocol/fims.md.
  * SOCK_SEQPACKET, 8-byte handshake, one datagram per message, 12-byte header.
  *
  * Every function returns 0 (or a count) on success and -1 on failure with a
@@ -92,7 +92,7 @@ static inline long mini_fims_recv_datagram(mini_fims *c) {
     return (long)n;
 }
 
-/* Connects to path as name and runs the handshake of FIMS.md. */
+/* Connects to path as name and runs the handshake of docs/protocol/fims.md. */
 static inline int mini_fims_connect(mini_fims *c, const char *path, const char *name) {
     struct sockaddr_un addr;
     uint8_t hs[8];

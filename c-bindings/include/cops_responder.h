@@ -2,7 +2,7 @@
  * cops_responder.h - C ABI of the COPS heartbeat responder.
  *
  * Libraries: libcops_responder.a / libcops_responder.so; pkg-config: cops_responder.
- * Contract: shared/spec/COPS.md, "The C ABI". Usage: c-bindings/README.md.
+ * Contract: docs/protocol/cops.md, "The C ABI". Usage: c-bindings/README.md.
  *
  * Rules: every function accepts NULL pointers (it returns an error, NULL or 0)
  * and no Rust panic ever crosses into C (COPS_ERR_PANIC or NULL instead).

@@ -1,4 +1,4 @@
-//! The C ABI of COPS.md ("The C ABI"): `cops_responder.h`, built into
+//! The C ABI of docs/protocol/cops.md ("The C ABI"): `cops_responder.h`, built into
 //! `libcops_responder.a` and `libcops_responder.so`.
 //!
 //! Conventions (after rustls-ffi): C sees one opaque type; every exported body

@@ -1,5 +1,5 @@
 //! The COPS heartbeat responder every monitored process links
-//! (`shared/spec/COPS.md`, "The responder", is the contract).
+//! (`docs/protocol/cops.md`, "The responder", is the contract).
 //!
 //! COPS sends `set <uri>/cops/cops_heartbeat N` then `get <uri>/cops` with a
 //! replyto; the process answers `{"cops_heartbeat":N,"pid":P,...}`. A process
@@ -28,9 +28,9 @@
 //! - `TokioDriver` (feature `tokio`): a task answering on its own async
 //!   connection, gated by a [`PetHandle`].
 //! - [`PetHandle`]: a cloneable, lock-free pet for another thread or task.
-//! - `ffi`: the C ABI of COPS.md (written with `c-bindings/`).
+//! - `ffi`: the C ABI of docs/protocol/cops.md (written with `c-bindings/`).
 //!
-//! # Behaviour (decisions where COPS.md leaves a choice)
+//! # Behaviour (decisions where docs/protocol/cops.md leaves a choice)
 //! - `set <uri>/cops/cops_heartbeat`: naked integer `0..=18446744073709551615`
 //!   (JSON whitespace around it allowed, no leading zeros) or clothed
 //!   `{"value":N}` (other keys ignored) is stored; with a replyto the stored

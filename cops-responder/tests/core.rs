@@ -1,4 +1,4 @@
-//! The sans-IO core, table-driven over every case of COPS.md "The responder".
+//! The sans-IO core, table-driven over every case of docs/protocol/cops.md "The responder".
 
 use std::time::{Duration, Instant};
 

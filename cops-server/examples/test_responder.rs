@@ -1,5 +1,5 @@
 //! A monitored process for COPS's end-to-end tests: answers the heartbeat with
-//! its real PID, and has the hang hooks of COPS.md.
+//! its real PID, and has the hang hooks of docs/protocol/cops.md.
 //!
 //! `test_responder --socket P --uri /victim [--delay-ms 60]`
 //! - `set U/cops/cops_heartbeat N`: store N; `get U/cops`: answer after the delay;

@@ -1,4 +1,4 @@
-//! The COPS configuration file (JSON, `shared/spec/COPS.md`): parsing, defaults,
+//! The COPS configuration file (JSON, `docs/protocol/cops.md`): parsing, defaults,
 //! ranges, and errors that name the file, the process and the key.
 //!
 //! The file is read into a raw JSON map first so that every key can be checked:

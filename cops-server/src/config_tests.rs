@@ -1,15 +1,10 @@
 use super::*;
 
-const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/spec");
+/// The protocol's example configurations, carried in the repository.
+const SPEC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol/examples");
 
 fn spec_file(name: &str) -> std::path::PathBuf {
-    // The spec lives in shared/ beside the repository (and in CI's copy of it).
-    let p = Path::new(SPEC_DIR).join(name);
-    if p.exists() {
-        p
-    } else {
-        Path::new("/work/shared/spec").join(name)
-    }
+    Path::new(SPEC_DIR).join(name)
 }
 
 /// One process with the required keys plus `extra` (a JSON fragment).

@@ -1,5 +1,5 @@
 //! The COPS engine: the heartbeat cycle, verdicts, kill decisions and stats of
-//! `shared/spec/COPS.md`, with no I/O and no clock reads.
+//! `docs/protocol/cops.md`, with no I/O and no clock reads.
 //!
 //! Every input takes `now: Instant`; the caller (the runtime, or a test with a fake
 //! clock) owns time and the socket. Method kinds, in the order a driver calls them:
@@ -224,7 +224,7 @@ struct Kill {
     seq: u64,
 }
 
-/// Per-process statistics (COPS.md "What COPS serves").
+/// Per-process statistics (docs/protocol/cops.md "What COPS serves").
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Stats {
     last_rt: Option<Duration>,

@@ -1,5 +1,5 @@
 //! Kill safety: which PIDs COPS accepts, how it pins a process's identity, and
-//! how it signals only that identity (COPS.md "Failure actions").
+//! how it signals only that identity (docs/protocol/cops.md "Failure actions").
 //!
 //! Two layers: [`accept_pid`] and [`parse_stat`] are pure; [`Identity`] and
 //! [`KillLayer`] talk to the kernel (`pidfd_open`/`pidfd_send_signal` on Linux

@@ -1,6 +1,6 @@
 //! COPS, the Central Operating Process Supervisor: heartbeats monitored processes
 //! over FIMS, declares the ones that stop answering hung, and kills them safely so
-//! their service manager restarts them (`shared/spec/COPS.md` is the contract).
+//! their service manager restarts them (`docs/protocol/cops.md` is the contract).
 //!
 //! # Layout
 //! - [`config`]: the JSON configuration, validated, defaults filled in.

@@ -15,7 +15,7 @@
 //! All I/O happens in [`Server::run`] on the thread that called [`Server::bind`].
 //! The clock is read only to rate-limit warnings (one per kind per second).
 //!
-//! `shared/spec/FIMS.md` is the contract; `README.md` lists the choices made
+//! `docs/protocol/fims.md` is the contract; `README.md` lists the choices made
 //! where it left one open.
 #![warn(missing_docs)]
 

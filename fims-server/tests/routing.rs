@@ -1,4 +1,4 @@
-//! Every routing rule of FIMS.md through the real broker binary.
+//! Every routing rule of docs/protocol/fims.md through the real broker binary.
 //!
 //! Negative checks use a sentinel: after the message that must not arrive, the
 //! same sender sends one that must; the broker keeps one sender's order, so the

@@ -1,4 +1,4 @@
-//! Test vectors of FIMS.md, byte for byte, and property tests of the codec.
+//! Test vectors of docs/protocol/fims.md, byte for byte, and property tests of the codec.
 
 use crate::codec::*;
 use crate::error::DecodeError;

@@ -1,6 +1,6 @@
 //! FIMS, the message bus of energy-site controllers: wire codec, URI helpers and
 //! clients, byte-compatible with the existing C++/Go/Python clients
-//! (`shared/spec/FIMS.md` is the contract).
+//! (`docs/protocol/fims.md` is the contract).
 //!
 //! # Layout
 //! - [`codec`]: [`Message`] (decode borrows from the datagram, encode appends to a

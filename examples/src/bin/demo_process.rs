@@ -5,7 +5,7 @@
 //! the responder (host-routed: every received message goes to the responder
 //! first; what is not under `<uri>/cops` is the host's).
 //!
-//! The hang hook of COPS.md: `set <uri>/debug/hang` makes the main loop spin
+//! The hang hook of docs/protocol/cops.md: `set <uri>/debug/hang` makes the main loop spin
 //! forever (so heartbeats stop and COPS kills it); `set <uri>/debug/crash`
 //! exits at once with status 3. It reconnects when the broker restarts and
 //! logs to stderr.
