@@ -31,7 +31,7 @@
 /* One connection to the broker. */
 typedef struct mini_fims {
     int fd;
-    uint32_t max_data_len;
+    uint32_t max_len;
     char name[MINI_FIMS_MAX_STR + 1];
     uint8_t *rbuf; /* one received datagram */
     size_t rcap;
@@ -116,16 +116,17 @@ static inline int mini_fims_connect(mini_fims *c, const char *path, const char *
         mini_fims_close(c);
         return -1;
     }
-    /* 1. broker -> client: u16 version, 2 padding, u32 max_data_len */
+    /* 1. broker -> client: u16 version, 2 padding, u32 max_len */
     if (mini_fims_wait(c, 5000) != 1 || (n = recv(c->fd, hs, sizeof hs, 0)) != 8 ||
         (hs[0] | (hs[1] << 8)) != 1) {
         fprintf(stderr, "mini_fims: bad or missing handshake from the broker\n");
         mini_fims_close(c);
         return -1;
     }
-    c->max_data_len = (uint32_t)hs[4] | ((uint32_t)hs[5] << 8) | ((uint32_t)hs[6] << 16) |
-                      ((uint32_t)hs[7] << 24);
-    c->rcap = c->wcap = MINI_FIMS_HEADER_LEN + 5u * MINI_FIMS_MAX_STR + c->max_data_len;
+    c->max_len = (uint32_t)hs[4] | ((uint32_t)hs[5] << 8) | ((uint32_t)hs[6] << 16) |
+                 ((uint32_t)hs[7] << 24);
+    /* the handshake number limits the whole datagram, header and strings included */
+    c->rcap = c->wcap = c->max_len > MINI_FIMS_HEADER_LEN ? c->max_len : MINI_FIMS_HEADER_LEN;
     c->rbuf = (uint8_t *)malloc(c->rcap);
     c->wbuf = (uint8_t *)malloc(c->wcap);
     if (c->rbuf == NULL || c->wbuf == NULL) {
@@ -165,7 +166,8 @@ static inline int mini_fims_send_full(mini_fims *c, const char *method, const ch
         if (lens[i] > MINI_FIMS_MAX_STR) return -1;
         total += lens[i];
     }
-    if (c->fd < 0 || body_len > c->max_data_len || total + body_len > c->wcap) return -1;
+    /* keep room for the user name the broker writes in (at most 255 bytes) */
+    if (c->fd < 0 || body_len > c->wcap || total + body_len + MINI_FIMS_MAX_STR > c->wcap) return -1;
     for (i = 0; i < 5; i++) p[i] = (uint8_t)lens[i];
     p[5] = p[6] = p[7] = 0;
     p[8] = (uint8_t)body_len;

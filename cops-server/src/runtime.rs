@@ -401,7 +401,9 @@ impl Shell {
         let Some(c) = &self.client else {
             return;
         };
-        let max = c.max_data_len() as usize;
+        // The broker's number limits the whole datagram; keep room for the five
+        // strings at their longest (the username is stamped by the broker).
+        let max = (c.max_len() as usize).saturating_sub(fims::MAX_OVERHEAD);
         let too_large;
         let body: &[u8] = if t.body.len() > max {
             // A GET answer too large for the broker: say so on the replyto instead.

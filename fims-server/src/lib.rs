@@ -46,7 +46,7 @@ pub struct Config {
     /// Permissions of the socket file.
     pub mode: u32,
     /// Largest body accepted and delivered (announced in the handshake).
-    pub max_data_len: u32,
+    pub max_len: u32,
     /// Outbound queue bound per connection, in datagrams.
     pub queue_datagrams: usize,
     /// Outbound queue bound per connection, in bytes.
@@ -54,13 +54,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults (mode 0660, max_data_len 923005, 4096 datagrams / 32 MiB of queue)
+    /// Defaults (mode 0660, max_len 924288 (whole datagram), 4096 datagrams / 32 MiB of queue)
     /// at `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Config {
         Config {
             socket: socket.into(),
             mode: 0o660,
-            max_data_len: fims::DEFAULT_MAX_DATA_LEN,
+            max_len: fims::DEFAULT_MAX_LEN,
             queue_datagrams: DEFAULT_QUEUE_DATAGRAMS,
             queue_bytes: DEFAULT_QUEUE_BYTES,
         }

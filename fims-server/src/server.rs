@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fims::codec::{decode_sub_body, Handshake, Message, Method, LAYOUT_VERSION, MAX_OVERHEAD};
+use fims::codec::{
+    decode_sub_body, Handshake, Message, Method, HEADER_LEN, LAYOUT_VERSION, MAX_OVERHEAD,
+};
 use fims::DecodeError;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -95,9 +97,10 @@ impl Server {
             datagrams: cfg.queue_datagrams.max(1),
             bytes: cfg.queue_bytes,
         };
-        let rbuf = vec![0u8; MAX_OVERHEAD + cfg.max_data_len as usize].into_boxed_slice();
+        // The handshake number limits the whole datagram, as in the existing broker.
+        let rbuf = vec![0u8; (cfg.max_len as usize).max(HEADER_LEN)].into_boxed_slice();
         tracing::info!(socket = %path.display(), mode = format_args!("{:o}", cfg.mode),
-            max_data_len = cfg.max_data_len, "fims_server listening");
+            max_len = cfg.max_len, "fims_server listening");
         Ok(Server {
             cfg,
             limit,
@@ -247,11 +250,11 @@ impl Server {
 
     fn add_conn(&mut self, fd: OwnedFd) {
         self.stats.accepted += 1;
-        fims::socket::set_buffers(fd.as_fd(), MAX_OVERHEAD + self.cfg.max_data_len as usize);
+        fims::socket::set_buffers(fd.as_fd(), self.cfg.max_len as usize);
         let user = self.user_of(&fd);
         let hs = Handshake {
             version: LAYOUT_VERSION,
-            max_data_len: self.cfg.max_data_len,
+            max_len: self.cfg.max_len,
         }
         .encode();
         if let Err(e) = sys::send_parts(fd.as_fd(), &[&hs]) {
@@ -414,12 +417,6 @@ impl Server {
                 return self.warn_drop(DropKind::Malformed, c, &e);
             }
         };
-        if msg.body.len() > self.cfg.max_data_len as usize {
-            self.stats.oversize += 1;
-            let c = self.stats.oversize;
-            let detail = format_args!("body of {} bytes", msg.body.len());
-            return self.warn_drop(DropKind::Oversize, c, &detail);
-        }
         if method == Method::Sub {
             self.subscribe(id, &msg);
         } else {
@@ -523,7 +520,6 @@ impl Server {
     }
 
     fn route(&mut self, from: ConnId, msg: &Message<'_>, method: Method) {
-        self.stats.routed += 1;
         self.gen += 1;
         let gen = self.gen;
         let Some(sender) = self.conns.get_mut(from).and_then(Option::as_mut) else {
@@ -546,6 +542,16 @@ impl Server {
         for s in strs {
             obuf.extend_from_slice(s.as_bytes());
         }
+        let out_len = obuf.len() + msg.body.len();
+        if out_len > self.cfg.max_len as usize {
+            // Within 255 bytes of the limit, the stamped user name pushed it over:
+            // receivers size their buffers by the handshake number.
+            self.stats.oversize += 1;
+            let c = self.stats.oversize;
+            let detail = format_args!("{out_len} bytes once the user name is written in");
+            return self.warn_drop(DropKind::Oversize, c, &detail);
+        }
+        self.stats.routed += 1;
         let obuf = std::mem::take(&mut self.obuf);
         let parts: [&[u8]; 2] = [&obuf, msg.body];
         let mut shared = None;

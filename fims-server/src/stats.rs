@@ -15,7 +15,7 @@ pub struct Stats {
     pub malformed: u64,
     /// Datagrams dropped because of an unknown method.
     pub unknown_method: u64,
-    /// Datagrams dropped because they were larger than max_data_len allows.
+    /// Datagrams dropped because they were larger than max_len allows.
     pub oversize: u64,
     /// `sub` datagrams refused (answered `FAILURE: ...`).
     pub sub_refused: u64,

@@ -31,10 +31,11 @@ fn expect_datagram(r: &Raw) -> Vec<u8> {
 
 #[test]
 fn garbage_and_oversize_are_dropped_and_counted_and_the_connection_stays_up() {
-    let (_d, sock, running) = start(|c| c.max_data_len = 100);
+    // The handshake number limits the whole datagram (header and strings included).
+    let (_d, sock, running) = start(|c| c.max_len = 200);
     let mut rx = client(&sock, "rx", &["/"]);
     let (tx, max) = Raw::handshake(&sock, "tx");
-    assert_eq!(max, 100);
+    assert_eq!(max, 200);
     let msg = |method: &'static str, uri: &'static str, body: &'static [u8]| Message {
         method,
         uri,
@@ -59,9 +60,12 @@ fn garbage_and_oversize_are_dropped_and_counted_and_the_connection_stays_up() {
         enc(msg("set", "no_slash", b"1")),
     ];
     let unknown = [enc(msg("put", "/a", b"1")), enc(msg("SET", "/a", b"1"))];
+    // "set" "/a" "tx" and the 12-byte header: 19 bytes before the body.
     let oversize = [
-        enc(msg("set", "/a", &[b'1'; 101])),
+        enc(msg("set", "/a", &[b'1'; 182])),
         enc(msg("set", "/a", &[b'1'; 5000])),
+        // exactly 200 bytes as sent, over once the broker writes the user name in
+        enc(msg("set", "/a", &[b'1'; 181])),
     ];
     for dg in malformed.iter().chain(&unknown).chain(&oversize) {
         tx.send(dg).unwrap();
@@ -74,7 +78,7 @@ fn garbage_and_oversize_are_dropped_and_counted_and_the_connection_stays_up() {
     let s = running.shutdown().unwrap();
     assert_eq!(
         (s.malformed, s.unknown_method, s.oversize, s.routed),
-        (5, 2, 2, 2),
+        (5, 2, 3, 2),
         "{s:?}"
     );
 }
@@ -85,7 +89,7 @@ fn bad_handshakes_close_only_that_connection() {
     let mut rx = client(&sock, "rx", &["/"]);
     let good_hs = fims::Handshake {
         version: 1,
-        max_data_len: 0,
+        max_len: 0,
     }
     .encode();
     let mut v2 = good_hs;

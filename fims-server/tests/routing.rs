@@ -209,10 +209,10 @@ fn spec_vectors_through_the_broker() {
     let p = b.socket();
     // The broker's first datagram is the handshake vector, byte for byte.
     let first = Raw::connect(p);
-    assert_eq!(first.recv(WAIT), Got::Datagram(hex("010000007d150e00")));
+    assert_eq!(first.recv(WAIT), Got::Datagram(hex("01000000801a0e00")));
     drop(first);
     let (rx, max) = Raw::handshake(p, "rx");
-    assert_eq!(max, fims::DEFAULT_MAX_DATA_LEN);
+    assert_eq!(max, fims::DEFAULT_MAX_LEN);
     rx.send(&hex(
         "03000004000000000e000000737562636f707302000501042f636f70732f657373",
     ))

@@ -18,7 +18,7 @@ pub struct Client {
     fd: OwnedFd,
     path: PathBuf,
     name: String,
-    max_data_len: u32,
+    max_len: u32,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     subs: Vec<Subscription>,
@@ -41,13 +41,13 @@ impl Client {
     pub fn connect_to(path: impl AsRef<Path>, name: &str) -> Result<Client> {
         proto::check_name(name)?;
         let path = path.as_ref().to_path_buf();
-        let (fd, max_data_len) = handshake(&path, name)?;
+        let (fd, max_len) = handshake(&path, name)?;
         Ok(Client {
             fd,
             path,
             name: name.to_owned(),
-            max_data_len,
-            rbuf: Vec::with_capacity(proto::recv_capacity(max_data_len)),
+            max_len,
+            rbuf: Vec::with_capacity(proto::recv_capacity(max_len)),
             wbuf: Vec::new(),
             subs: Vec::new(),
             pending: VecDeque::new(),
@@ -63,15 +63,15 @@ impl Client {
         let (fd, max) = handshake(&self.path, &self.name)?;
         self.fd = fd;
         self.rcvtimeo = None;
-        self.max_data_len = max;
+        self.max_len = max;
         self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
         let subs = std::mem::take(&mut self.subs);
         self.subscribe_with(&subs)
     }
 
     /// The body limit the broker announced.
-    pub fn max_data_len(&self) -> u32 {
-        self.max_data_len
+    pub fn max_len(&self) -> u32 {
+        self.max_len
     }
 
     /// This client's process name.
@@ -138,7 +138,7 @@ impl Client {
         proto::encode_data(
             &mut self.wbuf,
             &self.name,
-            self.max_data_len,
+            self.max_len,
             method,
             uri,
             replyto,
@@ -149,7 +149,7 @@ impl Client {
 
     /// Sends a message exactly as given (an empty process name is filled by the broker).
     pub fn send_message(&mut self, msg: &Message<'_>) -> Result<()> {
-        proto::encode_checked(&mut self.wbuf, msg, self.max_data_len)?;
+        proto::encode_checked(&mut self.wbuf, msg, self.max_len)?;
         sys::send(self.fd.as_fd(), &self.wbuf).map_err(Into::into)
     }
 
@@ -303,12 +303,12 @@ fn handshake(path: &Path, name: &str) -> Result<(OwnedFd, u32)> {
         return Err(Error::Closed);
     }
     let hs = proto::answer_handshake(&buf)?;
-    sys::set_buffers(fd.as_fd(), proto::recv_capacity(hs.max_data_len));
+    sys::set_buffers(fd.as_fd(), proto::recv_capacity(hs.max_len));
     let ours = Handshake {
         version: crate::codec::LAYOUT_VERSION,
-        max_data_len: hs.max_data_len,
+        max_len: hs.max_len,
     };
     sys::send(fd.as_fd(), &ours.encode())?;
     sys::send(fd.as_fd(), name.as_bytes())?;
-    Ok((fd, hs.max_data_len))
+    Ok((fd, hs.max_len))
 }

@@ -11,8 +11,9 @@ pub const HEADER_LEN: usize = 12;
 pub const MAX_STRING_LEN: usize = 255;
 /// Bytes of header plus the five strings at their longest.
 pub const MAX_OVERHEAD: usize = HEADER_LEN + 5 * MAX_STRING_LEN;
-/// The body limit the existing broker builds announce (924288 - 5*255 - 8).
-pub const DEFAULT_MAX_DATA_LEN: u32 = 923_005;
+/// The handshake number the existing broker announces: the largest *whole*
+/// datagram (header, strings and body) it accepts and delivers.
+pub const DEFAULT_MAX_LEN: u32 = 924_288;
 
 /// The methods of FIMS. Data messages are `set`, `get`, `pub`, `post`, `del`;
 /// `sub` is a request to the broker.
@@ -287,8 +288,9 @@ impl OwnedMessage {
 pub struct Handshake {
     /// Layout version; only 1 exists.
     pub version: u16,
-    /// Largest body the broker accepts and delivers.
-    pub max_data_len: u32,
+    /// Largest whole datagram (header, strings and body) the broker accepts and
+    /// delivers; the existing broker announces 924288.
+    pub max_len: u32,
 }
 
 /// The only message layout version.
@@ -301,7 +303,7 @@ impl Handshake {
     /// Encodes with zero padding.
     pub fn encode(&self) -> [u8; 8] {
         let v = self.version.to_le_bytes();
-        let m = self.max_data_len.to_le_bytes();
+        let m = self.max_len.to_le_bytes();
         [v[0], v[1], 0, 0, m[0], m[1], m[2], m[3]]
     }
 
@@ -312,7 +314,7 @@ impl Handshake {
             .map_err(|_| DecodeError::Handshake { len: buf.len() })?;
         Ok(Handshake {
             version: u16::from_le_bytes([b[0], b[1]]),
-            max_data_len: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            max_len: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
         })
     }
 }

@@ -83,18 +83,18 @@ fn vector_sub_from_cops() {
 
 #[test]
 fn vector_handshake() {
-    let bytes = hex("010000007d150e00");
+    let bytes = hex("01000000801a0e00");
     let hs = Handshake::decode(&bytes).expect("decodes");
     assert_eq!(
         hs,
         Handshake {
             version: 1,
-            max_data_len: DEFAULT_MAX_DATA_LEN
+            max_len: DEFAULT_MAX_LEN
         }
     );
     assert_eq!(hs.encode().to_vec(), bytes);
     // Garbage padding (one client sends 0x91EC) is ignored.
-    let hs2 = Handshake::decode(&hex("010091ec7d150e00")).expect("decodes");
+    let hs2 = Handshake::decode(&hex("010091ec801a0e00")).expect("decodes");
     assert_eq!(hs2, hs);
     assert_eq!(
         Handshake::decode(&bytes[..7]),

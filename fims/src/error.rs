@@ -67,10 +67,11 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
-    /// A body larger than the broker announced.
-    #[error("body of {len} bytes is over the broker's max_data_len of {max}")]
-    BodyTooLarge {
-        /// Body length.
+    /// A message whose whole datagram (header, strings and body) is larger than
+    /// the broker announced in the handshake.
+    #[error("message of {len} bytes (whole datagram) is over the broker's limit of {max} bytes")]
+    TooLarge {
+        /// Datagram length.
         len: usize,
         /// The broker's limit.
         max: u32,
@@ -110,7 +111,7 @@ impl From<crate::codec::EncodeError> for Error {
                 Error::NameLength { field, len }
             }
             crate::codec::EncodeError::BodyTooLarge { len } => {
-                Error::BodyTooLarge { len, max: u32::MAX }
+                Error::TooLarge { len, max: u32::MAX }
             }
         }
     }

@@ -34,7 +34,7 @@ pub mod tokio;
 pub mod uri;
 
 pub use codec::{
-    Handshake, Message, Method, OwnedMessage, Subscription, DEFAULT_MAX_DATA_LEN, MAX_OVERHEAD,
+    Handshake, Message, Method, OwnedMessage, Subscription, DEFAULT_MAX_LEN, MAX_OVERHEAD,
 };
 pub use error::{DecodeError, Error, Result};
 

@@ -1,7 +1,7 @@
 //! Client-side protocol steps shared by the blocking and tokio clients.
 
 use crate::codec::{
-    encode_sub_body, Handshake, Message, Method, Subscription, LAYOUT_VERSION, MAX_OVERHEAD,
+    encode_sub_body, Handshake, Message, Method, Subscription, HEADER_LEN, LAYOUT_VERSION,
     MAX_STRING_LEN, MAX_SUBS_PER_DATAGRAM,
 };
 use crate::error::{Error, Result};
@@ -29,17 +29,30 @@ pub(crate) fn answer_handshake(buf: &[u8]) -> Result<Handshake> {
     Ok(hs)
 }
 
-/// Receive buffer capacity for a broker's max_data_len.
-pub(crate) fn recv_capacity(max_data_len: u32) -> usize {
-    MAX_OVERHEAD + max_data_len as usize
+/// Receive buffer capacity for a broker's handshake number (a whole-datagram limit).
+pub(crate) fn recv_capacity(max_len: u32) -> usize {
+    (max_len as usize).max(HEADER_LEN)
+}
+
+/// The length `msg` may have at most on a broker announcing `max_len`: the
+/// broker writes the sender's user name into the username field, so a client
+/// keeps room for the longest one (255 bytes) and a message it accepts is never
+/// dropped or cut on the way, by our broker or the existing one.
+pub(crate) fn fits(msg: &Message<'_>, max_len: u32) -> Result<()> {
+    let len = msg.encoded_len();
+    let stamped = len - msg.username.len() + MAX_STRING_LEN;
+    if stamped > max_len as usize {
+        return Err(Error::TooLarge { len, max: max_len });
+    }
+    Ok(())
 }
 
 /// Encodes a data message from this client into `wbuf` (cleared), checking the
-/// broker's body limit.
+/// broker's datagram limit.
 pub(crate) fn encode_data(
     wbuf: &mut Vec<u8>,
     name: &str,
-    max_data_len: u32,
+    max_len: u32,
     method: Method,
     uri: &str,
     replyto: Option<&str>,
@@ -53,17 +66,12 @@ pub(crate) fn encode_data(
         username: "",
         body,
     };
-    encode_checked(wbuf, &msg, max_data_len)
+    encode_checked(wbuf, &msg, max_len)
 }
 
-/// Encodes any message into `wbuf` (cleared), checking the broker's body limit.
+/// Encodes any message into `wbuf` (cleared), checking the broker's datagram limit.
 pub(crate) fn encode_checked(wbuf: &mut Vec<u8>, msg: &Message<'_>, max: u32) -> Result<()> {
-    if msg.body.len() > max as usize {
-        return Err(Error::BodyTooLarge {
-            len: msg.body.len(),
-            max,
-        });
-    }
+    fits(msg, max)?;
     if method_needs_uri(msg.method) && !msg.uri.starts_with('/') {
         return Err(Error::InvalidUri {
             uri: msg.uri.to_owned(),

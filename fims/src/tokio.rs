@@ -35,7 +35,7 @@ pub struct Client {
 pub struct Sender {
     io: Arc<AsyncFd<OwnedFd>>,
     name: Arc<str>,
-    max_data_len: u32,
+    max_len: u32,
     wbuf: Vec<u8>,
 }
 
@@ -51,7 +51,7 @@ impl Sender {
         proto::encode_data(
             &mut self.wbuf,
             &self.name,
-            self.max_data_len,
+            self.max_len,
             method,
             uri,
             replyto,
@@ -62,7 +62,7 @@ impl Sender {
 
     /// Sends a message exactly as given.
     pub async fn send_message(&mut self, msg: &Message<'_>) -> Result<()> {
-        proto::encode_checked(&mut self.wbuf, msg, self.max_data_len)?;
+        proto::encode_checked(&mut self.wbuf, msg, self.max_len)?;
         send_dg(&self.io, &self.wbuf).await
     }
 }
@@ -109,16 +109,16 @@ impl Client {
     pub async fn connect_to(path: impl AsRef<Path>, name: &str) -> Result<Client> {
         proto::check_name(name)?;
         let path = path.as_ref().to_path_buf();
-        let (io, max_data_len) = handshake(&path, name).await?;
+        let (io, max_len) = handshake(&path, name).await?;
         Ok(Client {
             tx: Sender {
                 io,
                 name: name.into(),
-                max_data_len,
+                max_len,
                 wbuf: Vec::new(),
             },
             path,
-            rbuf: Vec::with_capacity(proto::recv_capacity(max_data_len)),
+            rbuf: Vec::with_capacity(proto::recv_capacity(max_len)),
             subs: Vec::new(),
             pending: VecDeque::new(),
             current: OwnedMessage::default(),
@@ -131,15 +131,15 @@ impl Client {
     pub async fn reconnect(&mut self) -> Result<()> {
         let (io, max) = handshake(&self.path, &self.tx.name).await?;
         self.tx.io = io;
-        self.tx.max_data_len = max;
+        self.tx.max_len = max;
         self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
         let subs = std::mem::take(&mut self.subs);
         self.subscribe_with(&subs).await
     }
 
     /// The body limit the broker announced.
-    pub fn max_data_len(&self) -> u32 {
-        self.tx.max_data_len
+    pub fn max_len(&self) -> u32 {
+        self.tx.max_len
     }
 
     /// This client's process name.
@@ -285,12 +285,12 @@ async fn handshake(path: &Path, name: &str) -> Result<(Arc<AsyncFd<OwnedFd>>, u3
     let mut buf = Vec::with_capacity(64);
     with_timeout(proto::BROKER_ANSWER_TIMEOUT, recv_dg(&io, &mut buf)).await?;
     let hs = proto::answer_handshake(&buf)?;
-    sys::set_buffers(io.get_ref().as_fd(), proto::recv_capacity(hs.max_data_len));
+    sys::set_buffers(io.get_ref().as_fd(), proto::recv_capacity(hs.max_len));
     let ours = Handshake {
         version: crate::codec::LAYOUT_VERSION,
-        max_data_len: hs.max_data_len,
+        max_len: hs.max_len,
     };
     send_dg(&io, &ours.encode()).await?;
     send_dg(&io, name.as_bytes()).await?;
-    Ok((io, hs.max_data_len))
+    Ok((io, hs.max_len))
 }

@@ -52,7 +52,10 @@ fn every_wire_example_in_the_protocol_doc_decodes() {
         }
         let msg = Message::decode(&bytes).unwrap_or_else(|e| panic!("{label}: {e}"));
         // The broker's `sub` answer has an empty method; every other example is a data message or `sub`.
-        assert!(msg.method.is_empty() || msg.method().is_some(), "{label}: unknown method");
+        assert!(
+            msg.method.is_empty() || msg.method().is_some(),
+            "{label}: unknown method"
+        );
         let mut again = Vec::new();
         msg.encode(&mut again).expect("re-encodes");
         assert_eq!(again, bytes, "{label}: re-encoding differs");
@@ -65,8 +68,5 @@ fn the_handshake_example_announces_the_existing_limit() {
         .into_iter()
         .find(|(_, b)| b.len() == Handshake::LEN)
         .expect("a handshake example");
-    assert_eq!(
-        Handshake::decode(&hs.1).expect("decodes").max_data_len,
-        924_288
-    );
+    assert_eq!(Handshake::decode(&hs.1).expect("decodes").max_len, 924_288);
 }

@@ -17,8 +17,8 @@ struct Args {
     #[arg(long, default_value = "0660", value_parser = parse_octal)]
     mode: u32,
     /// Largest message body accepted and delivered (announced in the handshake).
-    #[arg(long, default_value_t = fims::DEFAULT_MAX_DATA_LEN)]
-    max_data_len: u32,
+    #[arg(long, default_value_t = fims::DEFAULT_MAX_LEN)]
+    max_len: u32,
     /// Outbound queue bound per connection, in datagrams.
     #[arg(long, default_value_t = fims_server::DEFAULT_QUEUE_DATAGRAMS)]
     queue_datagrams: usize,
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let set = block_signals();
     let mut cfg = Config::new(args.socket.unwrap_or_else(fims::socket_path));
     cfg.mode = args.mode;
-    cfg.max_data_len = args.max_data_len;
+    cfg.max_len = args.max_len;
     cfg.queue_datagrams = args.queue_datagrams;
     cfg.queue_bytes = args.queue_bytes;
     let server = match Server::bind(cfg) {

@@ -109,7 +109,7 @@ impl Raw {
         }
     }
 
-    /// Connects and completes the handshake as `name`; returns max_data_len too.
+    /// Connects and completes the handshake as `name`; returns max_len too.
     pub fn handshake(path: &Path, name: &str) -> (Raw, u32) {
         let r = Raw::connect(path);
         let hs = match r.recv(WAIT) {
