@@ -7,7 +7,7 @@
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
-//! - [`batch`]: `sendmmsg`/`recvmmsg` batches on the FIMS socket.
+//!   Its child [`runtime::batch`] does the `sendmmsg`/`recvmmsg` batches.
 //!
 //! Binaries: `cops` (the supervisor: parse arguments, set up logging, run
 //! [`runtime::run`]) and `cops-sim` (simulated responders for measuring COPS).
@@ -19,7 +19,6 @@
 //! the OS side of the engine's actions. Operator documentation: `docs/cops.md`.
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod config;
 pub mod engine;
 pub mod kill;

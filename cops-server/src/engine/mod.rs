@@ -29,13 +29,9 @@ use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
 
-#[path = "events.rs"]
 mod events;
-#[path = "reply.rs"]
 mod reply;
-#[path = "serve.rs"]
 mod serve;
-#[path = "verdict.rs"]
 mod verdict;
 
 use reply::{parse_reply, BuildFnv};
@@ -915,9 +911,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "engine_scale_tests.rs"]
 mod scale_tests;

@@ -375,5 +375,4 @@ impl KillLayer {
 }
 
 #[cfg(test)]
-#[path = "kill_tests.rs"]
 mod tests;

@@ -7,7 +7,7 @@
 //!
 //! Cost at scale (10,000 processes: 20,000 datagrams out and 10,000 in a second):
 //! - timers are handled at most once per [`tick`], so the rounds go out in a few
-//!   hundred `sendmmsg` batches a second (see [`crate::batch`]);
+//!   hundred `sendmmsg` batches a second (see [`batch`]);
 //! - replies are drained with `recvmmsg`, each with its kernel arrival time
 //!   (`SO_TIMESTAMPNS`), so a reply drained late is still judged by when it came;
 //! - when a drain finds many datagrams, the loop polls the socket once per tick
@@ -28,7 +28,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, error, info, warn};
 
-use crate::batch::{enable_timestamps, recv_batch, Received, RecvBufs, SendBatch};
+use batch::{enable_timestamps, recv_batch, Received, RecvBufs, SendBatch};
+pub mod batch;
+
 use crate::config::Config;
 use crate::engine::{Action, Engine, Event, Severity, Transmit};
 use crate::kill::KillLayer;
