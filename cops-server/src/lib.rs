@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: the JSON configuration, validated, defaults filled in.
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
+//! - [`identity`]: the pure PID rule and the typed answers of the OS side.
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
 //!   Its child [`runtime::batch`] does the `sendmmsg`/`recvmmsg` batches.
@@ -21,5 +22,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod identity;
 pub mod kill;
 pub mod runtime;

@@ -195,13 +195,22 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What the reaper saw: when each hung process's child died, and the decoy.
+struct Deaths {
+    /// (process index, time since the start) of each child that died.
+    children: Vec<(usize, Duration)>,
+    /// Hung processes whose child never died.
+    not_killed: usize,
+    /// When the decoy died, if it did.
+    decoy: Option<Duration>,
+}
+
 fn run(a: &Args) -> std::io::Result<()> {
     let socket = a.socket.clone().unwrap_or_else(fims::socket_path);
     let decoy = sleeper()?;
-    let decoy_pid = decoy.id();
     let hang: Vec<bool> = (0..a.count).map(|i| hangs(i, a.hang_percent)).collect();
     let mut children: Vec<(usize, Child)> = Vec::new();
-    let mut pids = vec![decoy_pid; a.count];
+    let mut pids = vec![decoy.id(); a.count];
     for (i, &h) in hang.iter().enumerate() {
         if h {
             let c = sleeper()?;
@@ -225,12 +234,24 @@ fn run(a: &Args) -> std::io::Result<()> {
             std::thread::spawn(move || serve(s, k, sh))
         })
         .collect();
-    // Reap: record when each child died.
-    let mut decoy = decoy;
+    let end = (a.duration_ms > 0).then(|| start + Duration::from_millis(a.duration_ms));
+    let deaths = reap(start, end, children, decoy);
+    sh.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    report(a, &sh, start, &deaths)
+}
+
+/// Records when each child dies, until `end` (or forever); then ends the rest.
+fn reap(
+    start: Instant,
+    end: Option<Instant>,
+    mut alive: Vec<(usize, Child)>,
+    mut decoy: Child,
+) -> Deaths {
     let deaths: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
     let mut decoy_died = None;
-    let end = (a.duration_ms > 0).then(|| start + Duration::from_millis(a.duration_ms));
-    let mut alive = children;
     loop {
         let now = Instant::now();
         alive.retain_mut(|(i, c)| match c.try_wait() {
@@ -253,24 +274,26 @@ fn run(a: &Args) -> std::io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    sh.stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
     for (_, c) in &mut alive {
         let _ = c.kill();
         let _ = c.wait();
     }
     let _ = decoy.kill();
     let _ = decoy.wait();
+    let children = deaths.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Deaths {
+        children,
+        not_killed: alive.len(),
+        decoy: decoy_died,
+    }
+}
+
+/// Prints (and writes, with --report) the JSON report.
+fn report(a: &Args, sh: &Shared, start: Instant, deaths: &Deaths) -> std::io::Result<()> {
     let hang_at = Duration::from_millis(a.hang_at_ms);
-    let deaths = deaths.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let early: Vec<usize> = deaths
-        .iter()
-        .filter(|d| d.1 < hang_at)
-        .map(|d| d.0)
-        .collect();
+    let early = deaths.children.iter().filter(|d| d.1 < hang_at).count();
     let mut lat: Vec<f64> = deaths
+        .children
         .iter()
         .filter(|d| d.1 >= hang_at)
         .map(|d| (d.1 - hang_at).as_secs_f64() * 1000.0)
@@ -285,8 +308,8 @@ fn run(a: &Args) -> std::io::Result<()> {
         "connections": a.connections,
         "hung": sh.hang.iter().filter(|h| **h).count(),
         "killed": lat.len(),
-        "not_killed": alive.len(),
-        "false_kills": early.len() + usize::from(decoy_died.is_some()),
+        "not_killed": deaths.not_killed,
+        "false_kills": early + usize::from(deaths.decoy.is_some()),
         "latency_ms": {"min": pick(0.0), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
         "answered": sh.answered.load(Ordering::Relaxed),
         "elapsed_s": start.elapsed().as_secs_f64(),

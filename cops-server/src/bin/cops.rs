@@ -30,7 +30,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(&args.config, &config::host_name()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cops: {e}");

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+mod read;
+
 /// Keys of today's configs that this server accepts but does not act on.
 pub const IGNORED_KEYS: &[&str] = &[
     "patrolFrequencyMS",
@@ -27,7 +29,7 @@ pub const IGNORED_KEYS: &[&str] = &[
     "thisCtrlrStayActive",
 ];
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "ourUri",
     "heartbeatFreq",
     "heartbeatFrequencyMS",
@@ -39,7 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "enableRedundantFailover",
 ];
 
-const PROC_KEYS: &[&str] = &[
+pub(crate) const PROC_KEYS: &[&str] = &[
     "name",
     "uri",
     "killOnHang",
@@ -180,8 +182,9 @@ fn key_part(k: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Reads and validates a configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates a configuration file; `hostname` is the default
+/// `controllerName` (see [`host_name`]).
+pub fn load(path: &Path, hostname: &str) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -189,343 +192,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         key: None,
         message: format!("cannot read: {e}"),
     })?;
-    parse(&file, &text)
+    parse(&file, &text, hostname)
 }
 
-/// Parses and validates configuration text; `file` is used in errors.
-pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+/// Parses and validates configuration text; `file` is used in errors,
+/// `hostname` is the default `controllerName`. No I/O.
+pub fn parse(file: &str, text: &str, hostname: &str) -> Result<Config, ConfigError> {
     let root: Value = serde_json::from_str(text).map_err(|e| ConfigError {
         file: file.into(),
         process: None,
         key: None,
         message: format!("not valid JSON: {e}"),
     })?;
-    Ctx {
-        file,
-        process: None,
-    }
-    .top(&root)
-}
-
-/// Where we are in the file, for errors.
-struct Ctx<'a> {
-    file: &'a str,
-    process: Option<String>,
-}
-
-impl Ctx<'_> {
-    fn err(&self, key: Option<&str>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.into(),
-            process: self.process.clone(),
-            key: key.map(str::to_owned),
-            message: message.into(),
-        }
-    }
-
-    fn top(&mut self, root: &Value) -> Result<Config, ConfigError> {
-        let map = root
-            .as_object()
-            .ok_or_else(|| self.err(None, "the top level must be a JSON object"))?;
-        let mut ignored = Vec::new();
-        self.check_keys(map, TOP_KEYS, &mut ignored)?;
-        if let Some(v) = map.get("enableRedundantFailover") {
-            match v.as_bool() {
-                Some(false) => {}
-                Some(true) => {
-                    return Err(self.err(
-                        Some("enableRedundantFailover"),
-                        "redundant failover is not supported by this COPS; set it to false or remove it",
-                    ))
-                }
-                None => return Err(self.err(Some("enableRedundantFailover"), "must be true or false")),
-            }
-        }
-        let our_uri = self
-            .opt_str(map, "ourUri")?
-            .unwrap_or_else(|| "/cops".into());
-        fims::uri::validate(&our_uri)
-            .map_err(|r| self.err(Some("ourUri"), format!("{our_uri:?} {r}")))?;
-        let period = self.period(map)?;
-        let deadline = match self.opt_u64(map, "replyToGetDeadline")? {
-            None => period * 9 / 10,
-            Some(d) if d == 0 || d > period => {
-                return Err(self.err(
-                    Some("replyToGetDeadline"),
-                    format!("must be > 0 and <= the heartbeat period ({period} ms), got {d}"),
-                ))
-            }
-            Some(d) => d,
-        };
-        let allowance = match self.opt_u64(map, "heartbeatErrorAllowance")? {
-            None => 5,
-            Some(a) if a == 0 || a > u64::from(u32::MAX) => {
-                return Err(self.err(
-                    Some("heartbeatErrorAllowance"),
-                    format!("must be >= 1, got {a}"),
-                ))
-            }
-            Some(a) => a as u32,
-        };
-        let briefing = match self.opt_u64(map, "briefingFrequencyMS")? {
-            None => 5000,
-            Some(b) if b < 10 => {
-                return Err(self.err(
-                    Some("briefingFrequencyMS"),
-                    format!("must be >= 10, got {b}"),
-                ))
-            }
-            Some(b) => b,
-        };
-        let controller_name = match self.opt_str(map, "controllerName")? {
-            Some(n) => n,
-            None => host_name(),
-        };
-        let list = map
-            .get("processList")
-            .ok_or_else(|| {
-                self.err(
-                    Some("processList"),
-                    "missing (the list of monitored processes)",
-                )
-            })?
-            .as_array()
-            .ok_or_else(|| self.err(Some("processList"), "must be an array"))?;
-        let mut processes: Vec<ProcessConfig> = Vec::with_capacity(list.len());
-        let mut names = std::collections::HashSet::new();
-        let mut uris = std::collections::HashSet::new();
-        for (i, entry) in list.iter().enumerate() {
-            self.process = Some(
-                entry
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(|n| format!("\"{n}\""))
-                    .unwrap_or_else(|| format!("processList[{i}]")),
-            );
-            let p = self.process_entry(entry, &our_uri, &mut ignored)?;
-            if !names.insert(p.name.clone()) {
-                return Err(self.err(Some("name"), "duplicate process name"));
-            }
-            if p.required && !uris.insert(p.uri.clone()) {
-                return Err(self.err(
-                    Some("uri"),
-                    format!("{} is heartbeated for another process already", p.uri),
-                ));
-            }
-            processes.push(p);
-        }
-        self.process = None;
-        let mut warnings = Vec::new();
-        if !ignored.is_empty() {
-            ignored.sort();
-            ignored.dedup();
-            warnings.push(format!(
-                "{}: keys accepted but not acted on by this COPS: {}",
-                self.file,
-                ignored.join(", ")
-            ));
-        }
-        if allowance == 1 && processes.iter().any(|p| p.hang_time_allowance.is_none()) {
-            warnings.push(format!(
-                "{}: heartbeatErrorAllowance 1: the first misses of a bus stall cannot be told from a hang (2 or more recommended)",
-                self.file
-            ));
-        }
-        if processes.is_empty() {
-            warnings.push(format!(
-                "{}: processList is empty: nothing to monitor",
-                self.file
-            ));
-        }
-        Ok(Config {
-            our_uri,
-            heartbeat: Duration::from_millis(period),
-            reply_deadline: Duration::from_millis(deadline),
-            error_allowance: allowance,
-            briefing: Duration::from_millis(briefing),
-            controller_name,
-            processes,
-            warnings,
-        })
-    }
-
-    fn period(&self, map: &Map<String, Value>) -> Result<u64, ConfigError> {
-        let a = self.opt_u64(map, "heartbeatFreq")?;
-        let b = self.opt_u64(map, "heartbeatFrequencyMS")?;
-        let (key, p) = match (a, b) {
-            (Some(x), Some(y)) if x != y => {
-                return Err(self.err(
-                    Some("heartbeatFrequencyMS"),
-                    format!("conflicts with heartbeatFreq ({x} vs {y}); give one of them"),
-                ))
-            }
-            (Some(x), _) => ("heartbeatFreq", x),
-            (None, Some(y)) => ("heartbeatFrequencyMS", y),
-            (None, None) => return Ok(1000),
-        };
-        if p < 10 {
-            return Err(self.err(Some(key), format!("must be >= 10 ms, got {p}")));
-        }
-        Ok(p)
-    }
-
-    fn process_entry(
-        &self,
-        entry: &Value,
-        our_uri: &str,
-        ignored: &mut Vec<String>,
-    ) -> Result<ProcessConfig, ConfigError> {
-        let map = entry
-            .as_object()
-            .ok_or_else(|| self.err(None, "each processList entry must be a JSON object"))?;
-        self.check_keys(map, PROC_KEYS, ignored)?;
-        let name = self
-            .opt_str(map, "name")?
-            .ok_or_else(|| self.err(Some("name"), "missing"))?;
-        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-            return Err(self.err(Some("name"), "must be non-empty, without '/' or spaces"));
-        }
-        let reply_len = our_uri.len() + "/heartbeat/".len() + name.len();
-        if reply_len > fims::codec::MAX_STRING_LEN {
-            return Err(self.err(
-                Some("name"),
-                "too long: the reply URI would be over 255 bytes",
-            ));
-        }
-        let uri = self
-            .opt_str(map, "uri")?
-            .ok_or_else(|| self.err(Some("uri"), "missing"))?;
-        fims::uri::validate(&uri).map_err(|r| self.err(Some("uri"), format!("{uri:?} {r}")))?;
-        if uri.len() + "/cops/cops_heartbeat".len() > fims::codec::MAX_STRING_LEN {
-            return Err(self.err(Some("uri"), "too long for the heartbeat URI"));
-        }
-        let kill_on_hang = self
-            .opt_bool(map, "killOnHang")?
-            .ok_or_else(|| self.err(Some("killOnHang"), "missing: say true or false explicitly"))?;
-        let required = self
-            .opt_bool(map, "requiredForHealthyStatus")?
-            .unwrap_or(true);
-        let hang_time_allowance = match self.opt_u64(map, "hangTimeAllowanceMS")? {
-            Some(0) => return Err(self.err(Some("hangTimeAllowanceMS"), "must be > 0")),
-            other => other.map(Duration::from_millis),
-        };
-        let kill_signal = match map.get("killSignal") {
-            None => Signal::KILL,
-            Some(Value::String(s)) => Signal::parse(s).ok_or_else(|| {
-                self.err(
-                    Some("killSignal"),
-                    format!("unknown or unsupported signal {s:?} (e.g. SIGKILL, SIGABRT, SIGTERM)"),
-                )
-            })?,
-            Some(_) => {
-                return Err(self.err(
-                    Some("killSignal"),
-                    "must be a signal name such as \"SIGABRT\"",
-                ))
-            }
-        };
-        let kill_escalation = match self.opt_u64(map, "killEscalationMS")? {
-            None => Duration::from_millis(5000),
-            Some(0) => return Err(self.err(Some("killEscalationMS"), "must be > 0")),
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let expected_exe = self.opt_str(map, "expectedExe")?;
-        if let Some(e) = &expected_exe {
-            if e.is_empty() || e.contains('/') {
-                return Err(self.err(
-                    Some("expectedExe"),
-                    "must be the executable's file name (no '/'), e.g. \"site_controller\"",
-                ));
-            }
-        }
-        let kill_budget = match (
-            self.opt_u64(map, "maxKills")?,
-            self.opt_u64(map, "killWindowMS")?,
-        ) {
-            (None, None) => None,
-            (Some(k), Some(w)) => {
-                if k == 0 || k > u64::from(u32::MAX) {
-                    return Err(self.err(Some("maxKills"), "must be >= 1"));
-                }
-                if w == 0 {
-                    return Err(self.err(Some("killWindowMS"), "must be > 0"));
-                }
-                Some((k as u32, Duration::from_millis(w)))
-            }
-            (Some(_), None) => {
-                return Err(self.err(
-                    Some("killWindowMS"),
-                    "missing: maxKills needs a killWindowMS",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(self.err(Some("maxKills"), "missing: killWindowMS needs a maxKills"))
-            }
-        };
-        Ok(ProcessConfig {
-            name,
-            uri,
-            kill_on_hang,
-            required,
-            hang_time_allowance,
-            kill_signal,
-            kill_escalation,
-            expected_exe,
-            kill_budget,
-        })
-    }
-
-    fn check_keys(
-        &self,
-        map: &Map<String, Value>,
-        known: &[&str],
-        ignored: &mut Vec<String>,
-    ) -> Result<(), ConfigError> {
-        for key in map.keys() {
-            if known.contains(&key.as_str()) {
-                continue;
-            }
-            if IGNORED_KEYS.contains(&key.as_str()) {
-                ignored.push(key.clone());
-                continue;
-            }
-            let hint = did_you_mean(key, known)
-                .map(|k| format!(" (did you mean \"{k}\"?)"))
-                .unwrap_or_default();
-            return Err(self.err(Some(key), format!("unknown key{hint}")));
-        }
-        Ok(())
-    }
-
-    fn opt_u64(&self, map: &Map<String, Value>, key: &str) -> Result<Option<u64>, ConfigError> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                self.err(
-                    Some(key),
-                    format!("must be a non-negative integer, got {v}"),
-                )
-            }),
-        }
-    }
-
-    fn opt_bool(&self, map: &Map<String, Value>, key: &str) -> Result<Option<bool>, ConfigError> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.err(Some(key), format!("must be true or false, got {v}"))),
-        }
-    }
-
-    fn opt_str(&self, map: &Map<String, Value>, key: &str) -> Result<Option<String>, ConfigError> {
-        match map.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(self.err(Some(key), format!("must be a string, got {v}"))),
-        }
-    }
+    read::Ctx::new(file, hostname).top(&root)
 }
 
 /// The closest known key to an unknown one, when close enough to be a typo.
@@ -566,8 +245,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len() * w + b.len()]
 }
 
-/// The host name, for the default `controllerName`.
-fn host_name() -> String {
+/// The host name, the default `controllerName` (read by the binary, passed to
+/// [`load`]/[`parse`]).
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()

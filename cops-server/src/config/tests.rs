@@ -7,6 +7,11 @@ fn spec_file(name: &str) -> std::path::PathBuf {
     Path::new(SPEC_DIR).join(name)
 }
 
+/// [`super::parse`] with a fixed host name.
+fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    super::parse(file, text, "testhost")
+}
+
 /// One process with the required keys plus `extra` (a JSON fragment).
 fn one(extra: &str) -> String {
     format!(r#"{{"processList":[{{"name":"site","uri":"/site","killOnHang":true{extra}}}]}}"#)
@@ -14,14 +19,15 @@ fn one(extra: &str) -> String {
 
 #[test]
 fn spec_examples_load() {
-    let c = load(&spec_file("design-review-example.json")).expect("design review example");
+    let c =
+        load(&spec_file("design-review-example.json"), "testhost").expect("design review example");
     assert_eq!(c.our_uri, "/cops");
     assert_eq!(c.heartbeat, Duration::from_millis(1000));
     assert_eq!(c.reply_deadline, Duration::from_millis(900));
     assert_eq!(c.processes.len(), 2);
     assert!(c.warnings.is_empty());
 
-    let d = load(&spec_file("deployed-example.json")).expect("deployed example");
+    let d = load(&spec_file("deployed-example.json"), "testhost").expect("deployed example");
     assert_eq!(d.controller_name, "site controller 1");
     assert_eq!(d.heartbeat, Duration::from_millis(1000));
     assert_eq!(
@@ -52,7 +58,10 @@ fn defaults() {
     assert_eq!(c.reply_deadline, Duration::from_millis(900));
     assert_eq!(c.error_allowance, 5);
     assert_eq!(c.briefing, Duration::from_millis(5000));
-    assert!(!c.controller_name.is_empty());
+    assert_eq!(
+        c.controller_name, "testhost",
+        "the host name given to parse"
+    );
     let p = &c.processes[0];
     assert!(p.required);
     assert_eq!(p.kill_signal, Signal::KILL);
@@ -356,8 +365,7 @@ fn error_display_is_one_readable_line() {
 
 #[test]
 fn redundant_failover_false_and_ignored_keys_accepted() {
-    let c = parse(
-        "f",
+    let c = parse("f",
         r#"{"enableRedundantFailover":false,"syswatch":{},"processList":[{"name":"a","uri":"/a","killOnHang":false,"configRestart":true,"allowActions":true}]}"#,
     )
     .unwrap();

@@ -16,10 +16,10 @@
 //! map of reply URIs. Nothing scans all processes per tick, so 10,000 processes
 //! cost a few microseconds per message.
 //!
-//! Files: this one (cycle and replies), `verdict.rs` (hung, kills, escalation),
-//! `reply.rs` (reply parsing), `serve.rs` (stats, GETs, briefings), `events.rs`.
+//! Children: [`cycle`](self) (round starts, deadlines, misses, stalls),
+//! `reply` (parsing and judging replies), `verdict` (hung, kills, escalation),
+//! `serve` (stats, GETs, briefings), `events` (what is logged and posted).
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,13 +29,16 @@ use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
 
+mod cycle;
 mod events;
 mod reply;
 mod serve;
 mod verdict;
 
-use reply::{parse_reply, BuildFnv};
+use cycle::{Round, Schedule, Window};
+use reply::BuildFnv;
 
+pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome};
 pub use events::{Event, EventKind, Severity};
 
 /// A message for the runtime to send.
@@ -87,27 +90,6 @@ pub enum Action {
     },
 }
 
-/// What delivering a signal came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignalOutcome {
-    /// Delivered; `evidence` is what /proc said just before.
-    Delivered {
-        /// Thread states and wait channels.
-        evidence: String,
-    },
-    /// `--dry-run`: logged, not delivered.
-    DryRun {
-        /// Thread states and wait channels.
-        evidence: String,
-    },
-    /// Not delivered: the identity changed or vanished, the executable did not
-    /// match, or the kernel refused.
-    Refused {
-        /// Why.
-        reason: String,
-    },
-}
-
 /// The state of a monitored process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -139,69 +121,7 @@ enum Kind {
     Briefing,
 }
 
-/// Round starts: the monitored processes in offset order on a grid of `period`.
-#[derive(Debug)]
-struct Schedule {
-    order: Vec<u32>,
-    cursor: usize,
-    cycle: Instant,
-    period: Duration,
-    /// When the process under the cursor starts its round.
-    next_at: Option<Instant>,
-}
-
-impl Schedule {
-    fn new(order: Vec<u32>, now: Instant, period: Duration) -> Schedule {
-        let next_at = (!order.is_empty()).then_some(now);
-        Schedule {
-            order,
-            cursor: 0,
-            cycle: now,
-            period,
-            next_at,
-        }
-    }
-
-    /// When the process under the cursor starts its round.
-    fn next(&self) -> Option<Instant> {
-        self.next_at
-    }
-
-    /// The first start of the process at position `pos` after `after`.
-    fn start_of(&self, pos: usize, after: Instant) -> Instant {
-        let n = self.order.len() as u32;
-        let mut t = self.cycle + self.period * pos as u32 / n;
-        if pos < self.cursor {
-            t += self.period;
-        }
-        while t <= after {
-            t += self.period;
-        }
-        t
-    }
-
-    fn advance(&mut self) {
-        self.cursor += 1;
-        if self.cursor == self.order.len() {
-            self.cursor = 0;
-            self.cycle += self.period;
-        }
-        let n = self.order.len() as u32;
-        self.next_at = (n > 0).then(|| self.cycle + self.period * self.cursor as u32 / n);
-    }
-}
-
 type Timer = Reverse<(Instant, Kind, u32, u64)>;
-
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    seq: u64,
-    sent: Instant,
-    deadline: Instant,
-    epoch: u64,
-    alive_at_start: bool,
-    answered: bool,
-}
 
 #[derive(Debug, Clone)]
 struct PendingReply {
@@ -235,67 +155,122 @@ pub(crate) struct Stats {
     versions_hash: u64,
 }
 
+impl Stats {
+    /// Records a good reply: response time, when, and the versions it carried
+    /// (`None` fields: unchanged since the last reply).
+    fn record(
+        &mut self,
+        rt: Duration,
+        at: Instant,
+        versions: [Option<String>; 3],
+        versions_hash: u64,
+    ) {
+        self.last_rt = Some(rt);
+        self.max_rt = self.max_rt.max(rt);
+        self.sum_rt += rt;
+        self.n_rt += 1;
+        self.last_alive = Some(at);
+        for (slot, v) in self.versions.iter_mut().zip(versions) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        self.versions_hash = versions_hash;
+    }
+}
+
 #[derive(Debug)]
 struct Proc {
+    /// Its configuration (name, URI, kill settings).
     cfg: ProcessConfig,
+    /// `ourUri/heartbeat/<name>`: replies arrive here (the `by_reply` key).
     reply_uri: Arc<str>,
+    /// `ourUri/stats/<name>`: where its stats are published.
     stats_uri: Arc<str>,
+    /// `<uri>/cops/cops_heartbeat`: step 1 of a round sets the counter here.
     hb_uri: Arc<str>,
+    /// `<uri>/cops`: step 2 of a round asks here.
     get_uri: Arc<str>,
+    /// What COPS believes about it (stats, verdict events).
     state: State,
+    /// The counter H of the current round; advances only on a success.
     h: u64,
+    /// The open round, if any (one at a time per process).
     round: Option<Round>,
+    /// Sequence number for rounds and kill checks, so stale timers are ignored.
     seq: u64,
+    /// Consecutive misses (reset by a success).
     misses: u32,
     /// A round start came while the last round was still open.
     deferred: bool,
+    /// Start of the silence `hangTimeAllowanceMS` is measured from.
     miss_base: Instant,
+    /// The verified PID of the current incarnation (pinned by the kill layer).
     pid: Option<u32>,
+    /// Counts PID changes: one kill per incarnation.
     incarnation: u64,
+    /// A reply whose new PID waits for the kill layer's pin.
     pending: Option<PendingReply>,
+    /// Response times, restarts, versions (served and published).
     stats: Stats,
+    /// The incarnation COPS last signalled (never twice the same one).
     killed_incarnation: Option<u64>,
+    /// The signal in flight: escalation and exit checks follow it.
     kill: Option<Kill>,
+    /// Times of recent kills, for `maxKills` in `killWindowMS`.
     kills: VecDeque<Instant>,
+    /// The kill budget is spent: alarms only (one fault event when it starts).
     quarantined: bool,
+    /// A bad reply was already logged since the last good one (log once).
     complained: bool,
+    /// The last refused PID, so a repeated bad PID raises one alarm, not many.
     rejected_pid: Option<i64>,
-}
-
-/// The sliding window of the last period's deadlines, for stall detection.
-#[derive(Debug, Default)]
-struct Window {
-    entries: VecDeque<(Instant, u32, bool)>,
-    misses: usize,
-    stalled_since: Option<Instant>,
 }
 
 /// The COPS engine (see the module documentation for the calling order).
 #[derive(Debug)]
 pub struct Engine {
+    /// The configuration in force.
     cfg: Arc<Config>,
+    /// Every configured process, in config order (indices are process ids).
     procs: Vec<Proc>,
+    /// Reply URI to process index: one hash lookup per reply.
     by_reply: HashMap<Arc<str>, u32, BuildFnv>,
+    /// The rare timers (kill checks, briefings).
     timers: BinaryHeap<Timer>,
+    /// Round starts on a fixed grid.
     schedule: Schedule,
     /// Position of each process in the schedule (u32::MAX: not heartbeated).
     positions: Vec<u32>,
+    /// Open rounds' deadlines (instant, process, round seq), in start order.
     deadlines: VecDeque<(Instant, u32, u64)>,
     /// Starts and deadlines that could bring a verdict: the runtime wakes for
     /// these exactly instead of at its next coalesced tick (stale entries only
     /// cost a wakeup).
     urgent: BinaryHeap<Reverse<Instant>>,
+    /// Outputs waiting for the driver.
     transmits: VecDeque<Transmit>,
+    /// OS actions waiting for the driver.
     actions: VecDeque<Action>,
+    /// Events waiting for the driver.
     events: VecDeque<Event>,
+    /// The last period's deadlines, for stall detection.
     window: Window,
+    /// COPS's own PID: never accepted from a reply.
     own_pid: u32,
+    /// When the engine was created (uptime; wall-clock conversion).
     started: Instant,
+    /// Wall-clock time at `started`.
     wall_at_start: SystemTime,
+    /// Whether the driver has a bus connection.
     connected: bool,
+    /// Bumped on every connect/disconnect: rounds of an older epoch are not judged.
     epoch: u64,
+    /// Next process of the briefing being published.
     briefing_cursor: usize,
+    /// When the current briefing started.
     briefing_round: Instant,
+    /// `ourUri/summary`.
     summary_uri: Arc<str>,
 }
 
@@ -407,28 +382,20 @@ impl Engine {
         self.urgent.peek().map(|Reverse(t)| *t)
     }
 
-    /// Whether a miss at the deadline `deadline` of process `i` (with its
-    /// misses so far) would make it hung.
-    fn at_risk(&self, i: usize, deadline: Instant) -> bool {
-        let p = &self.procs[i];
-        p.state != State::Hung
-            && match p.cfg.hang_time_allowance {
-                Some(allow) => deadline.saturating_duration_since(p.miss_base) >= allow,
-                None => p.misses + 1 >= self.cfg.error_allowance,
-            }
-    }
-
     /// The next message to send.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// The next OS action to perform.
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
     /// The next event to log (and to post when [`Event::post`] is set).
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -509,369 +476,6 @@ impl Engine {
             self.serve(now, msg);
         }
     }
-
-    fn on_start(&mut self, now: Instant, t: Instant, i: usize) {
-        // A start a whole period late is superseded by the next cycle's.
-        if !self.connected || t + self.cfg.heartbeat <= now {
-            return;
-        }
-        if self.procs[i].round.is_some() {
-            // The last round was sent late and is still open: this one follows
-            // right after its deadline instead of being lost.
-            self.procs[i].deferred = true;
-            return;
-        }
-        self.start_round(now, i);
-    }
-
-    fn start_round(&mut self, now: Instant, i: usize) {
-        let deadline = self.cfg.reply_deadline;
-        if self.at_risk(i, now + deadline) {
-            self.urgent.push(Reverse(now + deadline));
-        }
-        let p = &mut self.procs[i];
-        p.deferred = false;
-        p.seq += 1;
-        p.round = Some(Round {
-            seq: p.seq,
-            sent: now,
-            deadline: now + deadline,
-            epoch: self.epoch,
-            alive_at_start: p.state == State::Alive,
-            answered: false,
-        });
-        p.pending = None;
-        self.deadlines.push_back((now + deadline, i as u32, p.seq));
-        self.transmits.push_back(Transmit {
-            method: Method::Set,
-            uri: p.hb_uri.clone(),
-            replyto: None,
-            body: p.h.to_string().into_bytes(),
-        });
-        self.transmits.push_back(Transmit {
-            method: Method::Get,
-            uri: p.get_uri.clone(),
-            replyto: Some(p.reply_uri.clone()),
-            body: Vec::new(),
-        });
-    }
-
-    fn on_reply(&mut self, now: Instant, i: usize, body: &[u8]) {
-        let reply = match parse_reply(body) {
-            Ok(r) => r,
-            Err(why) => return self.complain(now, i, why),
-        };
-        let pid_check = self.check_pid(reply.pid);
-        let p = &mut self.procs[i];
-        let Some(round) = p.round.filter(|r| !r.answered && p.pending.is_none()) else {
-            return; // no round open, or already answered: a duplicate or a straggler
-        };
-        if now > round.deadline {
-            return; // late: the deadline makes it a miss
-        }
-        if reply.heartbeat != p.h {
-            let why = format!("stale heartbeat {} (expected {})", reply.heartbeat, p.h);
-            return self.complain(now, i, why);
-        }
-        let pid = match pid_check {
-            Ok(pid) => pid,
-            Err(why) => return self.reject_pid(now, i, reply.pid, why),
-        };
-        let versions_hash = reply::versions_hash(&reply.versions);
-        let pending = PendingReply {
-            round: round.seq,
-            pid,
-            received: now,
-            // Allocate (and touch the stored strings) only when the versions changed.
-            versions: if versions_hash == p.stats.versions_hash {
-                [None, None, None]
-            } else {
-                reply.versions.map(|v| v.map(Cow::into_owned))
-            },
-            versions_hash,
-        };
-        if p.pid == Some(pid) {
-            self.succeed(now, i, pending);
-        } else {
-            // A PID not seen before: the runtime checks it exists and pins it first.
-            p.pending = Some(pending);
-            self.actions.push_back(Action::Pin { process: i, pid });
-        }
-    }
-
-    /// The runtime's answer to [`Action::Pin`]: `Err` when the PID does not exist
-    /// (or cannot be pinned); the reply is then not a success.
-    pub fn pin_result(
-        &mut self,
-        now: Instant,
-        process: usize,
-        pid: u32,
-        result: Result<(), String>,
-    ) {
-        let Some(p) = self.procs.get_mut(process) else {
-            return;
-        };
-        let Some(pending) = p.pending.take().filter(|r| r.pid == pid) else {
-            return;
-        };
-        match result {
-            Ok(()) => self.succeed(now, process, pending),
-            Err(why) => self.reject_pid(now, process, i64::from(pid), why),
-        }
-    }
-
-    fn check_pid(&self, pid: i64) -> Result<u32, String> {
-        if pid <= 1 {
-            return Err("PIDs <= 1 are never accepted".into());
-        }
-        let pid = u32::try_from(pid)
-            .ok()
-            .filter(|&p| p <= i32::MAX as u32)
-            .ok_or("PID out of range")?;
-        if pid == self.own_pid {
-            return Err("that is COPS's own PID".into());
-        }
-        Ok(pid)
-    }
-
-    fn succeed(&mut self, now: Instant, i: usize, r: PendingReply) {
-        let p = &mut self.procs[i];
-        let Some(round) = p.round.as_mut().filter(|x| x.seq == r.round) else {
-            return;
-        };
-        round.answered = true;
-        let rt = r.received.saturating_duration_since(round.sent);
-        p.h += 1;
-        p.misses = 0;
-        p.miss_base = r.received;
-        p.complained = false;
-        p.rejected_pid = None;
-        let s = &mut p.stats;
-        s.last_rt = Some(rt);
-        s.max_rt = s.max_rt.max(rt);
-        s.sum_rt += rt;
-        s.n_rt += 1;
-        s.last_alive = Some(r.received);
-        for (slot, v) in s.versions.iter_mut().zip(r.versions) {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        }
-        s.versions_hash = r.versions_hash;
-        let mut restarted = None;
-        if p.pid != Some(r.pid) {
-            if let Some(old) = p.pid {
-                s.total_restarts += 1;
-                if p.killed_incarnation == Some(p.incarnation) {
-                    s.cops_restarts += 1;
-                }
-                if p.kill.is_none_or(|k| k.pid != old) {
-                    self.actions.push_back(Action::Unpin {
-                        process: i,
-                        pid: old,
-                    });
-                }
-                restarted = Some(old);
-            }
-            p.incarnation += 1;
-            p.pid = Some(r.pid);
-        }
-        let before = p.state;
-        p.state = State::Alive;
-        if restarted.is_none() && before == State::Alive {
-            return; // the common case: nothing to report
-        }
-        let (name, total) = (p.cfg.name.clone(), p.stats.total_restarts);
-        let ms = rt.as_secs_f64() * 1000.0;
-        if let Some(old) = restarted {
-            let msg = format!(
-                "{name} restarted: pid {old} -> {} (restart #{total})",
-                r.pid
-            );
-            self.event(
-                now,
-                Severity::Status,
-                EventKind::Restarted,
-                Some(i),
-                msg,
-                true,
-            );
-        }
-        match before {
-            State::Unknown => {
-                let msg = format!("{name} (pid {}) alive, answered in {ms:.1} ms", r.pid);
-                self.event(now, Severity::Info, EventKind::Alive, Some(i), msg, false);
-            }
-            State::Hung => {
-                let msg = format!(
-                    "{name} (pid {}) alive again after being hung, answered in {ms:.1} ms",
-                    r.pid
-                );
-                self.event(
-                    now,
-                    Severity::Status,
-                    EventKind::Resurrected,
-                    Some(i),
-                    msg,
-                    true,
-                );
-            }
-            State::Alive => {}
-        }
-    }
-
-    fn complain(&mut self, now: Instant, i: usize, why: String) {
-        let p = &mut self.procs[i];
-        if std::mem::replace(&mut p.complained, true) {
-            return;
-        }
-        let msg = format!("{}: bad heartbeat reply: {why}", p.cfg.name);
-        self.event(
-            now,
-            Severity::Status,
-            EventKind::BadReply,
-            Some(i),
-            msg,
-            false,
-        );
-    }
-
-    fn reject_pid(&mut self, now: Instant, i: usize, pid: i64, why: String) {
-        let p = &mut self.procs[i];
-        if p.rejected_pid.replace(pid) == Some(pid) {
-            return;
-        }
-        let msg = format!("{}: reply with pid {pid} not accepted: {why}", p.cfg.name);
-        self.event(
-            now,
-            Severity::Alarm,
-            EventKind::PidRejected,
-            Some(i),
-            msg,
-            true,
-        );
-    }
-
-    fn on_deadline(&mut self, now: Instant, t: Instant, i: usize, seq: u64) {
-        if self.procs[i].round.is_none_or(|r| r.seq != seq) {
-            return;
-        }
-        self.judge(now, t, i);
-        if std::mem::take(&mut self.procs[i].deferred) && self.connected {
-            self.start_round(now, i);
-        }
-    }
-
-    /// Closes the open round of process `i` at its deadline `t`.
-    fn judge(&mut self, now: Instant, t: Instant, i: usize) {
-        let Some(round) = self.procs[i].round else {
-            return;
-        };
-        self.procs[i].round = None;
-        self.procs[i].pending = None;
-        if now.saturating_duration_since(t) > self.cfg.heartbeat / 2 {
-            // COPS itself was late: not the process's fault.
-            let name = &self.procs[i].cfg.name;
-            let late = now.saturating_duration_since(t).as_millis();
-            let msg = format!(
-                "{name}: deadline checked {late} ms late (COPS lagged): not counted as a miss"
-            );
-            self.event(
-                now,
-                Severity::Status,
-                EventKind::OwnLag,
-                Some(i),
-                msg,
-                false,
-            );
-            return;
-        }
-        if !self.connected || round.epoch != self.epoch {
-            return; // the bus was down during the round
-        }
-        let missed = !round.answered;
-        if round.alive_at_start {
-            self.window_push(now, i, missed);
-        }
-        if !missed {
-            return;
-        }
-        let p = &mut self.procs[i];
-        if self.window.stalled_since.is_some() {
-            // No verdicts in a stall; the stalled time does not count either.
-            p.miss_base = now;
-            return;
-        }
-        p.misses = p.misses.saturating_add(1);
-        let due = match p.cfg.hang_time_allowance {
-            Some(allow) => now.saturating_duration_since(p.miss_base) >= allow,
-            None => p.misses >= self.cfg.error_allowance,
-        };
-        if p.state == State::Hung {
-            // Already hung: kill now if it was not possible before (quarantine over, ...).
-            let _ = self.maybe_kill(now, i);
-        } else if due {
-            self.declare_hung(now, i);
-        } else if let Some(&pos) = self.positions.get(i).filter(|&&p| p != u32::MAX) {
-            // The start of the round that would bring the verdict is urgent.
-            let (period, deadline) = (self.cfg.heartbeat, self.cfg.reply_deadline);
-            let p = &self.procs[i];
-            let mut start = self.schedule.start_of(pos as usize, t);
-            match p.cfg.hang_time_allowance {
-                None => start += period * (self.cfg.error_allowance - p.misses - 1),
-                Some(allow) => {
-                    while (start + deadline).saturating_duration_since(p.miss_base) < allow {
-                        start += period;
-                    }
-                }
-            }
-            if start > now {
-                self.urgent.push(Reverse(start));
-            }
-        }
-    }
-
-    fn window_push(&mut self, now: Instant, i: usize, missed: bool) {
-        let period = self.cfg.heartbeat;
-        let w = &mut self.window;
-        while let Some(&(t, _, m)) = w.entries.front() {
-            if t + period > now {
-                break;
-            }
-            w.entries.pop_front();
-            w.misses -= usize::from(m);
-        }
-        let misses = w.misses + usize::from(missed);
-        let total = w.entries.len() + 1;
-        let stall = misses >= 3 && misses * 2 > total;
-        match (w.stalled_since.is_some(), stall) {
-            (false, true) => {
-                w.stalled_since = Some(now);
-                // Forgive the misses of this window counted before the stall was seen.
-                let forgiven: Vec<u32> = w.entries.iter().filter(|e| e.2).map(|e| e.1).collect();
-                for j in forgiven {
-                    let p = &mut self.procs[j as usize];
-                    p.misses = p.misses.saturating_sub(1);
-                    p.miss_base = p.miss_base.max(now);
-                }
-                let msg = format!(
-                    "bus or host stall: {misses} of {total} processes alive at the start of their round missed it; no verdicts until it passes"
-                );
-                self.event(now, Severity::Alarm, EventKind::Stall, None, msg, true);
-            }
-            (true, false) => {
-                let since = self.window.stalled_since.take().unwrap_or(now);
-                let ms = now.saturating_duration_since(since).as_millis();
-                let msg = format!("bus or host stall over after {ms} ms");
-                self.event(now, Severity::Status, EventKind::StallOver, None, msg, true);
-            }
-            _ => {}
-        }
-        let w = &mut self.window;
-        w.entries.push_back((now, i as u32, missed));
-        w.misses += usize::from(missed);
-    }
-
     /// Sets the PID of the last event (signals and exits concern a given PID,
     /// not necessarily the process's current one).
     fn event_pid(&mut self, pid: u32) {

@@ -78,7 +78,7 @@ pub(crate) fn config(n: usize, top: &str, per: &str) -> Config {
         r#"{{"controllerName":"test"{top},"processList":[{}]}}"#,
         procs.join(",")
     );
-    crate::config::parse("test.json", &text).expect("test config")
+    crate::config::parse("test.json", &text, "testhost").expect("test config")
 }
 
 impl Harness {
@@ -228,9 +228,9 @@ impl Harness {
         match a {
             Action::Pin { process, pid } => {
                 let r = if self.nonexistent.contains(&pid) {
-                    Err("no such process".into())
+                    PinOutcome::Refused(crate::identity::PidRefusal::NoSuchProcess)
                 } else {
-                    Ok(())
+                    PinOutcome::Pinned
                 };
                 self.e.pin_result(now, process, pid, r);
             }
@@ -264,9 +264,11 @@ impl Harness {
             Action::CheckExit { process, pid } => {
                 let f = &self.fakes[process];
                 let r = if f.pid != pid || f.dead {
-                    Ok(())
+                    ExitCheck::Exited
                 } else {
-                    Err(format!("tid {pid} D io_schedule"))
+                    ExitCheck::StillAlive {
+                        evidence: format!("tid {pid} D io_schedule"),
+                    }
                 };
                 self.e.exit_result(now, process, pid, r);
             }

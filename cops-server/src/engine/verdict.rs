@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::time::Instant;
 
-use super::{Action, Engine, EventKind, Kill, Kind, Severity, SignalOutcome, State};
+use super::{Action, Engine, EventKind, ExitCheck, Kill, Kind, Severity, SignalOutcome, State};
 use crate::config::Signal;
 
 /// When COPS first looks whether a signalled process exited.
@@ -159,7 +159,7 @@ impl Engine {
                 );
                 self.event_pid(pid);
             }
-            SignalOutcome::Refused { reason } => {
+            SignalOutcome::Refused(reason) => {
                 p.kill = None;
                 if p.pid == Some(pid) {
                     // The pinned identity is no good: pin again from the next reply.
@@ -190,15 +190,8 @@ impl Engine {
         }
     }
 
-    /// The runtime's answer to [`Action::CheckExit`]: `Ok(())` when the process
-    /// is gone, `Err(evidence)` when it still runs.
-    pub fn exit_result(
-        &mut self,
-        now: Instant,
-        process: usize,
-        pid: u32,
-        result: Result<(), String>,
-    ) {
+    /// The runtime's answer to [`Action::CheckExit`].
+    pub fn exit_result(&mut self, now: Instant, process: usize, pid: u32, result: ExitCheck) {
         let Some(p) = self.procs.get_mut(process) else {
             return;
         };
@@ -208,7 +201,7 @@ impl Engine {
         let name = p.cfg.name.clone();
         let elapsed = now.saturating_duration_since(kill.sent);
         let deadline = kill.sent + p.cfg.kill_escalation;
-        if result.is_err() && now < deadline {
+        if result != ExitCheck::Exited && now < deadline {
             // Still running, but its time is not up: look again later.
             let next = (now + elapsed.max(FIRST_EXIT_CHECK)).min(deadline);
             self.timers
@@ -218,7 +211,7 @@ impl Engine {
         let ms = elapsed.as_millis();
         let unpin = p.pid != Some(pid);
         match result {
-            Ok(()) => {
+            ExitCheck::Exited => {
                 p.kill = None;
                 let msg = format!("{name} (pid {pid}) exited after {} ({ms} ms)", kill.signal);
                 self.event(
@@ -231,7 +224,7 @@ impl Engine {
                 );
                 self.event_pid(pid);
             }
-            Err(evidence) if !kill.signal.is_kill() => {
+            ExitCheck::StillAlive { evidence } if !kill.signal.is_kill() => {
                 p.seq += 1;
                 p.kill = Some(Kill {
                     pid,
@@ -259,7 +252,7 @@ impl Engine {
                 self.event_pid(pid);
                 return;
             }
-            Err(evidence) => {
+            ExitCheck::StillAlive { evidence } => {
                 p.kill = None;
                 let msg = format!(
                     "{name} (pid {pid}) did NOT exit {ms} ms after SIGKILL (stuck in the kernel?); threads: {evidence}"

@@ -1,73 +1,15 @@
 //! Kill safety: which PIDs COPS accepts, how it pins a process's identity, and
 //! how it signals only that identity (docs/protocol/cops.md "Failure actions").
 //!
-//! Two layers: [`accept_pid`] and [`parse_stat`] are pure; [`Identity`] and
-//! [`KillLayer`] talk to the kernel (`pidfd_open`/`pidfd_send_signal` on Linux
+//! Two layers: [`crate::identity::pid_rule`] and [`parse_stat`] are pure;
+//! [`Identity`] and [`KillLayer`] talk to the kernel (`pidfd_open`/`pidfd_send_signal` on Linux
 //! >= 5.3, else the start time from `/proc/<pid>/stat` re-checked before `kill`).
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::config::Signal;
-use crate::engine::SignalOutcome;
-
-/// Why COPS will not accept or signal a PID.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KillError {
-    /// 0, 1 or negative: never a monitored process.
-    #[error("pid {0} is never accepted (must be > 1)")]
-    NotAboveOne(i64),
-    /// Larger than any PID.
-    #[error("pid {0} is out of range")]
-    OutOfRange(i64),
-    /// COPS's own PID.
-    #[error("pid {0} is COPS's own")]
-    OwnPid(u32),
-    /// No such process.
-    #[error("no process with pid {0}")]
-    NoSuchProcess(u32),
-    /// The PID now belongs to another process (or the pinned one is gone).
-    #[error("pid {0} is no longer the process that was pinned (it exited or the pid was reused)")]
-    IdentityChanged(u32),
-    /// `/proc/<pid>/exe` is not `expectedExe`.
-    #[error("pid {pid} runs {actual:?}, not the expected {expected:?}")]
-    ExeMismatch {
-        /// The PID.
-        pid: u32,
-        /// `expectedExe`.
-        expected: String,
-        /// What `/proc/<pid>/exe` names.
-        actual: String,
-    },
-    /// Any other failure of the kernel or /proc.
-    #[error("pid {pid}: {what}: {err}")]
-    Os {
-        /// The PID.
-        pid: u32,
-        /// What was tried.
-        what: &'static str,
-        /// The error.
-        err: String,
-    },
-}
-
-/// The pure acceptance rule: `pid > 1`, not `own`, and `exists(pid)`.
-pub fn accept_pid(pid: i64, own: u32, exists: impl Fn(u32) -> bool) -> Result<u32, KillError> {
-    if pid <= 1 {
-        return Err(KillError::NotAboveOne(pid));
-    }
-    let p = u32::try_from(pid)
-        .ok()
-        .filter(|&p| p <= i32::MAX as u32)
-        .ok_or(KillError::OutOfRange(pid))?;
-    if p == own {
-        return Err(KillError::OwnPid(p));
-    }
-    if !exists(p) {
-        return Err(KillError::NoSuchProcess(p));
-    }
-    Ok(p)
-}
+use crate::identity::{pid_rule, ExitCheck, PidRefusal, PinOutcome, SignalOutcome, SignalRefusal};
 
 /// State (field 3) and start time (field 22) from the text of `/proc/<pid>/stat`.
 /// The command name (field 2) may hold spaces and parentheses, so the fields are
@@ -145,17 +87,20 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Accepts `pid` (see [`accept_pid`]) and pins it: a pidfd where the kernel
+    /// Accepts `pid` (see [`pid_rule`]) and pins it: a pidfd where the kernel
     /// has them, and the start time in every case.
-    pub fn pin(pid: u32, own: u32) -> Result<Identity, KillError> {
+    pub fn pin(pid: u32, own: u32) -> Result<Identity, PidRefusal> {
         Identity::pin_with(pid, own, true)
     }
 
     /// As [`pin`](Self::pin); `use_pidfd` false pins by start time only.
-    pub fn pin_with(pid: u32, own: u32, use_pidfd: bool) -> Result<Identity, KillError> {
-        let pid = accept_pid(i64::from(pid), own, pid_exists)?;
+    pub fn pin_with(pid: u32, own: u32, use_pidfd: bool) -> Result<Identity, PidRefusal> {
+        let pid = pid_rule(i64::from(pid), own)?;
+        if !pid_exists(pid) {
+            return Err(PidRefusal::NoSuchProcess);
+        }
         let pidfd = if use_pidfd { pidfd_open(pid) } else { None };
-        let (_, start_time) = read_stat(pid).map_err(|_| KillError::NoSuchProcess(pid))?;
+        let (_, start_time) = read_stat(pid).map_err(|_| PidRefusal::NoSuchProcess)?;
         Ok(Identity {
             pid,
             start_time,
@@ -183,9 +128,9 @@ impl Identity {
     }
 
     /// `Ok` while the PID still names the pinned, running process.
-    pub fn verify(&self) -> Result<(), KillError> {
+    pub fn verify(&self) -> Result<(), SignalRefusal> {
         if self.exited() {
-            return Err(KillError::IdentityChanged(self.pid));
+            return Err(SignalRefusal::IdentityGone);
         }
         Ok(())
     }
@@ -211,7 +156,7 @@ impl Identity {
     }
 
     /// Sends `sig` to the pinned process only.
-    pub fn signal(&self, sig: i32) -> Result<(), KillError> {
+    pub fn signal(&self, sig: i32) -> Result<(), SignalRefusal> {
         self.verify()?;
         let rc = match &self.pidfd {
             // SAFETY: pidfd_send_signal on a pidfd we own; NULL siginfo, flags 0.
@@ -232,13 +177,9 @@ impl Identity {
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::ESRCH) {
-            return Err(KillError::IdentityChanged(self.pid));
+            return Err(SignalRefusal::IdentityGone);
         }
-        Err(KillError::Os {
-            pid: self.pid,
-            what: "signal",
-            err: err.to_string(),
-        })
+        Err(SignalRefusal::Os(format!("signal: {err}")))
     }
 }
 
@@ -295,14 +236,17 @@ impl KillLayer {
     }
 
     /// [`Action::Pin`](crate::engine::Action::Pin).
-    pub fn pin(&mut self, process: usize, pid: u32) -> Result<(), String> {
+    pub fn pin(&mut self, process: usize, pid: u32) -> PinOutcome {
         let use_pidfd = self.pidfds < self.max_pidfds;
-        let id = Identity::pin_with(pid, self.own_pid, use_pidfd).map_err(|e| e.to_string())?;
+        let id = match Identity::pin_with(pid, self.own_pid, use_pidfd) {
+            Ok(id) => id,
+            Err(why) => return PinOutcome::Refused(why),
+        };
         self.pidfds += usize::from(id.has_pidfd());
         if let Some(old) = self.pinned.insert((process, pid), id) {
             self.pidfds -= usize::from(old.has_pidfd());
         }
-        Ok(())
+        PinOutcome::Pinned
     }
 
     /// [`Action::Unpin`](crate::engine::Action::Unpin).
@@ -326,31 +270,25 @@ impl KillLayer {
         signal: Signal,
         expected_exe: Option<&str>,
     ) -> SignalOutcome {
-        let refused = |e: KillError| SignalOutcome::Refused {
-            reason: e.to_string(),
-        };
         let Some(id) = self.pinned.get(&(process, pid)) else {
-            return refused(KillError::IdentityChanged(pid));
+            return SignalOutcome::Refused(SignalRefusal::NotPinned);
         };
         if let Err(e) = id.verify() {
-            return refused(e);
+            return SignalOutcome::Refused(e);
         }
         if let Some(expected) = expected_exe {
             match exe_name(pid) {
                 Ok(actual) if actual == expected => {}
                 Ok(actual) => {
-                    return refused(KillError::ExeMismatch {
-                        pid,
+                    return SignalOutcome::Refused(SignalRefusal::ExeMismatch {
                         expected: expected.into(),
                         actual,
                     })
                 }
                 Err(e) => {
-                    return refused(KillError::Os {
-                        pid,
-                        what: "reading /proc/<pid>/exe for expectedExe",
-                        err: e.to_string(),
-                    })
+                    return SignalOutcome::Refused(SignalRefusal::Os(format!(
+                        "reading /proc/{pid}/exe for expectedExe: {e}"
+                    )))
                 }
             }
         }
@@ -360,16 +298,17 @@ impl KillLayer {
         }
         match id.signal(signal.number) {
             Ok(()) => SignalOutcome::Delivered { evidence },
-            Err(e) => refused(e),
+            Err(e) => SignalOutcome::Refused(e),
         }
     }
 
-    /// [`Action::CheckExit`](crate::engine::Action::CheckExit): `Ok` when gone,
-    /// else `Err(evidence)`.
-    pub fn check_exit(&mut self, process: usize, pid: u32) -> Result<(), String> {
+    /// [`Action::CheckExit`](crate::engine::Action::CheckExit).
+    pub fn check_exit(&mut self, process: usize, pid: u32) -> ExitCheck {
         match self.pinned.get(&(process, pid)) {
-            Some(id) if !id.exited() => Err(evidence(pid)),
-            _ => Ok(()),
+            Some(id) if !id.exited() => ExitCheck::StillAlive {
+                evidence: evidence(pid),
+            },
+            _ => ExitCheck::Exited,
         }
     }
 }

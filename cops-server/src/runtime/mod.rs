@@ -98,69 +98,90 @@ struct Shell {
 
 /// Runs COPS until `shutdown` completes.
 pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>) {
-    let own = std::process::id();
-    let now = Instant::now();
-    let our_uri = cfg.our_uri.clone();
-    let tick_len = tick(cfg.heartbeat);
-    let mut usec = 0u64;
-    let watchdog =
-        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
-    let mut sh = Shell {
-        engine: Engine::new(cfg, now, SystemTime::now(), own),
-        kill: KillLayer::new(own, opts.dry_run),
-        client: None,
-        readable: None,
-        opts,
-        our_uri,
-        backoff: BACKOFF_MIN,
-        next_connect: now,
-        warned_down: false,
-        watchdog,
-        next_ping: now,
-        worst_lag: Duration::ZERO,
-        last_tick: now,
-        tick: tick_len,
-        polling: false,
-        last_empty: now,
-        batch: SendBatch::default(),
-        rbufs: RecvBufs::default(),
-    };
+    let mut sh = Shell::new(cfg, opts);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
     loop {
-        if sh.client.is_none() && Instant::now() >= sh.next_connect {
-            sh.connect();
+        sh.step();
+        if sh.wait(&mut shutdown).await {
+            break;
         }
-        // Take everything waiting (with arrival times) before the timers, so no
-        // reply is judged after its deadline.
-        let (closed, n) = sh.drain_socket();
-        if sh.polling {
-            sh.polling = n >= POLL_MIN;
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    info!("stopping");
+}
+
+impl Shell {
+    fn new(cfg: Config, opts: Options) -> Shell {
+        let own = std::process::id();
+        let now = Instant::now();
+        let our_uri = cfg.our_uri.clone();
+        let tick_len = tick(cfg.heartbeat);
+        let mut usec = 0u64;
+        let watchdog =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        Shell {
+            engine: Engine::new(cfg, now, SystemTime::now(), own),
+            kill: KillLayer::new(own, opts.dry_run),
+            client: None,
+            readable: None,
+            opts,
+            our_uri,
+            backoff: BACKOFF_MIN,
+            next_connect: now,
+            warned_down: false,
+            watchdog,
+            next_ping: now,
+            worst_lag: Duration::ZERO,
+            last_tick: now,
+            tick: tick_len,
+            polling: false,
+            last_empty: now,
+            batch: SendBatch::default(),
+            rbufs: RecvBufs::default(),
+        }
+    }
+
+    /// One turn of the loop: connect if due, take what is waiting in the
+    /// socket (with arrival times) before the timers so that no reply is judged
+    /// after its deadline, run the timers, act on the engine's outputs.
+    fn step(&mut self) {
+        if self.client.is_none() && Instant::now() >= self.next_connect {
+            self.connect();
+        }
+        let (closed, n) = self.drain_socket();
+        if self.polling {
+            self.polling = n >= POLL_MIN;
         }
         if closed {
-            sh.disconnect("the broker closed the connection");
+            self.disconnect("the broker closed the connection");
         }
-        sh.timers();
-        sh.drain();
-        sh.watchdog_ping();
-        let wake = sh.next_wake();
-        if sh.polling || sh.client.is_none() {
-            sh.readable = None;
+        self.timers();
+        self.drain();
+        self.watchdog_ping();
+    }
+
+    /// Sleeps until the next wake (or the socket is readable, when not
+    /// polling); returns true when `shutdown` completed.
+    async fn wait(&mut self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        let wake = self.next_wake();
+        if self.polling || self.client.is_none() {
+            self.readable = None;
             tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = shutdown.as_mut() => return true,
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
-            continue;
+            return false;
         }
-        if sh.readable.is_none() {
-            sh.readable = sh.client.as_ref().and_then(|c| register(c.as_raw_fd()));
+        if self.readable.is_none() {
+            self.readable = self.client.as_ref().and_then(|c| register(c.as_raw_fd()));
         }
         let mut more = false;
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
-            r = readable(&sh.readable) => {
+            _ = shutdown.as_mut() => return true,
+            r = readable(&self.readable) => {
                 if let Ok(mut guard) = r {
                     guard.clear_ready();
                 }
@@ -169,15 +190,14 @@ pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>)
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         if more {
-            let (closed, n) = sh.drain_socket();
-            sh.polling = n >= POLL_MIN;
+            let (closed, n) = self.drain_socket();
+            self.polling = n >= POLL_MIN;
             if closed {
-                sh.disconnect("the broker closed the connection");
+                self.disconnect("the broker closed the connection");
             }
         }
+        false
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    info!("stopping");
 }
 
 /// Registers a duplicate of `fd` with tokio for readability only.
@@ -473,8 +493,8 @@ impl Shell {
         let now = Instant::now();
         match a {
             Action::Pin { process, pid } => {
-                let r = self.kill.pin(process, pid);
-                self.engine.pin_result(now, process, pid, r);
+                let outcome = self.kill.pin(process, pid);
+                self.engine.pin_result(now, process, pid, outcome);
             }
             Action::Unpin { process, pid } => self.kill.unpin(process, pid),
             Action::Signal {
