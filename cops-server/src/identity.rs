@@ -1,13 +1,17 @@
-//! The typed edge between the engine and the OS: the one pure PID rule, and the
-//! answers the kill layer gives to the engine's questions (pin, signal, exit).
+//! The typed edge between the engine and the OS: the one pure PID rule, the
+//! [`Verifier`] port through which the engine has a reply's PID checked and
+//! pinned at the moment the reply is read, and the answers the kill layer gives
+//! (pin, signal, exit).
 //!
 //! Pure: no I/O. The engine applies [`pid_rule`] to every PID a reply carries;
 //! the kill layer ([`crate::kill`]) applies it again before it touches `/proc`,
 //! so a PID that fails it is never looked at, let alone signalled.
 
 use std::fmt;
+use std::time::Instant;
 
-/// Why a PID from a reply is not believed (docs/cops.md, "Identity checks").
+/// Why a PID from a reply is not believed (docs/cops.md, "Identity checks and
+/// the privileges they need"), in the order the checks are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PidRefusal {
     /// 0, 1 or negative: never a monitored process.
@@ -16,10 +20,46 @@ pub enum PidRefusal {
     OutOfRange(i64),
     /// COPS's own PID.
     OwnPid,
-    /// No such process (or it exited while being pinned).
+    /// Pinned already for another configured process (a reply for A naming
+    /// B's PID must not get B killed as A).
+    PinnedForOther {
+        /// The other process.
+        process: String,
+    },
+    /// No such process (or it exited while being checked).
     NoSuchProcess,
     /// The process is a zombie: it has exited already.
     Zombie,
+    /// The PID names a thread, not a process.
+    Thread,
+    /// The process started after the reply was received: it is not the one
+    /// that answered (the PID was reused).
+    StartedAfterReply,
+    /// Its owner is not the user the broker stamped on the reply.
+    NotTheSender {
+        /// The process's real and effective uid.
+        uids: (u32, u32),
+        /// The reply's `username`.
+        sender: String,
+    },
+    /// Its owner is not `expectedUser`.
+    NotExpectedUser {
+        /// The process's real and effective uid.
+        uids: (u32, u32),
+        /// `expectedUser`, as configured.
+        expected: String,
+    },
+    /// Its executable is not `expectedExe`.
+    ExeMismatch {
+        /// `expectedExe`.
+        expected: String,
+        /// What `/proc/<pid>/exe` (or, without access to it, the command name) says.
+        actual: String,
+    },
+    /// It holds no connection to the FIMS broker's socket.
+    NotOnBus,
+    /// Too many new PIDs were checked for this process in this round already.
+    CheckBudgetSpent,
     /// Any other failure of the kernel or /proc, with what was tried.
     Os(String),
 }
@@ -30,8 +70,37 @@ impl fmt::Display for PidRefusal {
             PidRefusal::NotAboveOne(_) => write!(f, "PIDs <= 1 are never accepted"),
             PidRefusal::OutOfRange(_) => write!(f, "PID out of range"),
             PidRefusal::OwnPid => write!(f, "that is COPS's own PID"),
+            PidRefusal::PinnedForOther { process } => {
+                write!(f, "that PID is pinned for {process}")
+            }
             PidRefusal::NoSuchProcess => write!(f, "no such process"),
             PidRefusal::Zombie => write!(f, "the process has exited (zombie)"),
+            PidRefusal::Thread => write!(f, "that is a thread, not a process"),
+            PidRefusal::StartedAfterReply => write!(
+                f,
+                "that process started after the reply was received (the PID was reused)"
+            ),
+            PidRefusal::NotTheSender { uids, sender } => write!(
+                f,
+                "owned by uid {} (effective {}), but the reply came from user {sender:?}",
+                uids.0, uids.1
+            ),
+            PidRefusal::NotExpectedUser { uids, expected } => write!(
+                f,
+                "owned by uid {} (effective {}), not expectedUser {expected:?}",
+                uids.0, uids.1
+            ),
+            PidRefusal::ExeMismatch { expected, actual } => {
+                write!(f, "runs {actual:?}, not expectedExe {expected:?}")
+            }
+            PidRefusal::NotOnBus => write!(
+                f,
+                "that process holds no connection to the FIMS broker's socket"
+            ),
+            PidRefusal::CheckBudgetSpent => write!(
+                f,
+                "too many new PIDs answered for this process in this round; not checked"
+            ),
             PidRefusal::Os(what) => write!(f, "{what}"),
         }
     }
@@ -52,13 +121,92 @@ pub fn pid_rule(pid: i64, own: u32) -> Result<u32, PidRefusal> {
     Ok(p)
 }
 
+/// An identity check that could not be made (no privilege, no kernel support).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unchecked {
+    /// Which check.
+    pub check: Check,
+    /// Why not, and what was done instead.
+    pub why: String,
+}
+
+impl fmt::Display for Unchecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.check, self.why)
+    }
+}
+
+/// The identity checks that need more than world-readable `/proc` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// "holds a connection to the FIMS socket" (`/proc/<pid>/fd`).
+    Bus,
+    /// `expectedExe` against `/proc/<pid>/exe`.
+    Exe,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Check::Bus => write!(f, "on the FIMS bus"),
+            Check::Exe => write!(f, "expectedExe"),
+        }
+    }
+}
+
+/// A pinned identity, as the engine keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    /// Real and effective uid when pinned: later replies naming this PID must
+    /// come from this user (when the broker stamps one).
+    pub uids: (u32, u32),
+    /// Checks that could not be made; the others passed.
+    pub unchecked: Vec<Unchecked>,
+}
+
 /// The kill layer's answer to a pin request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinOutcome {
-    /// The identity is pinned (pidfd and start time).
-    Pinned,
+    /// Every check that could be made passed; the identity is pinned (pidfd
+    /// where the kernel has them, and the start time).
+    Pinned(Pinned),
     /// Not believed.
     Refused(PidRefusal),
+}
+
+/// A request to check and pin a PID that a reply named.
+#[derive(Debug, Clone, Copy)]
+pub struct PinRequest<'a> {
+    /// Process index (config order).
+    pub process: usize,
+    /// The PID the reply carried (already through [`pid_rule`]).
+    pub pid: u32,
+    /// When the reply arrived (the kernel's receive time): a process started
+    /// later is not the one that answered.
+    pub received: Instant,
+    /// The reply's `username` as the broker stamped it (`""`: not stamped).
+    pub sender: &'a str,
+    /// `expectedExe`: a full path, or a bare file name.
+    pub expected_exe: Option<&'a str>,
+    /// `expectedUser`: a user name or a numeric uid.
+    pub expected_user: Option<&'a str>,
+}
+
+/// The engine's port to the OS for identities. The runtime passes the kill
+/// layer; tests pass a fake. Every call is synchronous and made while the reply
+/// is being read, so no check is ever pending: a reply is believed or not
+/// before the next one is looked at.
+pub trait Verifier {
+    /// Checks `req.pid` against the identity rules (except the ones the
+    /// engine applies itself: [`pid_rule`], pinned for another process) and
+    /// pins it for `req.process`.
+    fn pin(&mut self, req: &PinRequest<'_>) -> PinOutcome;
+    /// Whether the identity pinned for (`process`, `pid`) still runs.
+    fn alive(&mut self, process: usize, pid: u32) -> bool;
+    /// Forgets the identity pinned for (`process`, `pid`).
+    fn unpin(&mut self, process: usize, pid: u32);
+    /// Whether the broker-stamped `username` names one of `uids`.
+    fn user_is(&mut self, username: &str, uids: (u32, u32)) -> bool;
 }
 
 /// Why a signal was not delivered.
@@ -72,7 +220,7 @@ pub enum SignalRefusal {
     ExeMismatch {
         /// `expectedExe`.
         expected: String,
-        /// What `/proc/<pid>/exe` names.
+        /// What `/proc/<pid>/exe` (or the command name) says.
         actual: String,
     },
     /// The kernel refused, or /proc could not be read, with what was tried.
@@ -102,6 +250,8 @@ pub enum SignalOutcome {
     Delivered {
         /// Thread states and wait channels.
         evidence: String,
+        /// Checks that could not be made just before the signal.
+        unchecked: Vec<Unchecked>,
     },
     /// `--dry-run`: logged, not delivered.
     DryRun {
@@ -124,6 +274,15 @@ pub enum ExitCheck {
     },
 }
 
+/// `; not checked: on the FIMS bus (...)`, or nothing when every check was made.
+pub fn unchecked_note(unchecked: &[Unchecked]) -> String {
+    if unchecked.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = unchecked.iter().map(ToString::to_string).collect();
+    format!("; not checked: {}", parts.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +300,18 @@ mod tests {
             Err(PidRefusal::OutOfRange(i64::from(i32::MAX) + 1))
         );
         assert_eq!(pid_rule(4242, OWN), Ok(4242));
+    }
+
+    #[test]
+    fn unchecked_note_names_each_check() {
+        assert_eq!(unchecked_note(&[]), "");
+        let u = [Unchecked {
+            check: Check::Bus,
+            why: "/proc/42/fd: permission denied".into(),
+        }];
+        assert_eq!(
+            unchecked_note(&u),
+            "; not checked: on the FIMS bus (/proc/42/fd: permission denied)"
+        );
     }
 }

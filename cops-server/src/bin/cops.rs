@@ -28,9 +28,33 @@ struct Args {
     name: String,
 }
 
+/// Every `expectedUser` must name a user of this host: a name that matches
+/// nobody would refuse every PID of that process, so it would never be killed.
+fn known_users(
+    cfg: config::Config,
+    file: &std::path::Path,
+) -> Result<config::Config, config::ConfigError> {
+    let mut users = cops_server::kill::Users::default();
+    for p in &cfg.processes {
+        if let Some(u) = p.expected_user.as_deref() {
+            if users.uid(u).is_none() {
+                return Err(config::ConfigError {
+                    file: file.display().to_string(),
+                    process: Some(format!("\"{}\"", p.name)),
+                    key: Some("expectedUser".into()),
+                    message: format!("{u:?} is no user of this host"),
+                });
+            }
+        }
+    }
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config::load(&args.config, &config::host_name()) {
+    let cfg = match config::load(&args.config, &config::host_name())
+        .and_then(|c| known_users(c, &args.config))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cops: {e}");
@@ -43,6 +67,9 @@ fn main() -> ExitCode {
     if args.check {
         for w in &cfg.warnings {
             eprintln!("cops: warning: {w}");
+        }
+        for s in &cfg.suggestions {
+            eprintln!("cops: suggestion: {s}");
         }
         match serde_json::to_string_pretty(&cfg.to_json()) {
             Ok(s) => println!("{s}"),

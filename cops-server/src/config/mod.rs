@@ -1,17 +1,21 @@
 //! The COPS configuration file (JSON, `docs/protocol/cops.md`): parsing, defaults,
 //! ranges, and errors that name the file, the process and the key.
 //!
-//! The file is read into a raw JSON map first so that every key can be checked:
-//! known keys are validated, keys of today's deployed configs that COPS does not
-//! act on are accepted with one warning, anything else is an error with a
-//! "did you mean" hint.
+//! The file is read into a raw JSON map first (refusing duplicate keys, which
+//! JSON parsers silently resolve to one of the values) so that every key can be
+//! checked: known keys are validated against their ranges ([`limits`]), keys of
+//! today's deployed configs that COPS does not act on are accepted with one
+//! warning, anything else is an error with a "did you mean" hint. Nothing here
+//! does I/O except [`load`], which reads the file.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub mod limits;
 mod read;
+mod strict;
 
 /// Keys of today's configs that this server accepts but does not act on.
 pub const IGNORED_KEYS: &[&str] = &[
@@ -39,6 +43,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "controllerName",
     "processList",
     "enableRedundantFailover",
+    "maxKillsPerWindow",
 ];
 
 pub(crate) const PROC_KEYS: &[&str] = &[
@@ -50,6 +55,7 @@ pub(crate) const PROC_KEYS: &[&str] = &[
     "killSignal",
     "killEscalationMS",
     "expectedExe",
+    "expectedUser",
     "maxKills",
     "killWindowMS",
 ];
@@ -128,8 +134,19 @@ pub struct Config {
     pub controller_name: String,
     /// The monitored processes, in file order.
     pub processes: Vec<ProcessConfig>,
+    /// Site-wide kill budget per `error_allowance x heartbeat` (`None`: no limit).
+    pub max_kills_per_window: Option<u32>,
     /// Warnings to log (ignored keys, ...).
     pub warnings: Vec<String>,
+    /// Advice `cops --check` prints (not logged at start).
+    pub suggestions: Vec<String>,
+}
+
+impl Config {
+    /// The window of `maxKillsPerWindow`: `heartbeatErrorAllowance x heartbeatFreq`.
+    pub fn kill_window(&self) -> Duration {
+        self.heartbeat * self.error_allowance
+    }
 }
 
 /// One monitored process.
@@ -150,8 +167,12 @@ pub struct ProcessConfig {
     /// SIGKILL after this long when the kill signal was not SIGKILL; also the
     /// time allowed for the process to exit.
     pub kill_escalation: Duration,
-    /// File name `/proc/<pid>/exe` must have before COPS signals.
+    /// What `/proc/<pid>/exe` must be before COPS believes or signals the PID:
+    /// a full path (compared whole) or a bare file name (compared with the
+    /// last component).
     pub expected_exe: Option<String>,
+    /// The user (name or numeric uid) that must own the process.
+    pub expected_user: Option<String>,
     /// Kill budget: at most `.0` kills in `.1`.
     pub kill_budget: Option<(u32, Duration)>,
 }
@@ -182,27 +203,77 @@ fn key_part(k: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Largest configuration file read (10,000 processes take about 1 MB).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads and validates a configuration file; `hostname` is the default
-/// `controllerName` (see [`host_name`]).
+/// `controllerName` (see [`host_name`]). Only a regular file is read: a FIFO or
+/// a device (which could block or never end) fails at once.
 pub fn load(path: &Path, hostname: &str) -> Result<Config, ConfigError> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let fail = |message: String| ConfigError {
         file: file.clone(),
         process: None,
         key: None,
-        message: format!("cannot read: {e}"),
-    })?;
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail(format!(
+            "not a regular file ({}): give the path of the JSON file",
+            file_kind(&meta)
+        )));
+    }
+    // O_NONBLOCK: should the path be swapped for a FIFO after the check, the open
+    // does not wait for a writer.
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| fail(format!("cannot read: {e}")))?
+    };
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(fail("not a regular file".into()));
+    }
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(fail(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
     parse(&file, &text, hostname)
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
 }
 
 /// Parses and validates configuration text; `file` is used in errors,
 /// `hostname` is the default `controllerName`. No I/O.
 pub fn parse(file: &str, text: &str, hostname: &str) -> Result<Config, ConfigError> {
-    let root: Value = serde_json::from_str(text).map_err(|e| ConfigError {
+    let root = strict::from_str(text).map_err(|e| ConfigError {
         file: file.into(),
         process: None,
-        key: None,
-        message: format!("not valid JSON: {e}"),
+        key: e.key,
+        message: e.message,
     })?;
     read::Ctx::new(file, hostname).top(&root)
 }
@@ -278,6 +349,9 @@ impl Config {
                 if let Some(e) = &p.expected_exe {
                     m.insert("expectedExe".into(), e.clone().into());
                 }
+                if let Some(u) = &p.expected_user {
+                    m.insert("expectedUser".into(), u.clone().into());
+                }
                 if let Some((k, w)) = p.kill_budget {
                     m.insert("maxKills".into(), k.into());
                     m.insert("killWindowMS".into(), (w.as_millis() as u64).into());
@@ -285,7 +359,7 @@ impl Config {
                 Value::Object(m)
             })
             .collect();
-        serde_json::json!({
+        let mut top = serde_json::json!({
             "ourUri": self.our_uri,
             "heartbeatFreq": self.heartbeat.as_millis() as u64,
             "replyToGetDeadline": self.reply_deadline.as_millis() as u64,
@@ -293,7 +367,11 @@ impl Config {
             "briefingFrequencyMS": self.briefing.as_millis() as u64,
             "controllerName": self.controller_name,
             "processList": procs,
-        })
+        });
+        if let (Some(k), Some(m)) = (self.max_kills_per_window, top.as_object_mut()) {
+            m.insert("maxKillsPerWindow".into(), k.into());
+        }
+        top
     }
 }
 

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::limits::{
+    ALLOWANCE, BRIEFING_MS, ESCALATION_MS, HANG_TIME_MS, KILL_WINDOW_MS, MAX_KILLS, PERIOD_MS,
+    SITE_KILLS, SUGGEST_SITE_BUDGET_FROM,
+};
 use super::{
     did_you_mean, Config, ConfigError, ProcessConfig, Signal, IGNORED_KEYS, PROC_KEYS, TOP_KEYS,
 };
@@ -23,6 +27,11 @@ struct Timing {
     deadline: u64,
     allowance: u32,
     briefing: u64,
+}
+
+/// Whether `s` holds a NUL or another control character.
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
 }
 
 impl<'a> Ctx<'a> {
@@ -53,15 +62,25 @@ impl<'a> Ctx<'a> {
         let our_uri = self
             .opt_str(map, "ourUri")?
             .unwrap_or_else(|| "/cops".into());
-        fims::uri::validate(&our_uri)
-            .map_err(|r| self.err(Some("ourUri"), format!("{our_uri:?} {r}")))?;
+        self.check_uri("ourUri", &our_uri)?;
         let timing = self.timing(map)?;
         let controller_name = match self.opt_str(map, "controllerName")? {
             Some(n) => n,
             None => self.hostname.to_owned(),
         };
+        if has_control(&controller_name) {
+            return Err(self.err(
+                Some("controllerName"),
+                "must not hold NUL or other control characters",
+            ));
+        }
+        let max_kills_per_window = self
+            .ranged(map, "maxKillsPerWindow", SITE_KILLS)?
+            .map(|k| k as u32);
         let processes = self.process_list(map, &our_uri, &mut ignored)?;
-        let warnings = self.warnings(ignored, &timing, &processes);
+        let mut warnings = self.warnings(ignored, &timing, &processes);
+        warnings.extend(self.process_warnings(&timing, &processes));
+        let suggestions = self.suggestions(&timing, max_kills_per_window, &processes);
         Ok(Config {
             our_uri,
             heartbeat: Duration::from_millis(timing.period),
@@ -70,8 +89,37 @@ impl<'a> Ctx<'a> {
             briefing: Duration::from_millis(timing.briefing),
             controller_name,
             processes,
+            max_kills_per_window,
             warnings,
+            suggestions,
         })
+    }
+
+    /// A URI COPS talks on: valid, printable, and not the whole bus.
+    fn check_uri(&self, key: &str, uri: &str) -> Result<(), ConfigError> {
+        fims::uri::validate(uri).map_err(|r| self.err(Some(key), format!("{uri:?} {r}")))?;
+        if has_control(uri) {
+            return Err(self.err(Some(key), "must not hold NUL or other control characters"));
+        }
+        if uri == "/" {
+            return Err(self.err(Some(key), "must not be \"/\": that is every URI on the bus"));
+        }
+        Ok(())
+    }
+
+    /// An integer key within `range` (inclusive), if present.
+    fn ranged(
+        &self,
+        map: &Map<String, Value>,
+        key: &str,
+        (lo, hi): (u64, u64),
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.opt_u64(map, key)? {
+            Some(v) if v < lo || v > hi => {
+                Err(self.err(Some(key), format!("must be {lo}..={hi}, got {v}")))
+            }
+            other => Ok(other),
+        }
     }
 
     fn failover(&self, map: &Map<String, Value>) -> Result<(), ConfigError> {
@@ -97,26 +145,12 @@ impl<'a> Ctx<'a> {
             }
             Some(d) => d,
         };
-        let allowance = match self.opt_u64(map, "heartbeatErrorAllowance")? {
-            None => 5,
-            Some(a) if a == 0 || a > u64::from(u32::MAX) => {
-                return Err(self.err(
-                    Some("heartbeatErrorAllowance"),
-                    format!("must be >= 1, got {a}"),
-                ))
-            }
-            Some(a) => a as u32,
-        };
-        let briefing = match self.opt_u64(map, "briefingFrequencyMS")? {
-            None => 5000,
-            Some(b) if b < 10 => {
-                return Err(self.err(
-                    Some("briefingFrequencyMS"),
-                    format!("must be >= 10, got {b}"),
-                ))
-            }
-            Some(b) => b,
-        };
+        let allowance = self
+            .ranged(map, "heartbeatErrorAllowance", ALLOWANCE)?
+            .unwrap_or(5) as u32;
+        let briefing = self
+            .ranged(map, "briefingFrequencyMS", BRIEFING_MS)?
+            .unwrap_or(5000);
         Ok(Timing {
             period,
             deadline,
@@ -156,6 +190,15 @@ impl<'a> Ctx<'a> {
             if !names.insert(p.name.clone()) {
                 return Err(self.err(Some("name"), "duplicate process name"));
             }
+            if fims::uri::matches(&p.uri, our_uri) || fims::uri::matches(our_uri, &p.uri) {
+                return Err(self.err(
+                    Some("uri"),
+                    format!(
+                        "{} and ourUri {our_uri} overlap (one is under the other): COPS would take the process's messages for its own or answer its own heartbeats",
+                        p.uri
+                    ),
+                ));
+            }
             if p.required && !uris.insert(p.uri.clone()) {
                 return Err(self.err(
                     Some("uri"),
@@ -186,7 +229,7 @@ impl<'a> Ctx<'a> {
         }
         if timing.allowance == 1 && processes.iter().any(|p| p.hang_time_allowance.is_none()) {
             warnings.push(format!(
-                "{}: heartbeatErrorAllowance 1: the first misses of a bus stall cannot be told from a hang (2 or more recommended)",
+                "{}: heartbeatErrorAllowance 1: a single reply lost on the bus makes a verdict (2 or more recommended)",
                 self.file
             ));
         }
@@ -197,6 +240,51 @@ impl<'a> Ctx<'a> {
             ));
         }
         warnings
+    }
+
+    fn process_warnings(&self, timing: &Timing, processes: &[ProcessConfig]) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in processes {
+            if let Some(h) = p.hang_time_allowance {
+                if (h.as_millis() as u64) < timing.period {
+                    out.push(format!(
+                        "{}: process \"{}\": hangTimeAllowanceMS {} is shorter than the heartbeat period ({} ms): the process is hung at its first missed deadline",
+                        self.file,
+                        p.name,
+                        h.as_millis(),
+                        timing.period
+                    ));
+                }
+            }
+            if let Some(e) = p.expected_exe.as_deref().filter(|e| !e.contains('/')) {
+                out.push(format!(
+                    "{}: process \"{}\": expectedExe {e:?} is a bare file name: only the last component of /proc/<pid>/exe is compared; give the full path",
+                    self.file, p.name
+                ));
+            }
+        }
+        out
+    }
+
+    fn suggestions(
+        &self,
+        timing: &Timing,
+        site: Option<u32>,
+        processes: &[ProcessConfig],
+    ) -> Vec<String> {
+        let killable = processes
+            .iter()
+            .filter(|p| p.required && p.kill_on_hang)
+            .count();
+        if site.is_some() || killable < SUGGEST_SITE_BUDGET_FROM {
+            return Vec::new();
+        }
+        let k = killable.div_ceil(4).max(2);
+        vec![format!(
+            "{}: {killable} processes may be killed and maxKillsPerWindow is unset (no site-wide limit). If a fault outside them (a shared dependency, a storage stall) can hang many at once, a budget such as \"maxKillsPerWindow\": {k} (a quarter of them per {} ms) makes COPS kill them at a bounded rate, in order",
+            self.file,
+            u64::from(timing.allowance) * timing.period
+        )]
     }
 
     fn process_entry(
@@ -216,22 +304,21 @@ impl<'a> Ctx<'a> {
         let required = self
             .opt_bool(map, "requiredForHealthyStatus")?
             .unwrap_or(true);
-        let hang_time_allowance = match self.opt_u64(map, "hangTimeAllowanceMS")? {
-            Some(0) => return Err(self.err(Some("hangTimeAllowanceMS"), "must be > 0")),
-            other => other.map(Duration::from_millis),
-        };
+        let hang_time_allowance = self
+            .ranged(map, "hangTimeAllowanceMS", HANG_TIME_MS)?
+            .map(Duration::from_millis);
         let kill_signal = self.kill_signal(map)?;
-        let kill_escalation = match self.opt_u64(map, "killEscalationMS")? {
-            None => Duration::from_millis(5000),
-            Some(0) => return Err(self.err(Some("killEscalationMS"), "must be > 0")),
-            Some(ms) => Duration::from_millis(ms),
-        };
-        let expected_exe = self.opt_str(map, "expectedExe")?;
-        if let Some(e) = &expected_exe {
-            if e.is_empty() || e.contains('/') {
+        let kill_escalation = Duration::from_millis(
+            self.ranged(map, "killEscalationMS", ESCALATION_MS)?
+                .unwrap_or(5000),
+        );
+        let expected_exe = self.expected_exe(map)?;
+        let expected_user = self.opt_str(map, "expectedUser")?;
+        if let Some(u) = &expected_user {
+            if u.is_empty() || has_control(u) || u.contains(':') || u.contains('/') {
                 return Err(self.err(
-                    Some("expectedExe"),
-                    "must be the executable's file name (no '/'), e.g. \"site_controller\"",
+                    Some("expectedUser"),
+                    "must be a user name or a numeric uid, e.g. \"site\" or \"1001\"",
                 ));
             }
         }
@@ -245,8 +332,25 @@ impl<'a> Ctx<'a> {
             kill_signal,
             kill_escalation,
             expected_exe,
+            expected_user,
             kill_budget,
         })
+    }
+
+    /// `expectedExe`: an absolute path, or a bare file name.
+    fn expected_exe(&self, map: &Map<String, Value>) -> Result<Option<String>, ConfigError> {
+        let Some(e) = self.opt_str(map, "expectedExe")? else {
+            return Ok(None);
+        };
+        let bare = !e.contains('/');
+        let path_ok = e.starts_with('/') && !e.ends_with('/') && !e.contains("//");
+        if e.is_empty() || has_control(&e) || !(bare || path_ok) {
+            return Err(self.err(
+                Some("expectedExe"),
+                "must be the executable's full path (e.g. \"/usr/bin/site_controller\") or its file name",
+            ));
+        }
+        Ok(Some(e))
     }
 
     fn name_and_uri(
@@ -260,6 +364,12 @@ impl<'a> Ctx<'a> {
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
             return Err(self.err(Some("name"), "must be non-empty, without '/' or spaces"));
         }
+        if has_control(&name) {
+            return Err(self.err(
+                Some("name"),
+                "must not hold NUL or other control characters",
+            ));
+        }
         let reply_len = our_uri.len() + "/heartbeat/".len() + name.len();
         if reply_len > fims::codec::MAX_STRING_LEN {
             return Err(self.err(
@@ -270,7 +380,7 @@ impl<'a> Ctx<'a> {
         let uri = self
             .opt_str(map, "uri")?
             .ok_or_else(|| self.err(Some("uri"), "missing"))?;
-        fims::uri::validate(&uri).map_err(|r| self.err(Some("uri"), format!("{uri:?} {r}")))?;
+        self.check_uri("uri", &uri)?;
         if uri.len() + "/cops/cops_heartbeat".len() > fims::codec::MAX_STRING_LEN {
             return Err(self.err(Some("uri"), "too long for the heartbeat URI"));
         }
@@ -302,13 +412,11 @@ impl<'a> Ctx<'a> {
             self.opt_u64(map, "killWindowMS")?,
         ) {
             (None, None) => Ok(None),
-            (Some(k), Some(w)) => {
-                if k == 0 || k > u64::from(u32::MAX) {
-                    return Err(self.err(Some("maxKills"), "must be >= 1"));
-                }
-                if w == 0 {
-                    return Err(self.err(Some("killWindowMS"), "must be > 0"));
-                }
+            (Some(_), Some(_)) => {
+                let k = self.ranged(map, "maxKills", MAX_KILLS)?.unwrap_or(1);
+                let w = self
+                    .ranged(map, "killWindowMS", KILL_WINDOW_MS)?
+                    .unwrap_or(1);
                 Ok(Some((k as u32, Duration::from_millis(w))))
             }
             (Some(_), None) => Err(self.err(
@@ -335,8 +443,11 @@ impl<'a> Ctx<'a> {
             (None, Some(y)) => ("heartbeatFrequencyMS", y),
             (None, None) => return Ok(1000),
         };
-        if p < 10 {
-            return Err(self.err(Some(key), format!("must be >= 10 ms, got {p}")));
+        if p < PERIOD_MS.0 || p > PERIOD_MS.1 {
+            return Err(self.err(
+                Some(key),
+                format!("must be {}..={} ms, got {p}", PERIOD_MS.0, PERIOD_MS.1),
+            ));
         }
         Ok(p)
     }

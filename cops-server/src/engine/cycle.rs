@@ -1,13 +1,14 @@
 //! The heartbeat cycle: round starts on a fixed grid, deadlines in a FIFO, and
-//! what a missed deadline means (misses, verdicts, stalls).
+//! what a missed deadline means. A deadline without a good reply is not a miss
+//! yet: it waits for the probe sent at that deadline (see `evidence`), and
+//! becomes a miss only when the bus and COPS were sound throughout the round.
 
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use fims::Method;
 
-use super::{Engine, EventKind, Severity, State, Transmit};
+use super::{Engine, State, Transmit, Via};
 
 /// Round starts: the monitored processes in offset order on a grid of `period`.
 #[derive(Debug)]
@@ -64,7 +65,7 @@ impl Schedule {
 /// One heartbeat round of one process.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Round {
-    /// Matches the deadline entry and the pending reply to this round.
+    /// Matches the deadline entry to this round.
     pub(super) seq: u64,
     /// When step 1 went out (response times are measured from here).
     pub(super) sent: Instant,
@@ -72,18 +73,28 @@ pub(super) struct Round {
     pub(super) deadline: Instant,
     /// The connection epoch it was sent in (a reconnect voids it).
     pub(super) epoch: u64,
-    /// Only rounds of live processes count toward a stall.
-    pub(super) alive_at_start: bool,
     /// A good reply came.
     pub(super) answered: bool,
+    /// New PIDs checked (through the kill layer) in this round: bounded, so a
+    /// flood of forged replies costs a few `/proc` reads per round at most.
+    pub(super) checks: u32,
 }
 
-/// The sliding window of the last period's deadlines, for stall detection.
-#[derive(Debug, Default)]
-pub(super) struct Window {
-    entries: VecDeque<(Instant, u32, bool)>,
-    misses: usize,
-    pub(super) stalled_since: Option<Instant>,
+/// A round that ended without a good reply, waiting for its probe.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Awaiting {
+    /// Process index.
+    pub(super) i: u32,
+    /// The process's counter at the round: a success since makes the miss moot.
+    pub(super) h: u64,
+    /// When the round was sent.
+    pub(super) sent: Instant,
+    /// Its deadline.
+    pub(super) deadline: Instant,
+    /// Its connection epoch.
+    pub(super) epoch: u64,
+    /// The probe (sequence number) sent at or after the deadline that decides it.
+    pub(super) probe: u64,
 }
 
 impl Engine {
@@ -125,18 +136,19 @@ impl Engine {
             sent: now,
             deadline: now + deadline,
             epoch: self.epoch,
-            alive_at_start: p.state == State::Alive,
             answered: false,
+            checks: 0,
         });
-        p.pending = None;
         self.deadlines.push_back((now + deadline, i as u32, p.seq));
         self.transmits.push_back(Transmit {
+            via: Via::Heartbeat,
             method: Method::Set,
             uri: p.hb_uri.clone(),
             replyto: None,
             body: p.h.to_string().into_bytes(),
         });
         self.transmits.push_back(Transmit {
+            via: Via::Heartbeat,
             method: Method::Get,
             uri: p.get_uri.clone(),
             replyto: Some(p.reply_uri.clone()),
@@ -144,59 +156,101 @@ impl Engine {
         });
     }
 
-    pub(super) fn on_deadline(&mut self, now: Instant, t: Instant, i: usize, seq: u64) {
+    /// The deadline `t` of round `seq` of process `i`, handled at `now`.
+    /// Returns whether a probe is needed to decide it.
+    pub(super) fn on_deadline(&mut self, now: Instant, t: Instant, i: usize, seq: u64) -> bool {
         if self.procs[i].round.is_none_or(|r| r.seq != seq) {
-            return;
+            return false;
         }
-        self.judge(now, t, i);
+        let probe = self.close_round(now, t, i);
         if std::mem::take(&mut self.procs[i].deferred) && self.connected {
             self.start_round(now, i);
         }
+        probe
     }
 
-    /// Closes the open round of process `i` at its deadline `t`.
-    fn judge(&mut self, now: Instant, t: Instant, i: usize) {
-        let Some(round) = self.procs[i].round else {
-            return;
+    /// Closes the open round of process `i` at its deadline `t`: answered, it
+    /// is done; void when the bus was down or COPS handled the deadline late;
+    /// otherwise it awaits the probe about to be sent (returns true).
+    fn close_round(&mut self, now: Instant, t: Instant, i: usize) -> bool {
+        let Some(round) = self.procs[i].round.take() else {
+            return false;
         };
-        self.procs[i].round = None;
-        self.procs[i].pending = None;
-        if now.saturating_duration_since(t) > self.cfg.heartbeat / 2 {
-            // COPS itself was late: not the process's fault.
-            let name = &self.procs[i].cfg.name;
-            let late = now.saturating_duration_since(t).as_millis();
-            let msg = format!(
-                "{name}: deadline checked {late} ms late (COPS lagged): not counted as a miss"
-            );
-            self.event(
-                now,
-                Severity::Status,
-                EventKind::OwnLag,
-                Some(i),
-                msg,
-                false,
-            );
-            return;
+        if round.answered {
+            return false;
         }
         if !self.connected || round.epoch != self.epoch {
-            return; // the bus was down during the round
+            self.void_round(i, t); // the bus was down during the round
+            return false;
         }
-        let missed = !round.answered;
-        if round.alive_at_start {
-            self.window_push(now, i, missed);
+        if now.saturating_duration_since(t) > self.evidence.bound() {
+            // COPS itself was late to look: it, not the process, was stalled.
+            self.note_lag(t, now);
+            self.void_round(i, t);
+            return false;
         }
-        if !missed {
-            return;
+        self.awaiting.push_back(Awaiting {
+            i: i as u32,
+            h: self.procs[i].h,
+            sent: round.sent,
+            deadline: t,
+            epoch: round.epoch,
+            probe: self.evidence.next_seq(),
+        });
+        true
+    }
+
+    /// Decides the awaiting rounds up to probe `seq`, sent at `probe_sent`:
+    /// `sound` says whether that probe came back in time.
+    pub(super) fn resolve_awaiting(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        probe_sent: Instant,
+        sound: bool,
+    ) {
+        while let Some(a) = self.awaiting.front().copied().filter(|a| a.probe <= seq) {
+            self.awaiting.pop_front();
+            let i = a.i as usize;
+            if self.procs[i].h != a.h {
+                continue; // a later round succeeded: this miss no longer matters
+            }
+            let void = !sound
+                || !self.connected
+                || a.epoch != self.epoch
+                || self.evidence.disturbed(a.sent, probe_sent);
+            if void {
+                self.void_round(i, a.deadline);
+            } else {
+                self.missed(now, a.deadline, i);
+            }
         }
+    }
+
+    /// Every awaiting round is void (the bus went away).
+    pub(super) fn void_awaiting(&mut self, _now: Instant) {
+        while let Some(a) = self.awaiting.pop_front() {
+            if self.procs[a.i as usize].h == a.h {
+                self.void_round(a.i as usize, a.deadline);
+            }
+        }
+    }
+
+    /// A round that proves nothing about the process: no miss, and its time
+    /// does not count toward `hangTimeAllowanceMS`.
+    pub(super) fn void_round(&mut self, i: usize, deadline: Instant) {
         let p = &mut self.procs[i];
-        if self.window.stalled_since.is_some() {
-            // No verdicts in a stall; the stalled time does not count either.
-            p.miss_base = now;
-            return;
-        }
+        p.miss_base = p.miss_base.max(deadline);
+        self.evidence.count_void();
+    }
+
+    /// A real miss at deadline `t`: count it, and declare the process hung (or
+    /// kill an already hung one) when it is due.
+    fn missed(&mut self, now: Instant, t: Instant, i: usize) {
+        let p = &mut self.procs[i];
         p.misses = p.misses.saturating_add(1);
         let due = match p.cfg.hang_time_allowance {
-            Some(allow) => now.saturating_duration_since(p.miss_base) >= allow,
+            Some(allow) => t.saturating_duration_since(p.miss_base) >= allow,
             None => p.misses >= self.cfg.error_allowance,
         };
         if p.state == State::Hung {
@@ -204,63 +258,37 @@ impl Engine {
             let _ = self.maybe_kill(now, i);
         } else if due {
             self.declare_hung(now, i);
-        } else if let Some(&pos) = self.positions.get(i).filter(|&&p| p != u32::MAX) {
-            // The start of the round that would bring the verdict is urgent.
-            let (period, deadline) = (self.cfg.heartbeat, self.cfg.reply_deadline);
-            let p = &self.procs[i];
-            let mut start = self.schedule.start_of(pos as usize, t);
-            match p.cfg.hang_time_allowance {
-                None => start += period * (self.cfg.error_allowance - p.misses - 1),
-                Some(allow) => {
-                    while (start + deadline).saturating_duration_since(p.miss_base) < allow {
-                        start += period;
-                    }
-                }
-            }
-            if start > now {
-                self.urgent.push(Reverse(start));
-            }
+        } else {
+            self.urge_verdict(now, t, i);
         }
     }
 
-    fn window_push(&mut self, now: Instant, i: usize, missed: bool) {
-        let period = self.cfg.heartbeat;
-        let w = &mut self.window;
-        while let Some(&(t, _, m)) = w.entries.front() {
-            if t + period > now {
-                break;
+    /// Marks the start of the round that would bring the verdict as urgent
+    /// (or the deadline of the open round, when that one would).
+    fn urge_verdict(&mut self, now: Instant, t: Instant, i: usize) {
+        if let Some(r) = self.procs[i].round {
+            // A round started before this miss was decided.
+            if self.at_risk(i, r.deadline) {
+                self.urgent.push(Reverse(r.deadline));
+                return;
             }
-            w.entries.pop_front();
-            w.misses -= usize::from(m);
         }
-        let misses = w.misses + usize::from(missed);
-        let total = w.entries.len() + 1;
-        let stall = misses >= 3 && misses * 2 > total;
-        match (w.stalled_since.is_some(), stall) {
-            (false, true) => {
-                w.stalled_since = Some(now);
-                // Forgive the misses of this window counted before the stall was seen.
-                let forgiven: Vec<u32> = w.entries.iter().filter(|e| e.2).map(|e| e.1).collect();
-                for j in forgiven {
-                    let p = &mut self.procs[j as usize];
-                    p.misses = p.misses.saturating_sub(1);
-                    p.miss_base = p.miss_base.max(now);
+        let Some(&pos) = self.positions.get(i).filter(|&&p| p != u32::MAX) else {
+            return;
+        };
+        let (period, deadline) = (self.cfg.heartbeat, self.cfg.reply_deadline);
+        let p = &self.procs[i];
+        let mut start = self.schedule.start_of(pos as usize, t);
+        match p.cfg.hang_time_allowance {
+            None => start += period * (self.cfg.error_allowance - p.misses - 1),
+            Some(allow) => {
+                while (start + deadline).saturating_duration_since(p.miss_base) < allow {
+                    start += period;
                 }
-                let msg = format!(
-                    "bus or host stall: {misses} of {total} processes alive at the start of their round missed it; no verdicts until it passes"
-                );
-                self.event(now, Severity::Alarm, EventKind::Stall, None, msg, true);
             }
-            (true, false) => {
-                let since = self.window.stalled_since.take().unwrap_or(now);
-                let ms = now.saturating_duration_since(since).as_millis();
-                let msg = format!("bus or host stall over after {ms} ms");
-                self.event(now, Severity::Status, EventKind::StallOver, None, msg, true);
-            }
-            _ => {}
         }
-        let w = &mut self.window;
-        w.entries.push_back((now, i as u32, missed));
-        w.misses += usize::from(missed);
+        if start > now {
+            self.urgent.push(Reverse(start));
+        }
     }
 }

@@ -2,23 +2,27 @@
 //! `docs/protocol/cops.md`, with no I/O and no clock reads.
 //!
 //! Every input takes `now: Instant`; the caller (the runtime, or a test with a fake
-//! clock) owns time and the socket. Method kinds, in the order a driver calls them:
-//! - inputs: [`Engine::handle_message`], [`Engine::handle_timeout`],
-//!   [`Engine::set_connected`], and the answers to actions
-//!   ([`Engine::pin_result`], [`Engine::signal_result`], [`Engine::exit_result`]);
+//! clock) owns time and the sockets. Method kinds, in the order a driver calls them:
+//! - inputs: [`Engine::handle_message`] (with the [`Verifier`] that checks and
+//!   pins a reply's PID while the reply is read), [`Engine::handle_timeout`],
+//!   [`Engine::set_connected`], [`Engine::lagged`], and the answers to actions
+//!   ([`Engine::signal_result`], [`Engine::exit_result`]);
 //! - outputs, drained after every input: [`Engine::poll_transmit`] (messages to
-//!   send), [`Engine::poll_action`] (PIDs to pin, signals to deliver, exits to
-//!   check), [`Engine::poll_event`] (events to log and `post /events`);
+//!   send, each on the connection its [`Via`] names), [`Engine::poll_action`]
+//!   (signals to deliver, exits to check, identities to forget),
+//!   [`Engine::poll_event`] (events to log and `post /events`);
 //! - [`Engine::next_timeout`]: when to call `handle_timeout` next.
 //!
 //! Round starts follow a fixed grid, deadlines a FIFO, the rare timers (kill
-//! checks, briefings) a small heap; replies find their process through a hash
-//! map of reply URIs. Nothing scans all processes per tick, so 10,000 processes
-//! cost a few microseconds per message.
+//! checks, probes, briefings) a small heap; replies find their process through
+//! a hash map of reply URIs. Nothing scans all processes per tick, so 10,000
+//! processes cost a few microseconds per message.
 //!
-//! Children: [`cycle`](self) (round starts, deadlines, misses, stalls),
-//! `reply` (parsing and judging replies), `verdict` (hung, kills, escalation),
-//! `serve` (stats, GETs, briefings), `events` (what is logged and posted).
+//! Children: `cycle` (round starts, deadlines, misses), `evidence` (the probe
+//! through the broker, COPS's own lag, void rounds and stalls), `reply`
+//! (parsing and judging replies, identities), `verdict` (hung, kills, the kill
+//! budgets, escalation), `serve` (stats, GETs, briefings), `events` (what is
+//! logged and posted).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -28,22 +32,43 @@ use std::time::{Duration, Instant, SystemTime};
 use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
+use crate::identity::Unchecked;
 
 mod cycle;
 mod events;
+mod evidence;
+mod parse;
 mod reply;
 mod serve;
+mod signals;
 mod verdict;
 
-use cycle::{Round, Schedule, Window};
-use reply::BuildFnv;
+use cycle::{Awaiting, Round, Schedule};
+use evidence::Evidence;
+use reply::{BuildFnv, Rejects};
+use serve::Tokens;
+use verdict::SiteBudget;
 
-pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome};
+pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome, Verifier};
 pub use events::{Event, EventKind, Severity};
+
+/// Which of COPS's connections a message belongs to (docs/cops.md, "Connections").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Heartbeats out; replies and probes in (subscribed to `ourUri/heartbeat`
+    /// and the probe URI only, so floods elsewhere under `ourUri` never reach it).
+    Heartbeat,
+    /// Probes out; nothing in.
+    Probe,
+    /// Everything else: `get ourUri/...` in, answers, stats and events out.
+    Serve,
+}
 
 /// A message for the runtime to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
+    /// The connection to send it on.
+    pub via: Via,
     /// Method.
     pub method: Method,
     /// Target URI.
@@ -57,13 +82,6 @@ pub struct Transmit {
 /// Something the runtime must do with the OS; each has an answer method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Check and pin the identity of a PID first seen in a reply (answer: [`Engine::pin_result`]).
-    Pin {
-        /// Process index (config order).
-        process: usize,
-        /// The PID the reply carried.
-        pid: u32,
-    },
     /// Forget a pinned identity that is no longer needed.
     Unpin {
         /// Process index.
@@ -112,26 +130,27 @@ impl State {
     }
 }
 
-/// The rare timers (kill checks, briefings). Round starts and deadlines, the
-/// frequent ones, need no heap: starts follow a fixed grid ([`Schedule`]) and
-/// deadlines come due in the order the rounds started (a FIFO).
+/// The rare timers. Round starts and deadlines, the frequent ones, need no
+/// heap: starts follow a fixed grid ([`Schedule`]) and deadlines come due in
+/// the order the rounds started (a FIFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
+    /// Did a signalled process exit (escalation, fault)?
     KillCheck,
+    /// A probe did not come back in time.
+    ProbeTimeout,
+    /// Time for a periodic probe.
+    Probe,
+    /// The site kill budget may have room for a deferred kill.
+    SiteBudget,
+    /// Publish the next part of the summary and stats.
     Briefing,
 }
 
+/// (when, what, process index or probe seq, sequence number).
 type Timer = Reverse<(Instant, Kind, u32, u64)>;
 
-#[derive(Debug, Clone)]
-struct PendingReply {
-    round: u64,
-    pid: u32,
-    received: Instant,
-    versions: [Option<String>; 3],
-    versions_hash: u64,
-}
-
+/// A signal in flight: escalation and exit checks follow it.
 #[derive(Debug, Clone, Copy)]
 struct Kill {
     pid: u32,
@@ -199,18 +218,25 @@ struct Proc {
     round: Option<Round>,
     /// Sequence number for rounds and kill checks, so stale timers are ignored.
     seq: u64,
-    /// Consecutive misses (reset by a success).
+    /// Consecutive misses (reset by a success; void rounds leave it alone).
     misses: u32,
     /// A round start came while the last round was still open.
     deferred: bool,
-    /// Start of the silence `hangTimeAllowanceMS` is measured from.
+    /// Start of the silence `hangTimeAllowanceMS` is measured from (moved
+    /// past void rounds: time the bus or COPS stalled does not count).
     miss_base: Instant,
-    /// The verified PID of the current incarnation (pinned by the kill layer).
+    /// When the last good reply came: the verdict says how long ago, truly.
+    last_good: Option<Instant>,
+    /// The verified PID of the current incarnation (pinned by the kill layer);
+    /// kept in the stats even when a signal to it is refused.
     pid: Option<u32>,
+    /// Real and effective uid of `pid` when pinned: replies naming `pid` must
+    /// come from that user.
+    uids: (u32, u32),
+    /// Identity checks that could not be made when `pid` was pinned.
+    unchecked: Vec<Unchecked>,
     /// Counts PID changes: one kill per incarnation.
     incarnation: u64,
-    /// A reply whose new PID waits for the kill layer's pin.
-    pending: Option<PendingReply>,
     /// Response times, restarts, versions (served and published).
     stats: Stats,
     /// The incarnation COPS last signalled (never twice the same one).
@@ -221,10 +247,14 @@ struct Proc {
     kills: VecDeque<Instant>,
     /// The kill budget is spent: alarms only (one fault event when it starts).
     quarantined: bool,
-    /// A bad reply was already logged since the last good one (log once).
-    complained: bool,
+    /// Waiting in the site kill budget's queue.
+    waiting_site: bool,
+    /// Rejected replies by kind, and the rate limit of their log lines.
+    rejects: Rejects,
     /// The last refused PID, so a repeated bad PID raises one alarm, not many.
     rejected_pid: Option<i64>,
+    /// The pinned PID a conflict alarm was raised for (one alarm per conflict).
+    conflict: Option<u32>,
 }
 
 /// The COPS engine (see the module documentation for the calling order).
@@ -236,7 +266,9 @@ pub struct Engine {
     procs: Vec<Proc>,
     /// Reply URI to process index: one hash lookup per reply.
     by_reply: HashMap<Arc<str>, u32, BuildFnv>,
-    /// The rare timers (kill checks, briefings).
+    /// Pinned PID to process index: a PID is pinned for one process only.
+    pinned_by: HashMap<u32, u32>,
+    /// The rare timers (kill checks, probes, briefings).
     timers: BinaryHeap<Timer>,
     /// Round starts on a fixed grid.
     schedule: Schedule,
@@ -244,6 +276,9 @@ pub struct Engine {
     positions: Vec<u32>,
     /// Open rounds' deadlines (instant, process, round seq), in start order.
     deadlines: VecDeque<(Instant, u32, u64)>,
+    /// Rounds that missed their deadline, waiting for the probe that says
+    /// whether the bus was sound (a miss) or not (void).
+    awaiting: VecDeque<Awaiting>,
     /// Starts and deadlines that could bring a verdict: the runtime wakes for
     /// these exactly instead of at its next coalesced tick (stale entries only
     /// cost a wakeup).
@@ -254,17 +289,21 @@ pub struct Engine {
     actions: VecDeque<Action>,
     /// Events waiting for the driver.
     events: VecDeque<Event>,
-    /// The last period's deadlines, for stall detection.
-    window: Window,
+    /// Probes, lag and the disturbances that void rounds; stall episodes.
+    evidence: Evidence,
+    /// The site-wide kill budget (`maxKillsPerWindow`) and its queue.
+    site: SiteBudget,
+    /// The rate limit on serving `get ourUri/...`.
+    serve_tokens: Tokens,
     /// COPS's own PID: never accepted from a reply.
     own_pid: u32,
     /// When the engine was created (uptime; wall-clock conversion).
     started: Instant,
     /// Wall-clock time at `started`.
     wall_at_start: SystemTime,
-    /// Whether the driver has a bus connection.
+    /// Whether the driver has its bus connections.
     connected: bool,
-    /// Bumped on every connect/disconnect: rounds of an older epoch are not judged.
+    /// Bumped on every connect/disconnect: rounds of an older epoch are void.
     epoch: u64,
     /// Next process of the briefing being published.
     briefing_cursor: usize,
@@ -272,78 +311,95 @@ pub struct Engine {
     briefing_round: Instant,
     /// `ourUri/summary`.
     summary_uri: Arc<str>,
+    /// `ourUri/heartbeat`: nothing under it is served.
+    heartbeat_prefix: Arc<str>,
 }
 
 impl Engine {
     /// A new engine at `now`; `wall` is the wall-clock time at `now` (for
     /// `last_confirmed_alive`), `own_pid` COPS's own PID (never accepted from a
-    /// reply). Starts disconnected: call [`set_connected`](Self::set_connected).
+    /// reply; it also names COPS's probe URI). Starts disconnected: call
+    /// [`set_connected`](Self::set_connected).
     pub fn new(cfg: Config, now: Instant, wall: SystemTime, own_pid: u32) -> Engine {
         let cfg = Arc::new(cfg);
         // Spread the rounds over the period so they do not burst at one instant.
         let order: Vec<u32> = (0..cfg.processes.len() as u32)
             .filter(|&i| cfg.processes[i as usize].required)
             .collect();
+        let mut positions = vec![u32::MAX; cfg.processes.len()];
+        for (k, &i) in order.iter().enumerate() {
+            positions[i as usize] = k as u32;
+        }
         let mut e = Engine {
             procs: Vec::with_capacity(cfg.processes.len()),
             by_reply: HashMap::with_capacity_and_hasher(cfg.processes.len(), BuildFnv),
+            pinned_by: HashMap::new(),
             timers: BinaryHeap::new(),
             deadlines: VecDeque::with_capacity(order.len()),
-            positions: {
-                let mut pos = vec![u32::MAX; cfg.processes.len()];
-                for (k, &i) in order.iter().enumerate() {
-                    pos[i as usize] = k as u32;
-                }
-                pos
-            },
+            awaiting: VecDeque::new(),
+            positions,
             urgent: BinaryHeap::new(),
             schedule: Schedule::new(order, now, cfg.heartbeat),
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
-            window: Window::default(),
+            evidence: Evidence::new(&cfg, own_pid, now, wall),
+            site: SiteBudget::default(),
+            serve_tokens: Tokens::new(now),
             own_pid,
             started: now,
             wall_at_start: wall,
             connected: false,
             epoch: 0,
             briefing_cursor: 0,
-            briefing_round: now,
+            briefing_round: now + cfg.briefing,
             summary_uri: format!("{}/summary", cfg.our_uri).into(),
+            heartbeat_prefix: format!("{}/heartbeat", cfg.our_uri).into(),
             cfg: cfg.clone(),
         };
-        for (i, p) in cfg.processes.iter().enumerate() {
-            let reply_uri: Arc<str> = format!("{}/heartbeat/{}", cfg.our_uri, p.name).into();
-            e.by_reply.insert(reply_uri.clone(), i as u32);
-            e.procs.push(Proc {
-                cfg: p.clone(),
-                reply_uri,
-                stats_uri: format!("{}/stats/{}", cfg.our_uri, p.name).into(),
-                hb_uri: format!("{}/cops/cops_heartbeat", p.uri).into(),
-                get_uri: format!("{}/cops", p.uri).into(),
-                state: State::Unknown,
-                h: 1,
-                round: None,
-                seq: 0,
-                misses: 0,
-                deferred: false,
-                miss_base: now,
-                pid: None,
-                incarnation: 0,
-                pending: None,
-                stats: Stats::default(),
-                killed_incarnation: None,
-                kill: None,
-                kills: VecDeque::new(),
-                quarantined: false,
-                complained: false,
-                rejected_pid: None,
-            });
+        for p in &cfg.processes {
+            e.add_process(p, now);
         }
         e.timers
             .push(Reverse((now + cfg.briefing, Kind::Briefing, 0, 0)));
-        e.briefing_round = now + cfg.briefing;
+        let probe = now + e.evidence.interval();
+        e.timers.push(Reverse((probe, Kind::Probe, 0, 0)));
         e
+    }
+
+    fn add_process(&mut self, p: &ProcessConfig, now: Instant) {
+        let our = &self.cfg.our_uri;
+        let reply_uri: Arc<str> = format!("{our}/heartbeat/{}", p.name).into();
+        self.by_reply
+            .insert(reply_uri.clone(), self.procs.len() as u32);
+        self.procs.push(Proc {
+            cfg: p.clone(),
+            reply_uri,
+            stats_uri: format!("{our}/stats/{}", p.name).into(),
+            hb_uri: format!("{}/cops/cops_heartbeat", p.uri).into(),
+            get_uri: format!("{}/cops", p.uri).into(),
+            state: State::Unknown,
+            h: 1,
+            round: None,
+            seq: 0,
+            misses: 0,
+            deferred: false,
+            miss_base: now,
+            last_good: None,
+            pid: None,
+            uids: (u32::MAX, u32::MAX),
+            unchecked: Vec::new(),
+            incarnation: 0,
+            stats: Stats::default(),
+            killed_incarnation: None,
+            kill: None,
+            kills: VecDeque::new(),
+            quarantined: false,
+            waiting_site: false,
+            rejects: Rejects::default(),
+            rejected_pid: None,
+            conflict: None,
+        });
     }
 
     /// The configuration in force.
@@ -361,9 +417,28 @@ impl Engine {
         self.procs.iter().position(|p| p.cfg.name == name)
     }
 
-    /// Whether a bus stall is in progress.
+    /// Whether a bus or host stall is in progress.
     pub fn stalled(&self) -> bool {
-        self.window.stalled_since.is_some()
+        self.evidence.stalled()
+    }
+
+    /// The URI COPS's probes travel on (`ourUri/probe/<COPS's pid>`): the
+    /// heartbeat connection subscribes to it.
+    pub fn probe_uri(&self) -> &str {
+        self.evidence.uri()
+    }
+
+    /// The complete subscription set of each connection that receives (one
+    /// `sub` each, resent whole on every reconnect).
+    pub fn subscriptions(&self, via: Via) -> Vec<String> {
+        match via {
+            Via::Heartbeat => vec![
+                self.heartbeat_prefix.to_string(),
+                self.evidence.uri().to_owned(),
+            ],
+            Via::Serve => vec![self.cfg.our_uri.clone()],
+            Via::Probe => Vec::new(),
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
@@ -400,8 +475,8 @@ impl Engine {
         self.events.pop_front()
     }
 
-    /// The bus connection went up or down. Deadlines that fall while it is down,
-    /// or of rounds sent before a reconnect, are not misses.
+    /// The bus connections went up or down. Rounds sent before a reconnect,
+    /// or judged while it is down, are void: not misses.
     pub fn set_connected(&mut self, now: Instant, up: bool) {
         if up == self.connected {
             return;
@@ -410,6 +485,8 @@ impl Engine {
         self.epoch += 1;
         if !up {
             self.transmits.clear();
+            self.evidence.disconnected();
+            self.void_awaiting(now);
         }
         let (sev, msg) = if up {
             (Severity::Status, "connected to the FIMS broker".to_string())
@@ -423,12 +500,20 @@ impl Engine {
         self.event(now, sev, EventKind::Bus, None, msg, up);
     }
 
+    /// COPS itself ran late: its loop meant to wake at `from` and woke at
+    /// `to`. Past the lag bound (half the reply deadline), rounds overlapping
+    /// `from..to` are void and a stall episode starts.
+    pub fn lagged(&mut self, from: Instant, to: Instant) {
+        self.note_lag(from, to);
+    }
+
     /// Handles every timer due at `now`.
     /// At one instant, deadlines come before round starts, then the rare timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         while self.urgent.peek().is_some_and(|Reverse(t)| *t <= now) {
             self.urgent.pop();
         }
+        let mut probe = false;
         loop {
             let deadline = self.deadlines.front().map(|d| d.0).filter(|&t| t <= now);
             let start = self.schedule.next().filter(|&t| t <= now);
@@ -442,7 +527,7 @@ impl Engine {
                     let Some((t, i, seq)) = self.deadlines.pop_front() else {
                         break;
                     };
-                    self.on_deadline(now, t, i as usize, seq);
+                    probe |= self.on_deadline(now, t, i as usize, seq);
                 }
                 (_, Some(s), h) if h.is_none_or(|h| s <= h) => {
                     let i = self.schedule.order[self.schedule.cursor] as usize;
@@ -455,27 +540,58 @@ impl Engine {
                     };
                     match kind {
                         Kind::KillCheck => self.on_kill_check(idx as usize, seq),
+                        Kind::ProbeTimeout => self.on_probe_timeout(now, seq),
+                        Kind::Probe => probe |= self.on_probe_timer(now),
+                        Kind::SiteBudget => self.on_site_budget(now),
                         Kind::Briefing => self.on_briefing(now),
                     }
                 }
                 _ => break,
             }
         }
+        if probe {
+            // One probe covers every deadline handled at this instant.
+            self.send_probe(now);
+        }
+        self.check_calm(now);
     }
 
-    /// Handles a received message: heartbeat replies on `ourUri/heartbeat/N`,
-    /// requests on `ourUri`; anything else is ignored.
-    pub fn handle_message(&mut self, now: Instant, msg: &Message<'_>) {
-        if msg.method() == Some(Method::Set) {
-            if let Some(&i) = self.by_reply.get(msg.uri) {
-                self.on_reply(now, i as usize, msg.body);
-                return;
+    /// Handles a message received on connection `via`: replies and probes on
+    /// the heartbeat connection, requests on `ourUri` on the serving one;
+    /// anything else is ignored. A reply's PID is checked and pinned through
+    /// `verifier` right here, before the next message is looked at.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        via: Via,
+        msg: &Message<'_>,
+        verifier: &mut dyn Verifier,
+    ) {
+        match via {
+            Via::Heartbeat => {
+                if msg.method() != Some(Method::Set) {
+                    return;
+                }
+                if let Some(&i) = self.by_reply.get(msg.uri) {
+                    self.on_reply(now, i as usize, msg, verifier);
+                } else if msg.uri == self.evidence.uri() {
+                    self.on_probe(now, msg.body);
+                }
             }
-        }
-        if fims::uri::matches(&self.cfg.our_uri, msg.uri) {
-            self.serve(now, msg);
+            Via::Serve => {
+                let ours = fims::uri::matches(&self.cfg.our_uri, msg.uri);
+                // Copies of replies and probes (the serving connection's
+                // subscription covers them too) are the heartbeat connection's.
+                let heartbeat = fims::uri::matches(&self.heartbeat_prefix, msg.uri)
+                    || fims::uri::matches(self.evidence.probe_prefix(), msg.uri);
+                if ours && !heartbeat {
+                    self.serve(now, msg);
+                }
+            }
+            Via::Probe => {}
         }
     }
+
     /// Sets the PID of the last event (signals and exits concern a given PID,
     /// not necessarily the process's current one).
     fn event_pid(&mut self, pid: u32) {

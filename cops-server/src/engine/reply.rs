@@ -1,211 +1,229 @@
-//! Heartbeat replies: parsing, the checks a reply must pass, and what a good
-//! one changes (counter, stats, PID, restarts); also the hash of the reply-URI map.
+//! Judging heartbeat replies. Any client on the bus can send one, so a reply is
+//! evidence, not truth (docs/protocol/cops.md, "Failure actions"):
+//! - a round succeeds when *any* reply within its deadline carries the right
+//!   counter and a PID that passes the identity rules; a wrong, forged, late or
+//!   duplicate reply is counted and logged (rate-limited), never ends a round
+//!   and never stands in the way of another reply;
+//! - a PID not pinned yet is checked and pinned through the [`Verifier`] while
+//!   the reply is read: no check is ever pending;
+//! - while the pinned process lives, a reply naming another PID is a conflict
+//!   (one alarm), never a restart, and never a success.
 
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use fims::Message;
 
-use super::{Action, Engine, EventKind, PendingReply, PinOutcome, Severity, State};
-use crate::identity::pid_rule;
+use super::parse::{parse_reply, versions_hash, Reply};
+use super::{Action, Engine, EventKind, Severity, State};
+use crate::identity::{
+    pid_rule, unchecked_note, PidRefusal, PinOutcome, PinRequest, Pinned, Verifier,
+};
 
-/// A parsed heartbeat reply.
-pub(super) struct Reply<'a> {
-    pub(super) heartbeat: u64,
-    pub(super) pid: i64,
-    pub(super) versions: [Option<Cow<'a, str>>; 3],
+pub(super) use super::parse::BuildFnv;
+
+/// New PIDs checked per process per round at most (the kill layer reads
+/// `/proc` for each): a flood of forged replies costs this much, no more.
+pub const MAX_CHECKS_PER_ROUND: u32 = 4;
+
+/// At most one log line about rejected replies per process this often.
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a reply was not taken (the counters of stats `rejected_replies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RejectKind {
+    Malformed,
+    Late,
+    Duplicate,
+    Stale,
+    RefusedPid,
+    Conflict,
 }
 
-/// The usual reply, parsed without building a JSON tree.
-#[derive(serde::Deserialize)]
-struct PlainReply<'a> {
-    cops_heartbeat: u64,
-    pid: i64,
-    #[serde(borrow, default)]
-    version_tag: Option<&'a str>,
-    #[serde(borrow, default)]
-    version_commit: Option<&'a str>,
-    #[serde(borrow, default)]
-    version_build: Option<&'a str>,
+/// Rejected replies of one process: counters and the log rate limit.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Rejects {
+    pub(super) malformed: u64,
+    pub(super) late: u64,
+    pub(super) duplicate: u64,
+    pub(super) stale: u64,
+    pub(super) refused_pid: u64,
+    pub(super) conflict: u64,
+    /// When the last log line about a rejected reply went out.
+    last_log: Option<Instant>,
+    /// Rejections not logged since.
+    unlogged: u64,
 }
 
-/// Parses `{"cops_heartbeat":17,"pid":4242,"version_tag":...}` (clothed
-/// `{"value":..}` fields accepted too).
-pub(super) fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
-    if let Ok(r) = serde_json::from_slice::<PlainReply<'_>>(body) {
-        return Ok(Reply {
-            heartbeat: r.cops_heartbeat,
-            pid: r.pid,
-            versions: [r.version_tag, r.version_commit, r.version_build]
-                .map(|v| v.map(Cow::Borrowed)),
-        });
+impl Rejects {
+    fn count(&mut self, kind: RejectKind) {
+        let c = match kind {
+            RejectKind::Malformed => &mut self.malformed,
+            RejectKind::Late => &mut self.late,
+            RejectKind::Duplicate => &mut self.duplicate,
+            RejectKind::Stale => &mut self.stale,
+            RejectKind::RefusedPid => &mut self.refused_pid,
+            RejectKind::Conflict => &mut self.conflict,
+        };
+        *c += 1;
     }
-    // Anything else (clothed values, escapes, errors) the slow way.
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let field = |k: &str| {
-        obj.get(k)
-            .map(|v| v.as_object().and_then(|o| o.get("value")).unwrap_or(v))
-    };
-    let heartbeat = field("cops_heartbeat")
-        .ok_or("no cops_heartbeat")?
-        .as_u64()
-        .ok_or("cops_heartbeat is not a non-negative integer")?;
-    let pid = field("pid")
-        .ok_or("no pid")?
-        .as_i64()
-        .ok_or("pid is not an integer")?;
-    let version = |k: &str| {
-        field(k)
-            .and_then(Value::as_str)
-            .map(|s| Cow::Owned(s.to_owned()))
-    };
-    Ok(Reply {
-        heartbeat,
-        pid,
-        versions: [
-            version("version_tag"),
-            version("version_commit"),
-            version("version_build"),
-        ],
-    })
-}
 
-/// A hash of a reply's three version fields (absent and empty differ).
-pub(super) fn versions_hash(v: &[Option<Cow<'_, str>>; 3]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    for f in v {
-        match f {
-            Some(s) => {
-                h.write(s.as_bytes());
-                h.write(&[0xff]);
-            }
-            None => h.write(&[0xfe]),
+    /// Whether to log now; when so, how many went unlogged before.
+    fn may_log(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last_log
+            .is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return None;
         }
-    }
-    h.finish()
-}
-
-/// FNV-1a for the reply-URI map: the keys are our own configured names (no
-/// untrusted input chooses them), so a fast non-keyed hash is fine.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct BuildFnv;
-
-#[derive(Debug)]
-pub(super) struct Fnv(u64);
-
-impl std::hash::BuildHasher for BuildFnv {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
 impl Engine {
-    pub(super) fn on_reply(&mut self, now: Instant, i: usize, body: &[u8]) {
-        let reply = match parse_reply(body) {
+    pub(super) fn on_reply(
+        &mut self,
+        now: Instant,
+        i: usize,
+        msg: &Message<'_>,
+        verifier: &mut dyn Verifier,
+    ) {
+        let reply = match parse_reply(msg.body) {
             Ok(r) => r,
-            Err(why) => return self.complain(now, i, why),
+            Err(why) => return self.reject(now, i, RejectKind::Malformed, why),
         };
-        let pid_check = pid_rule(reply.pid, self.own_pid);
-        let p = &mut self.procs[i];
-        let Some(round) = p.round.filter(|r| !r.answered && p.pending.is_none()) else {
-            return; // no round open, or already answered: a duplicate or a straggler
+        let p = &self.procs[i];
+        let Some(round) = p.round else {
+            let why = "no round open (late or unsolicited)".to_string();
+            return self.reject(now, i, RejectKind::Late, why);
         };
+        if round.answered {
+            let why = "the round was answered already".to_string();
+            return self.reject(now, i, RejectKind::Duplicate, why);
+        }
         if now > round.deadline {
-            return; // late: the deadline makes it a miss
+            let late = now.saturating_duration_since(round.deadline).as_millis();
+            let why = format!("{late} ms after the deadline");
+            return self.reject(now, i, RejectKind::Late, why);
         }
         if reply.heartbeat != p.h {
             let why = format!("stale heartbeat {} (expected {})", reply.heartbeat, p.h);
-            return self.complain(now, i, why);
+            return self.reject(now, i, RejectKind::Stale, why);
         }
-        let pid = match pid_check {
+        let pid = match pid_rule(reply.pid, self.own_pid) {
             Ok(pid) => pid,
-            Err(why) => return self.reject_pid(now, i, reply.pid, why.to_string()),
-        };
-        let versions_hash = versions_hash(&reply.versions);
-        let pending = PendingReply {
-            round: round.seq,
-            pid,
-            received: now,
-            // Allocate (and touch the stored strings) only when the versions changed.
-            versions: if versions_hash == p.stats.versions_hash {
-                [None, None, None]
-            } else {
-                reply.versions.map(|v| v.map(Cow::into_owned))
-            },
-            versions_hash,
+            Err(why) => return self.refuse_pid(now, i, reply.pid, why),
         };
         if p.pid == Some(pid) {
-            self.succeed(now, i, pending);
-        } else {
-            // A PID not seen before: the runtime checks it exists and pins it first.
-            p.pending = Some(pending);
-            self.actions.push_back(Action::Pin { process: i, pid });
+            // The pinned process: it must still come from its owner.
+            if !msg.username.is_empty() && !verifier.user_is(msg.username, p.uids) {
+                let why = PidRefusal::NotTheSender {
+                    uids: p.uids,
+                    sender: msg.username.to_owned(),
+                };
+                return self.refuse_pid(now, i, reply.pid, why);
+            }
+            return self.succeed(now, i, &reply, None);
         }
+        self.new_pid(now, i, pid, &reply, msg.username, verifier);
     }
 
-    /// The runtime's answer to [`Action::Pin`]: unless pinned, the reply is
-    /// not a success.
-    pub fn pin_result(&mut self, now: Instant, process: usize, pid: u32, outcome: PinOutcome) {
-        let Some(p) = self.procs.get_mut(process) else {
-            return;
-        };
-        let Some(pending) = p.pending.take().filter(|r| r.pid == pid) else {
-            return;
-        };
-        match outcome {
-            PinOutcome::Pinned => self.succeed(now, process, pending),
-            PinOutcome::Refused(why) => {
-                self.reject_pid(now, process, i64::from(pid), why.to_string())
+    /// A reply with the right counter naming a PID not pinned for process `i`.
+    fn new_pid(
+        &mut self,
+        now: Instant,
+        i: usize,
+        pid: u32,
+        reply: &Reply<'_>,
+        sender: &str,
+        verifier: &mut dyn Verifier,
+    ) {
+        if let Some(&j) = self.pinned_by.get(&pid) {
+            if j as usize != i && verifier.alive(j as usize, pid) {
+                let process = self.procs[j as usize].cfg.name.clone();
+                let why = PidRefusal::PinnedForOther { process };
+                return self.refuse_pid(now, i, i64::from(pid), why);
             }
         }
+        let p = &mut self.procs[i];
+        let Some(round) = p.round.as_mut() else {
+            return;
+        };
+        if round.checks >= MAX_CHECKS_PER_ROUND {
+            return self.refuse_pid(now, i, i64::from(pid), PidRefusal::CheckBudgetSpent);
+        }
+        round.checks += 1;
+        let req = PinRequest {
+            process: i,
+            pid,
+            received: now,
+            sender,
+            expected_exe: p.cfg.expected_exe.as_deref(),
+            expected_user: p.cfg.expected_user.as_deref(),
+        };
+        let pinned = match verifier.pin(&req) {
+            PinOutcome::Pinned(pinned) => pinned,
+            PinOutcome::Refused(why) => return self.refuse_pid(now, i, i64::from(pid), why),
+        };
+        if let Some(old) = self.procs[i].pid {
+            if verifier.alive(i, old) {
+                // Two live processes answer as one: keep the pinned one.
+                verifier.unpin(i, pid);
+                return self.conflict(now, i, old, pid);
+            }
+        }
+        self.succeed(now, i, reply, Some((pid, pinned)));
     }
 
     /// A good reply: counter, misses, stats, and the PID (a new one is a restart).
-    fn succeed(&mut self, now: Instant, i: usize, r: PendingReply) {
+    fn succeed(&mut self, now: Instant, i: usize, r: &Reply<'_>, new: Option<(u32, Pinned)>) {
         let p = &mut self.procs[i];
-        let Some(round) = p.round.as_mut().filter(|x| x.seq == r.round) else {
+        let Some(round) = p.round.as_mut() else {
             return;
         };
         round.answered = true;
-        let rt = r.received.saturating_duration_since(round.sent);
+        let rt = now.saturating_duration_since(round.sent);
         p.h += 1;
         p.misses = 0;
-        p.miss_base = r.received;
-        p.complained = false;
+        p.miss_base = now;
+        let first = p.last_good.replace(now).is_none();
         p.rejected_pid = None;
-        p.stats.record(rt, r.received, r.versions, r.versions_hash);
-        let restarted = self.adopt_pid(i, r.pid);
+        let hash = versions_hash(&r.versions);
+        // Allocate (and touch the stored strings) only when the versions changed.
+        let versions = if hash == p.stats.versions_hash {
+            [None, None, None]
+        } else {
+            r.versions.clone().map(|v| v.map(Cow::into_owned))
+        };
+        p.stats.record(rt, now, versions, hash);
+        let restarted = match new {
+            Some((pid, pinned)) => self.adopt_pid(i, pid, pinned),
+            None => None,
+        };
         let p = &mut self.procs[i];
         let before = std::mem::replace(&mut p.state, State::Alive);
         if restarted.is_some() || before != State::Alive {
-            self.announce_alive(now, i, before, restarted, rt);
+            self.announce_alive(now, i, before, first, restarted, rt);
         }
     }
 
     /// Makes `pid` the current incarnation of process `i`; returns the old PID
     /// when this is a restart.
-    fn adopt_pid(&mut self, i: usize, pid: u32) -> Option<u32> {
+    fn adopt_pid(&mut self, i: usize, pid: u32, pinned: Pinned) -> Option<u32> {
         let p = &mut self.procs[i];
-        if p.pid == Some(pid) {
-            return None;
-        }
         let old = p.pid.replace(pid);
+        p.uids = pinned.uids;
+        p.unchecked = pinned.unchecked;
         p.incarnation += 1;
+        p.conflict = None;
+        self.pinned_by.insert(pid, i as u32);
         let old = old?;
+        if self.pinned_by.get(&old) == Some(&(i as u32)) {
+            self.pinned_by.remove(&old);
+        }
+        let p = &mut self.procs[i];
         p.stats.total_restarts += 1;
         if p.killed_incarnation == Some(p.incarnation - 1) {
             p.stats.cops_restarts += 1;
@@ -226,6 +244,7 @@ impl Engine {
         now: Instant,
         i: usize,
         before: State,
+        first: bool,
         restarted: Option<u32>,
         rt: Duration,
     ) {
@@ -233,8 +252,13 @@ impl Engine {
         let (name, total) = (p.cfg.name.clone(), p.stats.total_restarts);
         let pid = p.pid.unwrap_or_default();
         let ms = rt.as_secs_f64() * 1000.0;
+        let note = if first || restarted.is_some() {
+            unchecked_note(&p.unchecked)
+        } else {
+            String::new()
+        };
         if let Some(old) = restarted {
-            let msg = format!("{name} restarted: pid {old} -> {pid} (restart #{total})");
+            let msg = format!("{name} restarted: pid {old} -> {pid} (restart #{total}){note}");
             self.event(
                 now,
                 Severity::Status,
@@ -244,34 +268,40 @@ impl Engine {
                 true,
             );
         }
-        match before {
-            State::Unknown => {
-                let msg = format!("{name} (pid {pid}) alive, answered in {ms:.1} ms");
-                self.event(now, Severity::Info, EventKind::Alive, Some(i), msg, false);
-            }
-            State::Hung => {
-                let msg = format!(
-                    "{name} (pid {pid}) alive again after being hung, answered in {ms:.1} ms"
-                );
-                self.event(
-                    now,
-                    Severity::Status,
-                    EventKind::Resurrected,
-                    Some(i),
-                    msg,
-                    true,
-                );
-            }
-            State::Alive => {}
+        if first {
+            // Its first answer ever (even after an alarm for never answering).
+            let msg = format!("{name} (pid {pid}) alive, answered in {ms:.1} ms{note}");
+            let (sev, post) = match before {
+                State::Hung => (Severity::Status, true),
+                _ => (Severity::Info, false),
+            };
+            self.event(now, sev, EventKind::Alive, Some(i), msg, post);
+        } else if before == State::Hung {
+            let msg =
+                format!("{name} (pid {pid}) alive again after being hung, answered in {ms:.1} ms");
+            self.event(
+                now,
+                Severity::Status,
+                EventKind::Resurrected,
+                Some(i),
+                msg,
+                true,
+            );
         }
     }
 
-    fn complain(&mut self, now: Instant, i: usize, why: String) {
+    /// A reply not taken: counted; logged at most once per 10 s per process.
+    fn reject(&mut self, now: Instant, i: usize, kind: RejectKind, why: String) {
         let p = &mut self.procs[i];
-        if std::mem::replace(&mut p.complained, true) {
+        p.rejects.count(kind);
+        let Some(unlogged) = p.rejects.may_log(now) else {
             return;
-        }
-        let msg = format!("{}: bad heartbeat reply: {why}", p.cfg.name);
+        };
+        let more = match unlogged {
+            0 => String::new(),
+            n => format!(" ({n} more rejected since the last such line)"),
+        };
+        let msg = format!("{}: bad heartbeat reply: {why}{more}", p.cfg.name);
         self.event(
             now,
             Severity::Status,
@@ -282,16 +312,53 @@ impl Engine {
         );
     }
 
-    fn reject_pid(&mut self, now: Instant, i: usize, pid: i64, why: String) {
+    /// A reply whose PID is not believed: counted; one alarm per bad PID (and
+    /// at most one per 10 s per process), the rest logged with the others.
+    fn refuse_pid(&mut self, now: Instant, i: usize, pid: i64, why: PidRefusal) {
         let p = &mut self.procs[i];
-        if p.rejected_pid.replace(pid) == Some(pid) {
-            return;
+        let repeated = p.rejected_pid.replace(pid) == Some(pid);
+        if repeated || why == PidRefusal::CheckBudgetSpent {
+            let why = format!("reply with pid {pid} not accepted: {why}");
+            return self.reject(now, i, RejectKind::RefusedPid, why);
         }
-        let msg = format!("{}: reply with pid {pid} not accepted: {why}", p.cfg.name);
+        p.rejects.count(RejectKind::RefusedPid);
+        if let Some(unlogged) = p.rejects.may_log(now) {
+            let more = match unlogged {
+                0 => String::new(),
+                n => format!(" ({n} more rejected since the last such line)"),
+            };
+            let msg = format!(
+                "{}: reply with pid {pid} not accepted: {why}{more}",
+                p.cfg.name
+            );
+            self.event(
+                now,
+                Severity::Alarm,
+                EventKind::PidRejected,
+                Some(i),
+                msg,
+                true,
+            );
+        }
+    }
+
+    /// A live pinned process `a` and another, `b`, both answer as process `i`.
+    fn conflict(&mut self, now: Instant, i: usize, a: u32, b: u32) {
+        let p = &mut self.procs[i];
+        if p.conflict == Some(a) {
+            let why = format!("pid {b} answers while pid {a} (pinned) lives");
+            return self.reject(now, i, RejectKind::Conflict, why);
+        }
+        p.rejects.count(RejectKind::Conflict);
+        p.conflict = Some(a);
+        let name = &p.cfg.name;
+        let msg = format!(
+            "{name}: two processes answer as {name}: pids {a} and {b}; keeping {a} until it is gone"
+        );
         self.event(
             now,
             Severity::Alarm,
-            EventKind::PidRejected,
+            EventKind::Conflict,
             Some(i),
             msg,
             true,

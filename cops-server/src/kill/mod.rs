@@ -1,212 +1,51 @@
-//! Kill safety: which PIDs COPS accepts, how it pins a process's identity, and
-//! how it signals only that identity (docs/protocol/cops.md "Failure actions").
+//! Kill safety, the OS side: believing a PID only with evidence, pinning the
+//! identity at the moment a reply is read, and signalling only that identity
+//! (docs/protocol/cops.md "Failure actions"; docs/cops.md "Identity checks and
+//! the privileges they need").
 //!
-//! Two layers: [`crate::identity::pid_rule`] and [`parse_stat`] are pure;
-//! [`Identity`] and [`KillLayer`] talk to the kernel (`pidfd_open`/`pidfd_send_signal` on Linux
-//! >= 5.3, else the start time from `/proc/<pid>/stat` re-checked before `kill`).
+//! [`KillLayer`] is the engine's [`Verifier`]. The checks, in order (each
+//! refusal is a [`PidRefusal`]); the engine applies the first two itself:
+//! 1. [`crate::identity::pid_rule`]: `> 1`, a valid PID, not COPS's own;
+//! 2. not pinned for another configured process;
+//! 3. it exists and is not a zombie, and is a process (not a thread);
+//!    its pidfd is opened first (Linux >= 5.3), then `/proc/<pid>/stat` read;
+//! 4. it started no later than the reply was received (`/proc/<pid>/stat`
+//!    start time against the kernel's receive stamp): a PID reused since is
+//!    not the one that answered;
+//! 5. its owner (real or effective uid, `/proc/<pid>/status`) is the user the
+//!    broker stamped on the reply, when stamped, and `expectedUser`, when set;
+//! 6. `expectedExe`: `/proc/<pid>/exe`, the full path when a path is
+//!    configured (the last component for a bare name); without access to it,
+//!    the command name (`comm`) instead, and the event says so;
+//! 7. it holds a connection to the FIMS broker's socket ([`bus`]): its
+//!    `/proc/<pid>/fd` sockets, whose peers `sock_diag` names; without access to
+//!    `/proc/<pid>/fd` the check is skipped and the event says so;
+//! 8. the pidfd still shows the process running (the reads above were of it).
+//!
+//! Checks 3-5 read world-readable files; 6 and 7 need ptrace-read access to a
+//! process of another user (`CAP_SYS_PTRACE` or the same user).
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::ErrorKind;
+use std::os::fd::RawFd;
 
 use crate::config::Signal;
-use crate::identity::{pid_rule, ExitCheck, PidRefusal, PinOutcome, SignalOutcome, SignalRefusal};
+use crate::identity::{
+    pid_rule, Check, ExitCheck, PidRefusal, PinOutcome, PinRequest, Pinned, SignalOutcome,
+    SignalRefusal, Unchecked, Verifier,
+};
 
-/// State (field 3) and start time (field 22) from the text of `/proc/<pid>/stat`.
-/// The command name (field 2) may hold spaces and parentheses, so the fields are
-/// counted after the last `)`.
-pub fn parse_stat(text: &str) -> Option<(char, u64)> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // After the state (field 3), field 22 is the 19th.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
+pub mod bus;
+mod identity;
+pub mod procfs;
+mod users;
 
-/// State and start time of `pid`, from /proc.
-pub fn read_stat(pid: u32) -> std::io::Result<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable stat"))
-}
-
-/// Whether a process with this PID exists (zombies included).
-pub fn pid_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// File name of the executable of `pid` (`/proc/<pid>/exe`, " (deleted)" stripped).
-pub fn exe_name(pid: u32) -> std::io::Result<String> {
-    let target = std::fs::read_link(format!("/proc/{pid}/exe"))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(name.strip_suffix(" (deleted)").unwrap_or(&name).to_owned())
-}
-
-/// What the kernel says about each thread of `pid`: `tid 4242 S futex_wait_queue, ...`.
-pub fn evidence(pid: u32) -> String {
-    const MAX_THREADS: usize = 32;
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return format!("pid {pid} gone from /proc");
-    };
-    let mut tids: Vec<u32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    tids.sort_unstable();
-    let mut parts: Vec<String> = tids
-        .iter()
-        .take(MAX_THREADS)
-        .map(|tid| {
-            let base = format!("/proc/{pid}/task/{tid}");
-            let state = std::fs::read_to_string(format!("{base}/stat"))
-                .ok()
-                .and_then(|s| parse_stat(&s))
-                .map_or('?', |(st, _)| st);
-            let wchan = std::fs::read_to_string(format!("{base}/wchan")).unwrap_or_default();
-            let wchan = match wchan.trim() {
-                "" | "0" => "-",
-                w => w,
-            };
-            format!("tid {tid} {state} {wchan}")
-        })
-        .collect();
-    if tids.len() > MAX_THREADS {
-        parts.push(format!("... {} more threads", tids.len() - MAX_THREADS));
-    }
-    parts.join(", ")
-}
-
-/// A pinned process: its PID plus what proves it is still the same process.
-#[derive(Debug)]
-pub struct Identity {
-    pid: u32,
-    start_time: u64,
-    pidfd: Option<OwnedFd>,
-}
-
-impl Identity {
-    /// Accepts `pid` (see [`pid_rule`]) and pins it: a pidfd where the kernel
-    /// has them, and the start time in every case.
-    pub fn pin(pid: u32, own: u32) -> Result<Identity, PidRefusal> {
-        Identity::pin_with(pid, own, true)
-    }
-
-    /// As [`pin`](Self::pin); `use_pidfd` false pins by start time only.
-    pub fn pin_with(pid: u32, own: u32, use_pidfd: bool) -> Result<Identity, PidRefusal> {
-        let pid = pid_rule(i64::from(pid), own)?;
-        if !pid_exists(pid) {
-            return Err(PidRefusal::NoSuchProcess);
-        }
-        let pidfd = if use_pidfd { pidfd_open(pid) } else { None };
-        let (_, start_time) = read_stat(pid).map_err(|_| PidRefusal::NoSuchProcess)?;
-        Ok(Identity {
-            pid,
-            start_time,
-            pidfd,
-        })
-    }
-
-    /// An identity from parts (tests: a start time that does not match).
-    pub fn from_parts(pid: u32, start_time: u64, pidfd: Option<OwnedFd>) -> Identity {
-        Identity {
-            pid,
-            start_time,
-            pidfd,
-        }
-    }
-
-    /// The PID.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// Whether the identity is pinned by a pidfd (else by start time only).
-    pub fn has_pidfd(&self) -> bool {
-        self.pidfd.is_some()
-    }
-
-    /// `Ok` while the PID still names the pinned, running process.
-    pub fn verify(&self) -> Result<(), SignalRefusal> {
-        if self.exited() {
-            return Err(SignalRefusal::IdentityGone);
-        }
-        Ok(())
-    }
-
-    /// Whether the pinned process has exited (a zombie counts as exited).
-    pub fn exited(&self) -> bool {
-        if let Some(fd) = &self.pidfd {
-            let mut p = libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, zero timeout.
-            let n = unsafe { libc::poll(&mut p, 1, 0) };
-            if n > 0 {
-                return true;
-            }
-        }
-        match read_stat(self.pid) {
-            Ok((state, start)) => start != self.start_time || matches!(state, 'Z' | 'X' | 'x'),
-            Err(_) => true,
-        }
-    }
-
-    /// Sends `sig` to the pinned process only.
-    pub fn signal(&self, sig: i32) -> Result<(), SignalRefusal> {
-        self.verify()?;
-        let rc = match &self.pidfd {
-            // SAFETY: pidfd_send_signal on a pidfd we own; NULL siginfo, flags 0.
-            Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            // SAFETY: kill(2) right after the start time was re-verified.
-            None => i64::from(unsafe { libc::kill(self.pid as libc::pid_t, sig) }),
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Err(SignalRefusal::IdentityGone);
-        }
-        Err(SignalRefusal::Os(format!("signal: {err}")))
-    }
-}
-
-/// `pidfd_open(2)`; `None` where the kernel has no pidfds (or the descriptor
-/// limit is reached): the start time then pins the identity alone.
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: plain syscall; on success we own the returned descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd is a fresh descriptor returned to us by the kernel.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// The runtime's kill layer: pinned identities by (process, pid) and the OS side
-/// of the engine's actions.
-#[derive(Debug)]
-pub struct KillLayer {
-    own_pid: u32,
-    dry_run: bool,
-    pinned: HashMap<(usize, u32), Identity>,
-    /// Most pidfds to hold: the descriptor limit less a reserve for everything
-    /// else (sockets, /proc reads). Past it, identities are pinned by start time.
-    max_pidfds: usize,
-    pidfds: usize,
-}
+pub use identity::Identity;
+use procfs::{
+    boot_ticks, comm_matches, evidence, exe_matches, exe_path, read_stat, read_status,
+    socket_inodes, Stat,
+};
+pub use users::Users;
 
 /// Descriptors kept free for COPS's own use when holding pidfds.
 const FD_RESERVE: usize = 128;
@@ -223,6 +62,26 @@ fn fd_limit() -> usize {
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
+const PTRACE_NOTE: &str = "needs ptrace-read access: the same user, or CAP_SYS_PTRACE";
+
+/// The runtime's kill layer: pinned identities by (process, pid), the checks
+/// that pin them, and the OS side of the engine's actions.
+#[derive(Debug)]
+pub struct KillLayer {
+    own_pid: u32,
+    dry_run: bool,
+    pinned: HashMap<(usize, u32), Identity>,
+    /// Most pidfds to hold: the descriptor limit less a reserve for everything
+    /// else (sockets, /proc reads). Past it, identities are pinned by start time.
+    max_pidfds: usize,
+    pidfds: usize,
+    /// The netlink socket for `sock_diag` (opened on first use).
+    diag: Option<bus::SockDiag>,
+    /// The broker's socket, learned from COPS's own connection; or why not.
+    bus: Result<bus::BusId, String>,
+    users: Users,
+}
+
 impl KillLayer {
     /// A kill layer for COPS with PID `own_pid`; `dry_run` signals nothing.
     pub fn new(own_pid: u32, dry_run: bool) -> KillLayer {
@@ -232,28 +91,29 @@ impl KillLayer {
             pinned: HashMap::new(),
             max_pidfds: fd_limit().saturating_sub(FD_RESERVE),
             pidfds: 0,
+            diag: None,
+            bus: Err("not connected to the broker yet".into()),
+            users: Users::default(),
         }
     }
 
-    /// [`Action::Pin`](crate::engine::Action::Pin).
-    pub fn pin(&mut self, process: usize, pid: u32) -> PinOutcome {
-        let use_pidfd = self.pidfds < self.max_pidfds;
-        let id = match Identity::pin_with(pid, self.own_pid, use_pidfd) {
-            Ok(id) => id,
-            Err(why) => return PinOutcome::Refused(why),
+    /// Learns the broker's socket from `fd`, COPS's own connection to it
+    /// (after every connect: a restarted broker has a new socket file).
+    pub fn set_bus(&mut self, fd: RawFd) {
+        self.bus = match self.diag() {
+            Ok(d) => d.bus_of(fd).map_err(|e| format!("sock_diag: {e}")),
+            Err(e) => Err(e),
         };
-        self.pidfds += usize::from(id.has_pidfd());
-        if let Some(old) = self.pinned.insert((process, pid), id) {
-            self.pidfds -= usize::from(old.has_pidfd());
+        if let Err(e) = &self.bus {
+            tracing::warn!(error = %e, "the FIMS bus check cannot be made");
         }
-        PinOutcome::Pinned
     }
 
-    /// [`Action::Unpin`](crate::engine::Action::Unpin).
-    pub fn unpin(&mut self, process: usize, pid: u32) {
-        if let Some(old) = self.pinned.remove(&(process, pid)) {
-            self.pidfds -= usize::from(old.has_pidfd());
+    fn diag(&mut self) -> Result<&mut bus::SockDiag, String> {
+        if self.diag.is_none() {
+            self.diag = Some(bus::SockDiag::open().map_err(|e| format!("sock_diag: {e}"))?);
         }
+        self.diag.as_mut().ok_or_else(|| "sock_diag".to_string())
     }
 
     /// Number of pinned identities.
@@ -261,8 +121,153 @@ impl KillLayer {
         self.pinned.len()
     }
 
-    /// [`Action::Signal`](crate::engine::Action::Signal): verifies identity and
-    /// `expected_exe`, gathers the evidence, then signals (unless dry run).
+    /// The checks of the module documentation; the identity and the checks
+    /// that could not be made, or why the PID is not believed.
+    fn check(&mut self, req: &PinRequest<'_>) -> Result<(Identity, Vec<Unchecked>), PidRefusal> {
+        let pid = pid_rule(i64::from(req.pid), self.own_pid)?;
+        let use_pidfd = self.pidfds < self.max_pidfds;
+        let mut id = Identity::pin_with(pid, self.own_pid, use_pidfd)?;
+        if boot_ticks(req.received).is_some_and(|r| id.start_time() > r) {
+            return Err(PidRefusal::StartedAfterReply);
+        }
+        let status = read_status(pid).map_err(|e| os_refusal(pid, "status", &e))?;
+        if status.tgid != pid {
+            return Err(PidRefusal::Thread);
+        }
+        let uids = status.uids;
+        id.set_uids(uids);
+        if !req.sender.is_empty() && !self.user_is(req.sender, uids) {
+            let sender = req.sender.to_owned();
+            return Err(PidRefusal::NotTheSender { uids, sender });
+        }
+        if let Some(u) = req.expected_user {
+            if !self.user_is(u, uids) {
+                let expected = u.to_owned();
+                return Err(PidRefusal::NotExpectedUser { uids, expected });
+            }
+        }
+        let mut unchecked = Vec::new();
+        if let Some(e) = req.expected_exe {
+            let stat = read_stat(pid).map_err(|err| os_refusal(pid, "stat", &err))?;
+            if let Some(u) = exe_check(pid, e, &stat).map_err(|actual| PidRefusal::ExeMismatch {
+                expected: e.to_owned(),
+                actual,
+            })? {
+                unchecked.push(u);
+            }
+        }
+        if let Some(u) = self.bus_check(pid)? {
+            unchecked.push(u);
+        }
+        if id.exited() {
+            return Err(PidRefusal::NoSuchProcess);
+        }
+        Ok((id, unchecked))
+    }
+
+    /// Check 7: does `pid` hold a connection to the broker's socket.
+    fn bus_check(&mut self, pid: u32) -> Result<Option<Unchecked>, PidRefusal> {
+        let skipped = |why: String| {
+            Ok(Some(Unchecked {
+                check: Check::Bus,
+                why,
+            }))
+        };
+        let inodes = match socket_inodes(pid) {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return skipped(format!("/proc/{pid}/fd: {e}; {PTRACE_NOTE}"))
+            }
+            Err(e) => return Err(os_refusal(pid, "fd", &e)),
+        };
+        let bus = match &self.bus {
+            Ok(b) => b.clone(),
+            Err(why) => return skipped(why.clone()),
+        };
+        let diag = match self.diag() {
+            Ok(d) => d,
+            Err(why) => return skipped(why),
+        };
+        match diag.connected_to(&bus, &inodes) {
+            Ok(true) => Ok(None),
+            Ok(false) if inodes.len() > bus::MAX_SOCKETS => skipped(format!(
+                "{} sockets; only the first {} were looked at",
+                inodes.len(),
+                bus::MAX_SOCKETS
+            )),
+            Ok(false) => Err(PidRefusal::NotOnBus),
+            Err(e) => skipped(format!("sock_diag: {e}")),
+        }
+    }
+}
+
+/// Check 6: `Ok(None)` matched, `Ok(Some(note))` matched by the command name
+/// only (no access to `/proc/<pid>/exe`), `Err(actual)` does not match.
+fn exe_check(pid: u32, expected: &str, stat: &Stat) -> Result<Option<Unchecked>, String> {
+    match exe_path(pid) {
+        Ok(path) if exe_matches(expected, &path) => Ok(None),
+        Ok(path) => Err(path),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            if comm_matches(expected, &stat.comm) {
+                Ok(Some(Unchecked {
+                    check: Check::Exe,
+                    why: format!(
+                        "/proc/{pid}/exe: {e}; {PTRACE_NOTE}; the command name {:?} matched instead",
+                        stat.comm
+                    ),
+                }))
+            } else {
+                Err(format!("command name {:?}", stat.comm))
+            }
+        }
+        Err(e) => Err(format!("no readable executable ({e})")),
+    }
+}
+
+fn os_refusal(pid: u32, file: &str, e: &std::io::Error) -> PidRefusal {
+    match e.kind() {
+        ErrorKind::NotFound => PidRefusal::NoSuchProcess,
+        _ => PidRefusal::Os(format!("reading /proc/{pid}/{file}: {e}")),
+    }
+}
+
+impl Verifier for KillLayer {
+    fn pin(&mut self, req: &PinRequest<'_>) -> PinOutcome {
+        let (id, unchecked) = match self.check(req) {
+            Ok(x) => x,
+            Err(why) => return PinOutcome::Refused(why),
+        };
+        let uids = id.uids();
+        self.pidfds += usize::from(id.has_pidfd());
+        if let Some(old) = self.pinned.insert((req.process, req.pid), id) {
+            self.pidfds -= usize::from(old.has_pidfd());
+        }
+        PinOutcome::Pinned(Pinned { uids, unchecked })
+    }
+
+    fn alive(&mut self, process: usize, pid: u32) -> bool {
+        self.pinned
+            .get(&(process, pid))
+            .is_some_and(|id| !id.exited())
+    }
+
+    fn unpin(&mut self, process: usize, pid: u32) {
+        if let Some(old) = self.pinned.remove(&(process, pid)) {
+            self.pidfds -= usize::from(old.has_pidfd());
+        }
+    }
+
+    fn user_is(&mut self, username: &str, uids: (u32, u32)) -> bool {
+        self.users
+            .uid(username)
+            .is_some_and(|u| u == uids.0 || u == uids.1)
+    }
+}
+
+impl KillLayer {
+    /// [`Action::Signal`](crate::engine::Action::Signal): verifies the
+    /// identity and `expected_exe` again, gathers the evidence, then signals
+    /// (unless dry run).
     pub fn signal(
         &mut self,
         process: usize,
@@ -276,19 +281,20 @@ impl KillLayer {
         if let Err(e) = id.verify() {
             return SignalOutcome::Refused(e);
         }
+        let mut unchecked = Vec::new();
         if let Some(expected) = expected_exe {
-            match exe_name(pid) {
-                Ok(actual) if actual == expected => {}
-                Ok(actual) => {
+            let stat = match read_stat(pid) {
+                Ok(s) => s,
+                Err(_) => return SignalOutcome::Refused(SignalRefusal::IdentityGone),
+            };
+            match exe_check(pid, expected, &stat) {
+                Ok(None) => {}
+                Ok(Some(u)) => unchecked.push(u),
+                Err(actual) => {
                     return SignalOutcome::Refused(SignalRefusal::ExeMismatch {
                         expected: expected.into(),
                         actual,
                     })
-                }
-                Err(e) => {
-                    return SignalOutcome::Refused(SignalRefusal::Os(format!(
-                        "reading /proc/{pid}/exe for expectedExe: {e}"
-                    )))
                 }
             }
         }
@@ -297,7 +303,10 @@ impl KillLayer {
             return SignalOutcome::DryRun { evidence };
         }
         match id.signal(signal.number) {
-            Ok(()) => SignalOutcome::Delivered { evidence },
+            Ok(()) => SignalOutcome::Delivered {
+                evidence,
+                unchecked,
+            },
             Err(e) => SignalOutcome::Refused(e),
         }
     }
@@ -310,6 +319,11 @@ impl KillLayer {
             },
             _ => ExitCheck::Exited,
         }
+    }
+
+    /// [`Action::Unpin`](crate::engine::Action::Unpin).
+    pub fn forget(&mut self, process: usize, pid: u32) {
+        Verifier::unpin(self, process, pid);
     }
 }
 

@@ -1,38 +1,44 @@
-//! The tokio shell around the [`Engine`]: the FIMS connection (with reconnect and
-//! backoff), the kill layer, logging, `/events`, and systemd notification.
+//! The tokio shell around the [`Engine`]: the three FIMS connections (with
+//! reconnect and backoff, [`link`]), the kill layer, logging, `/events`, and
+//! systemd notification.
 //!
-//! One task owns everything: it sleeps until the engine's next timer or until
-//! the socket is readable, feeds the engine, and drains its outputs. The caller
-//! passes the shutdown future in (SIGTERM/SIGINT in the `cops` binary).
+//! One task owns everything. Each turn of its loop, in this order:
+//! 1. the heartbeat connection is drained (replies and probes, each with its
+//!    kernel arrival time; a reply's PID is checked and pinned by the kill
+//!    layer while it is read);
+//! 2. the engine's timers run (round starts, deadlines, probes);
+//! 3. the engine's outputs go out (messages, signals, events);
+//! 4. the serving connection is drained, a bounded number of datagrams (its
+//!    requests are rate-limited by the engine): a flood there costs COPS a
+//!    bounded amount of work per turn and never delays steps 1-3;
+//! 5. it sleeps until the next timer or until a socket is readable, and tells
+//!    the engine when it woke later than it meant to (COPS's own lag).
 //!
 //! Cost at scale (10,000 processes: 20,000 datagrams out and 10,000 in a second):
 //! - timers are handled at most once per [`tick`], so the rounds go out in a few
 //!   hundred `sendmmsg` batches a second (see [`batch`]);
 //! - replies are drained with `recvmmsg`, each with its kernel arrival time
 //!   (`SO_TIMESTAMPNS`), so a reply drained late is still judged by when it came;
-//! - when a drain finds many datagrams, the loop polls the socket once per tick
-//!   and the socket is taken out of tokio's epoll set: an edge-triggered
-//!   registration would wake the thread for every arriving datagram.
-//!
-//! The socket belongs to a `fims::blocking::Client` (connect, handshake,
-//! subscribe); all data I/O is non-blocking on its descriptor.
+//! - when a drain finds many datagrams, the loop polls the sockets once per tick
+//!   and takes them out of tokio's epoll set: an edge-triggered registration
+//!   would wake the thread for every arriving datagram.
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
-use fims::blocking::Client;
 use fims::Method;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tracing::{debug, error, info, warn};
 
-use batch::{enable_timestamps, recv_batch, Received, RecvBufs, SendBatch};
 pub mod batch;
+mod link;
+
+use batch::RecvBufs;
+use link::{readable, Conn};
 
 use crate::config::Config;
-use crate::engine::{Action, Engine, Event, Severity, Transmit};
+use crate::engine::{Action, Engine, Event, Severity, Transmit, Via};
 use crate::kill::KillLayer;
 
 /// How `cops` runs.
@@ -50,17 +56,16 @@ pub struct Options {
 /// one batch and COPS wakes up at most ~100 times a second. The starts and
 /// deadlines that could bring a verdict are not delayed (the engine's
 /// `next_urgent`); other rounds are sent up to a tick late, which costs nothing
-/// (replies carry their kernel arrival times). A tenth of the period, 1..=10 ms,
-/// far below the half period after which a late deadline is not counted.
+/// (replies carry their kernel arrival times). A tenth of the period, 1..=10 ms.
 pub fn tick(period: Duration) -> Duration {
     (period / 10).clamp(Duration::from_millis(1), Duration::from_millis(10))
 }
-/// Most datagrams drained from the socket before timers get their turn.
+/// Most datagrams drained from the heartbeat connection before timers get their turn.
 const MAX_DRAIN: usize = 4096;
+/// Most datagrams drained from the serving connection per turn.
+const MAX_SERVE_DRAIN: usize = 1024;
 /// A drain that finds at least this many datagrams switches to polling per tick.
 const POLL_MIN: usize = 4;
-/// Longest COPS waits for room in its socket buffer before dropping a batch.
-const SEND_WAIT_MS: i32 = 100;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -72,12 +77,17 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// The three connections, in the order they are read.
+struct Link {
+    heartbeat: Conn,
+    probe: Conn,
+    serve: Conn,
+}
+
 struct Shell {
     engine: Engine,
     kill: KillLayer,
-    client: Option<Client>,
-    /// Readable-only registration of a dup of the socket, while not polling.
-    readable: Option<AsyncFd<OwnedFd>>,
+    link: Option<Link>,
     opts: Options,
     our_uri: String,
     backoff: Duration,
@@ -88,11 +98,10 @@ struct Shell {
     worst_lag: Duration,
     last_tick: Instant,
     tick: Duration,
-    /// Many datagrams per tick: poll the socket once per tick.
+    /// Many datagrams per tick: poll the sockets once per tick.
     polling: bool,
-    /// When the socket was last seen empty: nothing drained later arrived before it.
-    last_empty: Instant,
-    batch: SendBatch,
+    /// When the serving connection was last drained.
+    last_poll: Instant,
     rbufs: RecvBufs,
 }
 
@@ -123,8 +132,7 @@ impl Shell {
         Shell {
             engine: Engine::new(cfg, now, SystemTime::now(), own),
             kill: KillLayer::new(own, opts.dry_run),
-            client: None,
-            readable: None,
+            link: None,
             opts,
             our_uri,
             backoff: BACKOFF_MIN,
@@ -136,131 +144,85 @@ impl Shell {
             last_tick: now,
             tick: tick_len,
             polling: false,
-            last_empty: now,
-            batch: SendBatch::default(),
+            last_poll: now,
             rbufs: RecvBufs::default(),
         }
     }
 
-    /// One turn of the loop: connect if due, take what is waiting in the
-    /// socket (with arrival times) before the timers so that no reply is judged
-    /// after its deadline, run the timers, act on the engine's outputs.
+    /// One turn of the loop (see the module documentation).
     fn step(&mut self) {
-        if self.client.is_none() && Instant::now() >= self.next_connect {
+        let began = Instant::now();
+        if self.link.is_none() && began >= self.next_connect {
             self.connect();
         }
-        let (closed, n) = self.drain_socket();
-        if self.polling {
-            self.polling = n >= POLL_MIN;
-        }
-        if closed {
-            self.disconnect("the broker closed the connection");
-        }
+        let n = self.drain_heartbeat();
         self.timers();
         self.drain();
+        let m = self.drain_serve();
+        self.drain();
+        self.polling = n + m >= POLL_MIN;
         self.watchdog_ping();
+        // A turn that took long is COPS's own stall (a flood it reads, a
+        // descheduled thread, SIGSTOP): the engine voids what it overlaps.
+        self.engine.lagged(began, Instant::now());
     }
 
-    /// Sleeps until the next wake (or the socket is readable, when not
+    /// Sleeps until the next wake (or a socket is readable, when not
     /// polling); returns true when `shutdown` completed.
-    async fn wait(&mut self, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+    async fn wait(&mut self, shutdown: &mut Pin<&mut impl Future<Output = ()>>) -> bool {
         let wake = self.next_wake();
-        if self.polling || self.client.is_none() {
-            self.readable = None;
-            tokio::select! {
-                biased;
-                _ = shutdown.as_mut() => return true,
-                _ = tokio::time::sleep_until(wake.into()) => {}
+        let polling = self.polling;
+        if let Some(link) = &mut self.link {
+            for c in [&mut link.heartbeat, &mut link.probe, &mut link.serve] {
+                if polling {
+                    c.readable = None;
+                } else {
+                    c.register();
+                }
             }
-            return false;
         }
-        if self.readable.is_none() {
-            self.readable = self.client.as_ref().and_then(|c| register(c.as_raw_fd()));
-        }
-        let mut more = false;
+        let none = None;
+        let (h, p, s) = match &self.link {
+            Some(l) => (&l.heartbeat.readable, &l.probe.readable, &l.serve.readable),
+            None => (&none, &none, &none),
+        };
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => return true,
-            r = readable(&self.readable) => {
-                if let Ok(mut guard) = r {
-                    guard.clear_ready();
-                }
-                more = true;
-            }
+            _ = readable(h) => {}
+            _ = readable(p) => {}
+            _ = readable(s) => {}
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        if more {
-            let (closed, n) = self.drain_socket();
-            self.polling = n >= POLL_MIN;
-            if closed {
-                self.disconnect("the broker closed the connection");
-            }
-        }
+        // Up later than meant (descheduled, stopped): COPS's own lag.
+        let now = Instant::now();
+        self.worst_lag = self.worst_lag.max(now.saturating_duration_since(wake));
+        self.engine.lagged(wake, now);
         false
     }
-}
 
-/// Registers a duplicate of `fd` with tokio for readability only.
-fn register(fd: RawFd) -> Option<AsyncFd<OwnedFd>> {
-    // SAFETY: dup of a descriptor we hold open; we own the new one.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return None;
-    }
-    // SAFETY: dup is a fresh descriptor owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-    // SAFETY: the AsyncFd owns the duplicate, keeping it open and unchanged
-    // until it is dropped (which deregisters it).
-    unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }.ok()
-}
-
-async fn readable(
-    r: &Option<AsyncFd<OwnedFd>>,
-) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
-    match r {
-        Some(r) => r.readable().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits up to `ms` for room to send on `fd`.
-fn wait_writable(fd: RawFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) > 0 }
-}
-
-impl Shell {
     fn connect(&mut self) {
-        let attempt = || {
-            let mut c = Client::connect_to(&self.opts.socket, &self.opts.process_name)?;
-            c.subscribe(&[&self.our_uri])?;
-            // Messages queued while subscribing: nothing of ours can be among them
-            // before the engine sent anything, so they are dropped.
-            while c.has_pending() {
-                let _ = c.recv(Some(Duration::ZERO));
-            }
-            Ok::<_, fims::Error>(c)
-        };
+        let name = self.opts.process_name.clone();
+        let socket = self.opts.socket.clone();
+        let open = |via| Conn::open(&socket, &name, via, &self.engine.subscriptions(via));
+        let attempt =
+            || Ok::<_, fims::Error>((open(Via::Heartbeat)?, open(Via::Probe)?, open(Via::Serve)?));
         match attempt() {
-            Ok(c) => {
-                if let Err(e) = enable_timestamps(c.as_raw_fd()) {
-                    debug!(error = %e, "no kernel receive timestamps");
-                }
-                debug!(socket = %self.opts.socket.display(), uri = %self.our_uri, "connected");
-                self.client = Some(c);
+            Ok((heartbeat, probe, serve)) => {
+                debug!(socket = %socket.display(), uri = %self.our_uri, "connected");
+                self.kill.set_bus(heartbeat.fd());
+                self.link = Some(Link {
+                    heartbeat,
+                    probe,
+                    serve,
+                });
                 self.backoff = BACKOFF_MIN;
                 self.warned_down = false;
-                self.last_empty = Instant::now();
                 self.engine.set_connected(Instant::now(), true);
             }
             Err(e) => {
                 if !self.warned_down {
-                    warn!(socket = %self.opts.socket.display(), error = %e, "cannot reach the FIMS broker; retrying with backoff");
+                    warn!(socket = %socket.display(), error = %e, "cannot reach the FIMS broker; retrying with backoff");
                     self.warned_down = true;
                 }
                 self.next_connect = Instant::now() + self.backoff;
@@ -270,9 +232,8 @@ impl Shell {
     }
 
     fn disconnect(&mut self, why: &str) {
-        self.readable = None;
         self.polling = false;
-        if self.client.take().is_some() {
+        if self.link.take().is_some() {
             debug!(reason = why, "disconnected");
             self.engine.set_connected(Instant::now(), false);
             self.next_connect = Instant::now() + BACKOFF_MIN;
@@ -305,56 +266,47 @@ impl Shell {
         }
     }
 
-    /// Hands the datagrams waiting in the socket to the engine, each with its
-    /// kernel arrival time (clamped between the last time the socket was seen
-    /// empty and now). Returns whether the connection turned out closed, and
-    /// how many datagrams were taken.
-    fn drain_socket(&mut self) -> (bool, usize) {
-        let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
-            return (false, 0);
+    /// Replies and probes first: each reply's PID is checked as it is read.
+    fn drain_heartbeat(&mut self) -> usize {
+        let Some(link) = &mut self.link else {
+            return 0;
         };
-        let mut total = 0;
-        let mut closed = false;
-        while total < MAX_DRAIN {
-            let (now, wall) = (Instant::now(), SystemTime::now());
-            let floor = self.last_empty.min(now);
-            let engine = &mut self.engine;
-            let r = recv_batch(fd, &mut self.rbufs, |dg, stamp| {
-                let age = stamp.and_then(|st| wall.duration_since(st).ok());
-                let at = age
-                    .and_then(|a| now.checked_sub(a))
-                    .unwrap_or(now)
-                    .clamp(floor, now);
-                match fims::Message::decode(dg) {
-                    Ok(msg) => engine.handle_message(at, &msg),
-                    Err(e) => debug!(error = %e, "undecodable datagram ignored"),
-                }
-            });
-            match r {
-                Ok(Received::Datagrams(0)) => {
-                    self.last_empty = now;
-                    break;
-                }
-                Ok(Received::Datagrams(n)) => total += n,
-                Ok(Received::Closed) => {
-                    closed = true;
-                    break;
-                }
-                Err(e) => {
-                    debug!(error = %e, "recvmmsg failed");
-                    break;
-                }
-            }
+        let (engine, kill) = (&mut self.engine, &mut self.kill);
+        let d = link.heartbeat.drain(&mut self.rbufs, MAX_DRAIN, |at, msg| {
+            engine.handle_message(at, Via::Heartbeat, msg, kill)
+        });
+        // The probe connection receives nothing; draining it notices a close.
+        let p = link.probe.drain(&mut self.rbufs, 16, |_, _| {});
+        if d.closed || p.closed {
+            self.disconnect("the broker closed the connection");
         }
-        (closed, total)
+        d.n
+    }
+
+    /// Requests to `ourUri`, a bounded number per turn.
+    fn drain_serve(&mut self) -> usize {
+        let Some(link) = &mut self.link else {
+            return 0;
+        };
+        self.last_poll = Instant::now();
+        let (engine, kill) = (&mut self.engine, &mut self.kill);
+        let d = link
+            .serve
+            .drain(&mut self.rbufs, MAX_SERVE_DRAIN, |at, msg| {
+                engine.handle_message(at, Via::Serve, msg, kill)
+            });
+        if d.closed {
+            self.disconnect("the broker closed the connection");
+        }
+        d.n
     }
 
     fn next_wake(&self) -> Instant {
         let mut wake = self.timer_wake();
         if self.polling {
-            wake = wake.min(self.last_empty + self.tick);
+            wake = wake.min(self.last_poll + self.tick);
         }
-        if self.client.is_none() {
+        if self.link.is_none() {
             wake = wake.min(self.next_connect);
         }
         if self.watchdog.is_some() {
@@ -403,6 +355,7 @@ impl Shell {
                 log_event(&ev);
                 if ev.post {
                     let t = Transmit {
+                        via: Via::Serve,
                         method: Method::Post,
                         uri: "/events".into(),
                         replyto: None,
@@ -418,85 +371,32 @@ impl Shell {
         self.flush();
     }
 
-    /// Encodes a message into the send batch.
     fn queue(&mut self, t: &Transmit) {
-        let Some(c) = &self.client else {
+        let Some(link) = &mut self.link else {
             return;
         };
-        // The broker's number limits the whole datagram; keep room for the five
-        // strings at their longest (the username is stamped by the broker).
-        let max = (c.max_len() as usize).saturating_sub(fims::MAX_OVERHEAD);
-        let too_large;
-        let body: &[u8] = if t.body.len() > max {
-            // A GET answer too large for the broker: say so on the replyto instead.
-            too_large = format!(
-                "\"Error: answer of {} bytes is over the broker's limit of {max}; ask {}/stats/<name>\"",
-                t.body.len(),
-                self.our_uri
-            );
-            too_large.as_bytes()
-        } else {
-            &t.body
+        let conn = match t.via {
+            Via::Heartbeat => &mut link.heartbeat,
+            Via::Probe => &mut link.probe,
+            Via::Serve => &mut link.serve,
         };
-        let msg = fims::Message {
-            method: t.method.as_str(),
-            uri: &t.uri,
-            replyto: t.replyto.as_deref().unwrap_or(""),
-            process_name: &self.opts.process_name,
-            username: "",
-            body,
-        };
-        if let Err(e) = self.batch.push(&msg) {
-            warn!(uri = %t.uri, error = %e, "message not sent");
-        }
+        conn.queue(t, &self.opts.process_name, &self.our_uri);
     }
 
-    /// Sends the batch with `sendmmsg`, waiting (briefly) for room when the
-    /// socket buffer is full; never blocks on a stuck broker for long.
+    /// Sends what is queued, heartbeats and probes first.
     fn flush(&mut self) {
-        let Some(fd) = self.client.as_ref().map(AsRawFd::as_raw_fd) else {
-            self.batch.clear();
+        let Some(link) = &mut self.link else {
             return;
         };
-        let mut from = 0;
-        while from < self.batch.len() {
-            match self.batch.send_from(fd, from) {
-                Ok(n) => from += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if !wait_writable(fd, SEND_WAIT_MS) {
-                        warn!(
-                            dropped = self.batch.len() - from,
-                            "the broker takes no messages: batch dropped"
-                        );
-                        break;
-                    }
-                }
-                Err(e) => {
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::BrokenPipe
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::NotConnected
-                    ) {
-                        self.disconnect("send failed");
-                        break;
-                    }
-                    warn!(error = %e, "send failed; message dropped");
-                    from += 1;
-                }
-            }
+        let up = link.heartbeat.flush() & link.probe.flush() & link.serve.flush();
+        if !up {
+            self.disconnect("send failed");
         }
-        self.batch.clear();
     }
 
     fn act(&mut self, a: Action) {
-        let now = Instant::now();
         match a {
-            Action::Pin { process, pid } => {
-                let outcome = self.kill.pin(process, pid);
-                self.engine.pin_result(now, process, pid, outcome);
-            }
-            Action::Unpin { process, pid } => self.kill.unpin(process, pid),
+            Action::Unpin { process, pid } => self.kill.forget(process, pid),
             Action::Signal {
                 process,
                 pid,
@@ -508,7 +408,7 @@ impl Shell {
             }
             Action::CheckExit { process, pid } => {
                 let r = self.kill.check_exit(process, pid);
-                self.engine.exit_result(now, process, pid, r);
+                self.engine.exit_result(Instant::now(), process, pid, r);
             }
         }
     }
