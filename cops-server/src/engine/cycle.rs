@@ -183,7 +183,7 @@ impl Engine {
             self.void_round(i, t); // the bus was down during the round
             return false;
         }
-        if now.saturating_duration_since(t) > self.evidence.bound() {
+        if now.saturating_duration_since(t) > self.evidence.lag_bound() {
             // COPS itself was late to look: it, not the process, was stalled.
             self.note_lag(t, now);
             self.void_round(i, t);

@@ -13,8 +13,10 @@
 //! - a probe that arrives after a later one was seen was dropped (the broker
 //!   sheds messages for COPS): the interval from its sending to the later
 //!   one's arrival is disturbed;
-//! - COPS's own loop running late by more than the bound (the runtime reports
-//!   it, and a deadline handled late shows it) is disturbed as well.
+//! - COPS's own loop running late by more than the reply deadline (the runtime
+//!   reports it, and a deadline handled late shows it) is disturbed as well.
+//!   Shorter lags are harmless: replies carry the kernel's arrival times, and
+//!   a backlog COPS leaves in the broker shows in the probe.
 //!
 //! A round without a good reply waits for the probe sent at its deadline; it is
 //! a miss only if that probe comes back in time and no disturbance overlaps the
@@ -48,6 +50,24 @@ struct Disturbance {
 struct Episode {
     since: Instant,
     voided: u64,
+    /// Disturbances by cause: late or overdue probes, lost probes, COPS lag;
+    /// and the worst probe latency and lag seen.
+    late: u32,
+    lost: u32,
+    lag: u32,
+    worst_probe: Duration,
+    worst_lag: Duration,
+}
+
+/// What caused a disturbance.
+#[derive(Debug, Clone, Copy)]
+enum Cause {
+    /// A probe took this long (or had not come back after it).
+    Late(Duration),
+    /// A probe was dropped.
+    Lost,
+    /// COPS ran this late.
+    Lag(Duration),
 }
 
 /// The probe, the disturbances it and the lag reports found, and stall episodes.
@@ -63,8 +83,10 @@ pub(super) struct Evidence {
     next_seq: u64,
     /// Probes sent and not yet seen: (seq, when sent).
     in_flight: VecDeque<(u64, Instant)>,
-    /// A probe slower than this (and a COPS lag longer than this) disturbs.
+    /// A probe slower than this disturbs: half the reply deadline.
     bound: Duration,
+    /// A COPS lag longer than this disturbs: the reply deadline.
+    lag_bound: Duration,
     /// Between periodic probes.
     interval: Duration,
     /// The period (disturbance memory, calm before "stall over").
@@ -93,6 +115,7 @@ impl Evidence {
             next_seq: 1,
             in_flight: VecDeque::new(),
             bound: (cfg.reply_deadline / 2).max(Duration::from_millis(1)),
+            lag_bound: cfg.reply_deadline,
             interval: (cfg.heartbeat / 4).max(Duration::from_millis(5)),
             period: cfg.heartbeat,
             disturbances: VecDeque::new(),
@@ -116,10 +139,9 @@ impl Evidence {
         &self.prefix
     }
 
-    /// The probe latency (and COPS lag) past which the bus or COPS counts as
-    /// stalled: half the reply deadline.
-    pub(super) fn bound(&self) -> Duration {
-        self.bound
+    /// The lag past which COPS counts as stalled: the reply deadline.
+    pub(super) fn lag_bound(&self) -> Duration {
+        self.lag_bound
     }
 
     /// The sequence number the next probe will carry.
@@ -165,17 +187,31 @@ impl Evidence {
     }
 
     /// Records a disturbance; returns whether it starts a stall episode.
-    fn disturb(&mut self, start: Instant, end: Option<Instant>) -> bool {
+    fn disturb(&mut self, start: Instant, end: Option<Instant>, cause: Cause) -> bool {
         self.disturbances.push_back(Disturbance { start, end });
-        if self.episode.is_some() {
-            return false;
-        }
-        self.episode = Some(Episode {
+        let new = self.episode.is_none();
+        let ep = self.episode.get_or_insert(Episode {
             since: start,
             voided: 0,
+            late: 0,
+            lost: 0,
+            lag: 0,
+            worst_probe: Duration::ZERO,
+            worst_lag: Duration::ZERO,
         });
-        self.stalls += 1;
-        true
+        match cause {
+            Cause::Late(d) => {
+                ep.late += 1;
+                ep.worst_probe = ep.worst_probe.max(d);
+            }
+            Cause::Lost => ep.lost += 1,
+            Cause::Lag(d) => {
+                ep.lag += 1;
+                ep.worst_lag = ep.worst_lag.max(d);
+            }
+        }
+        self.stalls += u64::from(new);
+        new
     }
 
     /// Ends the open disturbance (if any) at `at` (`None`: drop it).
@@ -255,7 +291,7 @@ impl Engine {
             } else {
                 // Overtaken: dropped on the way (the broker shed it for COPS).
                 lost += 1;
-                if self.evidence.disturb(sent, Some(now)) {
+                if self.evidence.disturb(sent, Some(now), Cause::Lost) {
                     self.stall_alarm(
                         sent,
                         format!("a probe through the broker was lost (probe {seq}: the broker dropped messages for COPS)"),
@@ -270,7 +306,7 @@ impl Engine {
         let sound = latency <= self.evidence.bound && lost == 0;
         if latency > self.evidence.bound {
             self.evidence.close_open(Some(now));
-            if self.evidence.disturb(sent, Some(now)) {
+            if self.evidence.disturb(sent, Some(now), Cause::Late(latency)) {
                 self.stall_alarm(
                     sent,
                     format!(
@@ -294,7 +330,8 @@ impl Engine {
             return; // it came
         };
         let open = self.evidence.disturbances.iter().any(|d| d.end.is_none());
-        if !open && self.evidence.disturb(sent, None) {
+        let cause = Cause::Late(self.evidence.bound);
+        if !open && self.evidence.disturb(sent, None, cause) {
             self.stall_alarm(
                 sent,
                 format!(
@@ -309,10 +346,10 @@ impl Engine {
     /// COPS ran late from `from` to `to`.
     pub(super) fn note_lag(&mut self, from: Instant, to: Instant) {
         let late = to.saturating_duration_since(from);
-        if late <= self.evidence.bound {
+        if late <= self.evidence.lag_bound {
             return;
         }
-        if self.evidence.disturb(from, Some(to)) {
+        if self.evidence.disturb(from, Some(to), Cause::Lag(late)) {
             self.stall_alarm(
                 from,
                 format!("COPS itself ran {} ms late", late.as_millis()),
@@ -348,8 +385,13 @@ impl Engine {
         self.evidence.episode = None;
         let ms = last_end.saturating_duration_since(ep.since).as_millis();
         let msg = format!(
-            "bus or host stall over after {ms} ms ({} rounds void)",
-            ep.voided
+            "bus or host stall over after {ms} ms ({} rounds void; {} late probes (worst {} ms), {} lost, {} COPS lags (worst {} ms))",
+            ep.voided,
+            ep.late,
+            ep.worst_probe.as_millis(),
+            ep.lost,
+            ep.lag,
+            ep.worst_lag.as_millis()
         );
         self.event(now, Severity::Status, EventKind::StallOver, None, msg, true);
     }

@@ -501,7 +501,7 @@ impl Engine {
     }
 
     /// COPS itself ran late: its loop meant to wake at `from` and woke at
-    /// `to`. Past the lag bound (half the reply deadline), rounds overlapping
+    /// `to`. Past the lag bound (the reply deadline), rounds overlapping
     /// `from..to` are void and a stall episode starts.
     pub fn lagged(&mut self, from: Instant, to: Instant) {
         self.note_lag(from, to);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fims::{Message, Method};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{Engine, EventKind, Kind, Severity, State, Transmit, Via};
 use std::cmp::Reverse;
@@ -159,7 +159,7 @@ impl Engine {
             _ => Err(format!("{} is not supported on {}", msg.method, msg.uri)),
         };
         let body = match answer {
-            Ok(v) => v.to_string(),
+            Ok(text) => text,
             Err(e) => Value::String(format!("Error: {e}")).to_string(),
         };
         self.transmits.push_back(Transmit {
@@ -171,38 +171,53 @@ impl Engine {
         });
     }
 
-    fn get(&self, now: Instant, rest: &str) -> Result<Value, String> {
+    /// The answer to `get ourUri<rest>` as JSON text, written directly (no
+    /// JSON tree for the whole site).
+    fn get(&self, now: Instant, rest: &str) -> Result<String, String> {
         let mut parts = fims::uri::frags(rest);
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (None, ..) => Ok(json!({
-                "summary": self.summary(now),
-                "stats": self.all_stats(now),
-            })),
-            (Some("summary"), None, ..) => Ok(self.summary(now)),
-            (Some("stats"), None, ..) => Ok(self.all_stats(now)),
+            (None, ..) => {
+                let mut out = format!("{{\"summary\":{},\"stats\":", self.summary(now));
+                self.write_all_stats(&mut out);
+                out.push('}');
+                Ok(out)
+            }
+            (Some("summary"), None, ..) => Ok(self.summary(now).to_string()),
+            (Some("stats"), None, ..) => {
+                let mut out = String::new();
+                self.write_all_stats(&mut out);
+                Ok(out)
+            }
             (Some("stats"), Some(name), field, None) => {
                 let i = self
                     .process_index(name)
                     .ok_or_else(|| format!("no process named {name}"))?;
-                let stats = self.stats(i, now);
-                match field {
-                    None => Ok(stats),
-                    Some(f) => stats
-                        .get(f)
-                        .cloned()
-                        .ok_or_else(|| format!("no stat {f} (one of {})", STAT_FIELDS.join(", "))),
-                }
+                let Some(f) = field else {
+                    let mut out = String::with_capacity(512);
+                    self.write_stats(i, &mut out);
+                    return Ok(out);
+                };
+                self.stats(i, now)
+                    .get(f)
+                    .map(Value::to_string)
+                    .ok_or_else(|| format!("no stat {f} (one of {})", STAT_FIELDS.join(", ")))
             }
             _ => Err(format!("nothing at {}{rest}", self.cfg.our_uri)),
         }
     }
 
-    fn all_stats(&self, now: Instant) -> Value {
-        let mut m = Map::new();
+    /// `{"<name>":{stats},...}` for every process.
+    fn write_all_stats(&self, out: &mut String) {
+        out.push('{');
         for (i, p) in self.procs.iter().enumerate() {
-            m.insert(p.cfg.name.clone(), self.stats(i, now));
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(out, &p.cfg.name);
+            out.push(':');
+            self.write_stats(i, out);
         }
-        Value::Object(m)
+        out.push('}');
     }
 
     /// The stats object of process `i`.

@@ -25,11 +25,15 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn};
 
-use super::batch::{enable_timestamps, recv_batch, Received, RecvBufs, SendBatch};
+use super::batch::{enable_timestamps, recv_up_to, Received, RecvBufs, SendBatch};
 use crate::engine::{Transmit, Via};
 
-/// Longest COPS waits for room in a socket buffer before dropping a batch.
+/// Longest COPS waits for room in a socket buffer before dropping a batch
+/// (heartbeat and probe connections only).
 const SEND_WAIT_MS: i32 = 100;
+/// Datagrams the serving connection keeps for later when the broker takes no
+/// more; past this the oldest are dropped.
+const SERVE_BACKLOG: usize = 4096;
 
 /// One connection.
 pub(super) struct Conn {
@@ -96,19 +100,24 @@ impl Conn {
 
     /// Hands up to `max` waiting datagrams to `f`, each with its kernel
     /// arrival time (clamped between the last time the socket was seen empty
-    /// and now).
+    /// and now); with a `budget`, stops (between small batches) once it is
+    /// spent, leaving the rest in the socket.
     pub(super) fn drain(
         &mut self,
         bufs: &mut RecvBufs,
         max: usize,
+        budget: Option<Duration>,
         mut f: impl FnMut(Instant, &fims::Message<'_>),
     ) -> Drained {
         let fd = self.fd();
         let mut out = Drained::default();
-        while out.n < max {
+        let began = Instant::now();
+        // Small batches when time counts, so the budget is kept closely.
+        let batch = if budget.is_some() { 16 } else { 256 };
+        while out.n < max && budget.is_none_or(|b| began.elapsed() < b) {
             let (now, wall) = (Instant::now(), SystemTime::now());
             let floor = self.last_empty.min(now);
-            let r = recv_batch(fd, bufs, |dg, stamp| {
+            let r = recv_up_to(fd, bufs, batch.min(max - out.n), |dg, stamp| {
                 let age = stamp.and_then(|st| wall.duration_since(st).ok());
                 let at = age
                     .and_then(|a| now.checked_sub(a))
@@ -167,9 +176,11 @@ impl Conn {
         }
     }
 
-    /// Sends the batch with `sendmmsg`, waiting (briefly) for room when the
-    /// socket buffer is full; never blocks on a stuck broker for long.
-    /// Returns false when the connection is gone.
+    /// Sends the batch with `sendmmsg`. When the socket buffer is full, the
+    /// heartbeat and probe connections wait (briefly) for room, never long on
+    /// a stuck broker; the serving connection never waits (a flood of
+    /// requests must not slow the cycle): what does not fit is sent on a later
+    /// turn. Returns false when the connection is gone.
     pub(super) fn flush(&mut self) -> bool {
         let fd = self.fd();
         let mut from = 0;
@@ -178,6 +189,15 @@ impl Conn {
             match self.batch.send_from(fd, from) {
                 Ok(n) => from += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.via == Via::Serve {
+                        self.batch.consume(from);
+                        let over = self.batch.len().saturating_sub(SERVE_BACKLOG);
+                        if over > 0 {
+                            warn!(dropped = over, "the broker takes no messages from the serving connection: oldest dropped");
+                            self.batch.consume(over);
+                        }
+                        return true;
+                    }
                     if !wait_writable(fd, SEND_WAIT_MS) {
                         warn!(
                             via = ?self.via,

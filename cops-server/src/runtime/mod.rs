@@ -64,6 +64,11 @@ pub fn tick(period: Duration) -> Duration {
 const MAX_DRAIN: usize = 4096;
 /// Most datagrams drained from the serving connection per turn.
 const MAX_SERVE_DRAIN: usize = 1024;
+/// Most time spent on the serving connection per turn: a fifth of a tick
+/// (0.2-2 ms), so a flood of requests takes at most a fifth of COPS's time.
+fn serve_budget(tick: Duration) -> Duration {
+    (tick / 5).clamp(Duration::from_micros(200), Duration::from_millis(2))
+}
 /// A drain that finds at least this many datagrams switches to polling per tick.
 const POLL_MIN: usize = 4;
 
@@ -151,10 +156,11 @@ impl Shell {
 
     /// One turn of the loop (see the module documentation).
     fn step(&mut self) {
-        let began = Instant::now();
-        if self.link.is_none() && began >= self.next_connect {
+        if self.link.is_none() && Instant::now() >= self.next_connect {
             self.connect();
         }
+        // Measured after connecting: a handshake waits on the broker, not on COPS.
+        let began = Instant::now();
         let n = self.drain_heartbeat();
         self.timers();
         self.drain();
@@ -272,27 +278,30 @@ impl Shell {
             return 0;
         };
         let (engine, kill) = (&mut self.engine, &mut self.kill);
-        let d = link.heartbeat.drain(&mut self.rbufs, MAX_DRAIN, |at, msg| {
-            engine.handle_message(at, Via::Heartbeat, msg, kill)
-        });
+        let d = link
+            .heartbeat
+            .drain(&mut self.rbufs, MAX_DRAIN, None, |at, msg| {
+                engine.handle_message(at, Via::Heartbeat, msg, kill)
+            });
         // The probe connection receives nothing; draining it notices a close.
-        let p = link.probe.drain(&mut self.rbufs, 16, |_, _| {});
+        let p = link.probe.drain(&mut self.rbufs, 16, None, |_, _| {});
         if d.closed || p.closed {
             self.disconnect("the broker closed the connection");
         }
         d.n
     }
 
-    /// Requests to `ourUri`, a bounded number per turn.
+    /// Requests to `ourUri`, a bounded number and time per turn.
     fn drain_serve(&mut self) -> usize {
         let Some(link) = &mut self.link else {
             return 0;
         };
         self.last_poll = Instant::now();
+        let budget = Some(serve_budget(self.tick));
         let (engine, kill) = (&mut self.engine, &mut self.kill);
         let d = link
             .serve
-            .drain(&mut self.rbufs, MAX_SERVE_DRAIN, |at, msg| {
+            .drain(&mut self.rbufs, MAX_SERVE_DRAIN, budget, |at, msg| {
                 engine.handle_message(at, Via::Serve, msg, kill)
             });
         if d.closed {
