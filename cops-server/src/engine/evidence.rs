@@ -22,7 +22,9 @@
 //! a miss only if that probe comes back in time and no disturbance overlaps the
 //! round. Otherwise it is void: no miss, for every process alike, however many
 //! are monitored. A stall episode starts with the first disturbance (one alarm)
-//! and ends (one "over" event) after a full period without any.
+//! and ends (one "over" event) after a whole hang window (`allowance x period`)
+//! without any, so a bus that stutters for a while is one stall, not many.
+//! Rounds that do not overlap a disturbance count meanwhile.
 
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -89,8 +91,10 @@ pub(super) struct Evidence {
     lag_bound: Duration,
     /// Between periodic probes.
     interval: Duration,
-    /// The period (disturbance memory, calm before "stall over").
+    /// The period (disturbance memory).
     period: Duration,
+    /// Calm needed before "stall over": `heartbeatErrorAllowance x period`.
+    calm: Duration,
     /// Recent disturbances, oldest first.
     disturbances: VecDeque<Disturbance>,
     /// The stall in progress, if any.
@@ -118,6 +122,7 @@ impl Evidence {
             lag_bound: cfg.reply_deadline,
             interval: (cfg.heartbeat / 4).max(Duration::from_millis(5)),
             period: cfg.heartbeat,
+            calm: cfg.kill_window(),
             disturbances: VecDeque::new(),
             episode: None,
             stalls: 0,
@@ -225,7 +230,7 @@ impl Evidence {
     }
 
     fn forget_old(&mut self, now: Instant) {
-        let keep = self.period * KEEP_PERIODS + self.bound;
+        let keep = self.period * KEEP_PERIODS + self.bound + self.calm;
         while self
             .disturbances
             .front()
@@ -364,8 +369,7 @@ impl Engine {
         self.event(at, Severity::Alarm, EventKind::Stall, None, msg, true);
     }
 
-    /// Ends the stall episode after a full period without a disturbance, with
-    /// a probe seen in time since.
+    /// Ends the stall episode after a hang window without a disturbance.
     pub(super) fn check_calm(&mut self, now: Instant) {
         self.evidence.forget_old(now);
         let Some(ep) = self.evidence.episode else {
@@ -379,7 +383,7 @@ impl Engine {
         let Some(last_end) = last_end else {
             return;
         };
-        if now < last_end + ev.period {
+        if now < last_end + ev.calm {
             return;
         }
         self.evidence.episode = None;

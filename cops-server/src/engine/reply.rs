@@ -49,10 +49,34 @@ pub(super) struct Rejects {
     pub(super) stale: u64,
     pub(super) refused_pid: u64,
     pub(super) conflict: u64,
-    /// When the last log line about a rejected reply went out.
-    last_log: Option<Instant>,
-    /// Rejections not logged since.
-    unlogged: u64,
+    /// The rate limit of the log lines about bad replies.
+    log: Throttle,
+    /// The rate limit of the alarms about refused PIDs.
+    alarm: Throttle,
+}
+
+/// At most one line per [`REJECT_LOG_EVERY`]; counts what it held back.
+#[derive(Debug, Clone, Default)]
+struct Throttle {
+    /// When the last line went out.
+    last: Option<Instant>,
+    /// Lines held back since.
+    held: u64,
+}
+
+impl Throttle {
+    /// Whether a line may go out now; when so, how many were held back before.
+    fn may(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
 }
 
 impl Rejects {
@@ -66,19 +90,6 @@ impl Rejects {
             RejectKind::Conflict => &mut self.conflict,
         };
         *c += 1;
-    }
-
-    /// Whether to log now; when so, how many went unlogged before.
-    fn may_log(&mut self, now: Instant) -> Option<u64> {
-        if self
-            .last_log
-            .is_some_and(|t| now.saturating_duration_since(t) < REJECT_LOG_EVERY)
-        {
-            self.unlogged += 1;
-            return None;
-        }
-        self.last_log = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -294,7 +305,7 @@ impl Engine {
     fn reject(&mut self, now: Instant, i: usize, kind: RejectKind, why: String) {
         let p = &mut self.procs[i];
         p.rejects.count(kind);
-        let Some(unlogged) = p.rejects.may_log(now) else {
+        let Some(unlogged) = p.rejects.log.may(now) else {
             return;
         };
         let more = match unlogged {
@@ -322,10 +333,10 @@ impl Engine {
             return self.reject(now, i, RejectKind::RefusedPid, why);
         }
         p.rejects.count(RejectKind::RefusedPid);
-        if let Some(unlogged) = p.rejects.may_log(now) {
+        if let Some(unlogged) = p.rejects.alarm.may(now) {
             let more = match unlogged {
                 0 => String::new(),
-                n => format!(" ({n} more rejected since the last such line)"),
+                n => format!(" ({n} more refused since the last such alarm)"),
             };
             let msg = format!(
                 "{}: reply with pid {pid} not accepted: {why}{more}",
