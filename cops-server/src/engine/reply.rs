@@ -231,7 +231,11 @@ impl Engine {
         p.conflict = None;
         self.pinned_by.insert(pid, i as u32);
         let old = old?;
-        if self.pinned_by.get(&old) == Some(&(i as u32)) {
+        let p = &mut self.procs[i];
+        // A process still being killed stays pinned (and its PID taken)
+        // until its exit is seen.
+        let dying = p.kill.is_some_and(|k| k.pid == old);
+        if !dying && self.pinned_by.get(&old) == Some(&(i as u32)) {
             self.pinned_by.remove(&old);
         }
         let p = &mut self.procs[i];
@@ -239,7 +243,7 @@ impl Engine {
         if p.killed_incarnation == Some(p.incarnation - 1) {
             p.stats.cops_restarts += 1;
         }
-        if p.kill.is_none_or(|k| k.pid != old) {
+        if !dying {
             self.actions.push_back(Action::Unpin {
                 process: i,
                 pid: old,

@@ -174,6 +174,9 @@ impl Engine {
             }
         }
         if unpin {
+            if self.pinned_by.get(&pid) == Some(&(process as u32)) {
+                self.pinned_by.remove(&pid);
+            }
             self.actions.push_back(Action::Unpin { process, pid });
         }
     }
