@@ -27,25 +27,26 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
-use crate::identity::Unchecked;
 
 mod cycle;
 mod events;
 mod evidence;
 mod parse;
+mod process;
 mod reply;
 mod serve;
 mod signals;
 mod verdict;
 
-use cycle::{Awaiting, Round, Schedule};
+use cycle::{Awaiting, Schedule};
 use evidence::Evidence;
-use reply::{BuildFnv, Rejects};
+use process::{Kill, Proc};
+use reply::BuildFnv;
 use serve::Tokens;
 use verdict::SiteBudget;
 
@@ -149,113 +150,6 @@ enum Kind {
 
 /// (when, what, process index or probe seq, sequence number).
 type Timer = Reverse<(Instant, Kind, u32, u64)>;
-
-/// A signal in flight: escalation and exit checks follow it.
-#[derive(Debug, Clone, Copy)]
-struct Kill {
-    pid: u32,
-    signal: Signal,
-    sent: Instant,
-    seq: u64,
-}
-
-/// Per-process statistics (docs/protocol/cops.md "What COPS serves").
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stats {
-    last_rt: Option<Duration>,
-    max_rt: Duration,
-    sum_rt: Duration,
-    n_rt: u64,
-    total_restarts: u64,
-    cops_restarts: u64,
-    last_alive: Option<Instant>,
-    versions: [String; 3],
-    /// Hash of the version fields of the last reply (to skip comparing strings).
-    versions_hash: u64,
-}
-
-impl Stats {
-    /// Records a good reply: response time, when, and the versions it carried
-    /// (`None` fields: unchanged since the last reply).
-    fn record(
-        &mut self,
-        rt: Duration,
-        at: Instant,
-        versions: [Option<String>; 3],
-        versions_hash: u64,
-    ) {
-        self.last_rt = Some(rt);
-        self.max_rt = self.max_rt.max(rt);
-        self.sum_rt += rt;
-        self.n_rt += 1;
-        self.last_alive = Some(at);
-        for (slot, v) in self.versions.iter_mut().zip(versions) {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        }
-        self.versions_hash = versions_hash;
-    }
-}
-
-#[derive(Debug)]
-struct Proc {
-    /// Its configuration (name, URI, kill settings).
-    cfg: ProcessConfig,
-    /// `ourUri/heartbeat/<name>`: replies arrive here (the `by_reply` key).
-    reply_uri: Arc<str>,
-    /// `ourUri/stats/<name>`: where its stats are published.
-    stats_uri: Arc<str>,
-    /// `<uri>/cops/cops_heartbeat`: step 1 of a round sets the counter here.
-    hb_uri: Arc<str>,
-    /// `<uri>/cops`: step 2 of a round asks here.
-    get_uri: Arc<str>,
-    /// What COPS believes about it (stats, verdict events).
-    state: State,
-    /// The counter H of the current round; advances only on a success.
-    h: u64,
-    /// The open round, if any (one at a time per process).
-    round: Option<Round>,
-    /// Sequence number for rounds and kill checks, so stale timers are ignored.
-    seq: u64,
-    /// Consecutive misses (reset by a success; void rounds leave it alone).
-    misses: u32,
-    /// A round start came while the last round was still open.
-    deferred: bool,
-    /// Start of the silence `hangTimeAllowanceMS` is measured from (moved
-    /// past void rounds: time the bus or COPS stalled does not count).
-    miss_base: Instant,
-    /// When the last good reply came: the verdict says how long ago, truly.
-    last_good: Option<Instant>,
-    /// The verified PID of the current incarnation (pinned by the kill layer);
-    /// kept in the stats even when a signal to it is refused.
-    pid: Option<u32>,
-    /// Real and effective uid of `pid` when pinned: replies naming `pid` must
-    /// come from that user.
-    uids: (u32, u32),
-    /// Identity checks that could not be made when `pid` was pinned.
-    unchecked: Vec<Unchecked>,
-    /// Counts PID changes: one kill per incarnation.
-    incarnation: u64,
-    /// Response times, restarts, versions (served and published).
-    stats: Stats,
-    /// The incarnation COPS last signalled (never twice the same one).
-    killed_incarnation: Option<u64>,
-    /// The signal in flight: escalation and exit checks follow it.
-    kill: Option<Kill>,
-    /// Times of recent kills, for `maxKills` in `killWindowMS`.
-    kills: VecDeque<Instant>,
-    /// The kill budget is spent: alarms only (one fault event when it starts).
-    quarantined: bool,
-    /// Waiting in the site kill budget's queue.
-    waiting_site: bool,
-    /// Rejected replies by kind, and the rate limit of their log lines.
-    rejects: Rejects,
-    /// The last refused PID, so a repeated bad PID raises one alarm, not many.
-    rejected_pid: Option<i64>,
-    /// The pinned PID a conflict alarm was raised for (one alarm per conflict).
-    conflict: Option<u32>,
-}
 
 /// The COPS engine (see the module documentation for the calling order).
 #[derive(Debug)]
@@ -368,38 +262,10 @@ impl Engine {
     }
 
     fn add_process(&mut self, p: &ProcessConfig, now: Instant) {
-        let our = &self.cfg.our_uri;
-        let reply_uri: Arc<str> = format!("{our}/heartbeat/{}", p.name).into();
+        let proc = Proc::new(p, &self.cfg.our_uri, now);
         self.by_reply
-            .insert(reply_uri.clone(), self.procs.len() as u32);
-        self.procs.push(Proc {
-            cfg: p.clone(),
-            reply_uri,
-            stats_uri: format!("{our}/stats/{}", p.name).into(),
-            hb_uri: format!("{}/cops/cops_heartbeat", p.uri).into(),
-            get_uri: format!("{}/cops", p.uri).into(),
-            state: State::Unknown,
-            h: 1,
-            round: None,
-            seq: 0,
-            misses: 0,
-            deferred: false,
-            miss_base: now,
-            last_good: None,
-            pid: None,
-            uids: (u32::MAX, u32::MAX),
-            unchecked: Vec::new(),
-            incarnation: 0,
-            stats: Stats::default(),
-            killed_incarnation: None,
-            kill: None,
-            kills: VecDeque::new(),
-            quarantined: false,
-            waiting_site: false,
-            rejects: Rejects::default(),
-            rejected_pid: None,
-            conflict: None,
-        });
+            .insert(proc.reply_uri.clone(), self.procs.len() as u32);
+        self.procs.push(proc);
     }
 
     /// The configuration in force.

@@ -84,6 +84,38 @@ impl Engine {
         }
     }
 
+    /// A signal other than SIGKILL did not end the process in time: SIGKILL.
+    fn escalate(&mut self, now: Instant, process: usize, kill: Kill, evidence: &str) {
+        let p = &mut self.procs[process];
+        let pid = kill.pid;
+        p.seq += 1;
+        p.kill = Some(Kill {
+            pid,
+            signal: Signal::KILL,
+            sent: now,
+            seq: p.seq,
+        });
+        self.actions.push_back(Action::Signal {
+            process,
+            pid,
+            signal: Signal::KILL,
+        });
+        let ms = now.saturating_duration_since(kill.sent).as_millis();
+        let msg = format!(
+            "{} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
+            p.cfg.name, kill.signal
+        );
+        self.event(
+            now,
+            Severity::Alarm,
+            EventKind::Escalated,
+            Some(process),
+            msg,
+            true,
+        );
+        self.event_pid(pid);
+    }
+
     /// First look after a signal; later looks double the interval up to
     /// `killEscalationMS`.
     pub(super) fn on_kill_check(&mut self, i: usize, seq: u64) {
@@ -130,32 +162,7 @@ impl Engine {
                 self.event_pid(pid);
             }
             ExitCheck::StillAlive { evidence } if !kill.signal.is_kill() => {
-                p.seq += 1;
-                p.kill = Some(Kill {
-                    pid,
-                    signal: Signal::KILL,
-                    sent: now,
-                    seq: p.seq,
-                });
-                self.actions.push_back(Action::Signal {
-                    process,
-                    pid,
-                    signal: Signal::KILL,
-                });
-                let msg = format!(
-                    "{name} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
-                    kill.signal
-                );
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::Escalated,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
-                return;
+                return self.escalate(now, process, kill, &evidence);
             }
             ExitCheck::StillAlive { evidence } => {
                 p.kill = None;

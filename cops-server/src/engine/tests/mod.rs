@@ -6,6 +6,7 @@ use super::*;
 use crate::identity::{PidRefusal, PinRequest, Pinned, Unchecked};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 mod cycle;
 mod safety;
