@@ -35,7 +35,8 @@ pub enum PidRefusal {
     /// The process started after the reply was received: it is not the one
     /// that answered (the PID was reused).
     StartedAfterReply,
-    /// Its owner is not the user the broker stamped on the reply.
+    /// Its owner is not the user the broker stamped on the reply (nor is
+    /// that user root).
     NotTheSender {
         /// The process's real and effective uid.
         uids: (u32, u32),
@@ -205,8 +206,11 @@ pub trait Verifier {
     fn alive(&mut self, process: usize, pid: u32) -> bool;
     /// Forgets the identity pinned for (`process`, `pid`).
     fn unpin(&mut self, process: usize, pid: u32);
-    /// Whether the broker-stamped `username` names one of `uids`.
-    fn user_is(&mut self, username: &str, uids: (u32, u32)) -> bool;
+    /// Whether a reply stamped with `username` may speak for a process owned
+    /// by `uids`: the user is its owner, or root (who could signal any process
+    /// anyway, and whose stamp a process keeps when it drops its privileges
+    /// after connecting).
+    fn sent_by_owner(&mut self, username: &str, uids: (u32, u32)) -> bool;
 }
 
 /// Why a signal was not delivered.

@@ -129,7 +129,7 @@ impl Engine {
         };
         if p.pid == Some(pid) {
             // The pinned process: it must still come from its owner.
-            if !msg.username.is_empty() && !verifier.user_is(msg.username, p.uids) {
+            if !msg.username.is_empty() && !verifier.sent_by_owner(msg.username, p.uids) {
                 let why = PidRefusal::NotTheSender {
                     uids: p.uids,
                     sender: msg.username.to_owned(),

@@ -13,7 +13,8 @@
 //!    start time against the kernel's receive stamp): a PID reused since is
 //!    not the one that answered;
 //! 5. its owner (real or effective uid, `/proc/<pid>/status`) is the user the
-//!    broker stamped on the reply, when stamped, and `expectedUser`, when set;
+//!    broker stamped on the reply (or that user is root), when stamped, and
+//!    `expectedUser`, when set;
 //! 6. `expectedExe`: `/proc/<pid>/exe`, the full path when a path is
 //!    configured (the last component for a bare name); without access to it,
 //!    the command name (`comm`) instead, and the event says so;
@@ -136,7 +137,7 @@ impl KillLayer {
         }
         let uids = status.uids;
         id.set_uids(uids);
-        if !req.sender.is_empty() && !self.user_is(req.sender, uids) {
+        if !req.sender.is_empty() && !self.sent_by_owner(req.sender, uids) {
             let sender = req.sender.to_owned();
             return Err(PidRefusal::NotTheSender { uids, sender });
         }
@@ -257,9 +258,18 @@ impl Verifier for KillLayer {
         }
     }
 
-    fn user_is(&mut self, username: &str, uids: (u32, u32)) -> bool {
+    fn sent_by_owner(&mut self, username: &str, uids: (u32, u32)) -> bool {
         self.users
             .uid(username)
+            .is_some_and(|u| u == 0 || u == uids.0 || u == uids.1)
+    }
+}
+
+impl KillLayer {
+    /// Whether `user` (a name or a uid) is one of `uids`.
+    fn user_is(&mut self, user: &str, uids: (u32, u32)) -> bool {
+        self.users
+            .uid(user)
             .is_some_and(|u| u == uids.0 || u == uids.1)
     }
 }

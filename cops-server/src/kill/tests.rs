@@ -337,7 +337,12 @@ fn owner_must_be_the_sender_and_the_expected_user() {
     ));
     req.expected_user = Some(&me);
     assert!(matches!(layer.pin(&req), PinOutcome::Pinned(_)));
-    assert!(layer.user_is(&me, (u32::MAX, me.parse().unwrap())));
+    assert!(layer.sent_by_owner(&me, (u32::MAX, me.parse().unwrap())));
+    assert!(
+        layer.sent_by_owner("0", (1000, 1000)),
+        "root speaks for anyone"
+    );
+    assert!(!layer.sent_by_owner("1001", (1000, 1000)));
     reap(c);
 }
 

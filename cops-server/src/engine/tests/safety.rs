@@ -479,3 +479,24 @@ fn a_lagging_cops_voids_what_it_overlaps() {
     h.run_ms(2200);
     assert_eq!(h.signals_of(0), [4242]);
 }
+
+#[test]
+fn root_speaks_for_any_owner() {
+    // A process that connected as root and then dropped to its own user keeps
+    // the root stamp on its replies: still believed.
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(300);
+    for k in 0..5 {
+        let hb = round_at(&mut h, 300 + k * 100);
+        let at = h.now + Duration::from_millis(1);
+        h.inject_reply(at, 0, reply_body(hb, 4242), "root");
+    }
+    h.run_ms(900);
+    assert!(h.kinds(EventKind::PidRejected).is_empty());
+    assert_eq!(h.stat(0, "rejected_replies")["refused_pid"], 0);
+    assert_eq!(
+        h.stat(0, "rejected_replies")["duplicate"],
+        5,
+        "the real ones came second"
+    );
+}
