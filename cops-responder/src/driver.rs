@@ -54,7 +54,6 @@ pub struct Driver {
     next_attempt: Instant,
     backoff: Duration,
     last_error: Option<fims::Error>,
-    pets: Option<PetHandle>,
     dropped: u64,
     reply: Vec<u8>,
     replyto: String,
@@ -72,7 +71,6 @@ impl Driver {
             next_attempt: Instant::now(),
             backoff: RECONNECT_MIN,
             last_error: None,
-            pets: None,
             dropped: 0,
             reply: Vec::with_capacity(256),
             replyto: String::with_capacity(64),
@@ -106,10 +104,20 @@ impl Driver {
         self.responder.pet(Instant::now());
     }
 
-    /// A handle for pets from another thread; applied before each message.
-    /// Only needed when `poll` does not run on the work thread.
+    /// One iteration of the work loop ended now (see [`Responder::loop_tick`]).
+    pub fn tick(&mut self) {
+        self.responder.loop_tick(Instant::now());
+    }
+
+    /// A handle for pets and ticks from another thread. Only needed when
+    /// `poll` does not run on the work thread.
     pub fn pet_handle(&mut self) -> PetHandle {
-        self.pets.get_or_insert_with(PetHandle::new).clone()
+        self.responder.pet_handle()
+    }
+
+    /// Gives the responder back, closing the connection.
+    pub fn into_responder(self) -> Responder {
+        self.responder
     }
 
     /// Whether the driver holds a connection now.
@@ -195,9 +203,6 @@ impl Driver {
             Err(fims::Error::Decode(_)) => return Ok(Some(false)),
             Err(e) => return Err(e),
         };
-        if let Some(p) = &self.pets {
-            p.apply(&mut self.responder);
-        }
         let outcome = self
             .responder
             .handle_message(Instant::now(), &msg, &mut self.reply);

@@ -191,6 +191,7 @@
 mod driver;
 pub mod ffi;
 mod json;
+mod meter;
 mod pet;
 mod pid;
 mod responder;
@@ -199,6 +200,7 @@ mod router;
 mod tokio_driver;
 
 pub use driver::{Driver, Event, MAX_PER_POLL, RECONNECT_MAX, RECONNECT_MIN};
+pub use meter::LoopStats;
 pub use pet::PetHandle;
 pub use responder::{ConfigError, Outcome, Responder};
 pub use router::Router;
