@@ -147,8 +147,7 @@ impl Meter {
     fn offset(&self, t: Instant) -> i64 {
         match t.checked_duration_since(self.base) {
             Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-            None => i64::try_from(self.base.duration_since(t).as_nanos())
-                .map_or(NEVER + 1, |n| -n),
+            None => i64::try_from(self.base.duration_since(t).as_nanos()).map_or(NEVER + 1, |n| -n),
         }
     }
 
@@ -363,12 +362,20 @@ mod tests {
         for us in 0..100_000u64 {
             let b = bucket(us);
             assert!(b == prev || b == prev + 1, "{us}: {b} after {prev}");
-            assert!(bucket_high(b) >= us, "{us} above its bucket's high {}", bucket_high(b));
+            assert!(
+                bucket_high(b) >= us,
+                "{us} above its bucket's high {}",
+                bucket_high(b)
+            );
             if b > 0 {
                 assert!(bucket_high(b - 1) < us, "{us} also fits bucket {}", b - 1);
             }
             // At most 12.5 % wide.
-            assert!(bucket_high(b) - us <= us / 8 + 1, "{us}: high {}", bucket_high(b));
+            assert!(
+                bucket_high(b) - us <= us / 8 + 1,
+                "{us}: high {}",
+                bucket_high(b)
+            );
             prev = b;
         }
         assert_eq!(bucket(u64::MAX), BUCKETS - 1);

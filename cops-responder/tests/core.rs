@@ -165,7 +165,10 @@ fn unset_versions_are_answered_empty() {
         )
     );
     for f in ["version_tag", "version_commit", "version_build"] {
-        assert_eq!(run(&mut r, "get", &format!("/site/cops/{f}"), R, b"").1, r#""""#);
+        assert_eq!(
+            run(&mut r, "get", &format!("/site/cops/{f}"), R, b"").1,
+            r#""""#
+        );
     }
     r.set_version("v\"1\"\n", "", "b\\7");
     let text = run(&mut r, "get", "/site/cops", R, b"").1;
@@ -173,14 +176,28 @@ fn unset_versions_are_answered_empty() {
     assert_eq!(v["version_tag"], "v\"1\"\n");
     assert_eq!(v["version_commit"], "");
     assert_eq!(v["version_build"], "b\\7");
-    let mut keys: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["cops_heartbeat", "pid", "version_build", "version_commit", "version_tag"],
+        [
+            "cops_heartbeat",
+            "pid",
+            "version_build",
+            "version_commit",
+            "version_tag"
+        ],
         "every field, nothing else"
     );
-    assert_eq!(run(&mut r, "get", "/site/cops/version_commit", R, b"").1, r#""""#);
+    assert_eq!(
+        run(&mut r, "get", "/site/cops/version_commit", R, b"").1,
+        r#""""#
+    );
     assert_eq!(
         run(&mut r, "get", "/site/cops/version_tag", R, b"").1,
         r#""v\"1\"\n""#

@@ -39,13 +39,23 @@ fn a_host_that_never_ticks_sends_exactly_the_old_answer() {
     let mut r = responder();
     let t0 = Instant::now();
     let mut reply = Vec::new();
-    let _ = r.handle(t0, "set", "/site/cops/cops_heartbeat", None, b"17", &mut reply);
+    let _ = r.handle(
+        t0,
+        "set",
+        "/site/cops/cops_heartbeat",
+        None,
+        b"17",
+        &mut reply,
+    );
     // Pets are not ticks: still the old answer.
     r.pet(t0);
     r.set_liveness_window(Some(ms(100)));
     r.pet_handle().pet_at(t0);
     for _ in 0..3 {
-        assert_eq!(get(&mut r, t0, "/site/cops"), (Outcome::Reply, plain_answer(17)));
+        assert_eq!(
+            get(&mut r, t0, "/site/cops"),
+            (Outcome::Reply, plain_answer(17))
+        );
     }
     assert_eq!(r.loop_stats(), None);
     let (o, text) = get(&mut r, t0, "/site/cops/loop");
@@ -66,7 +76,10 @@ fn the_answer_carries_the_loop_after_the_existing_fields() {
         r#"{},"loop":{{"count":4,"max_us":15000,"p99_us":15000}}}}"#,
         &old[..old.len() - 1]
     );
-    assert_eq!(get(&mut r, t0 + ms(40), "/site/cops"), (Outcome::Reply, want));
+    assert_eq!(
+        get(&mut r, t0 + ms(40), "/site/cops"),
+        (Outcome::Reply, want)
+    );
     // A new beat: nothing since the answer; the minute's p99 stays.
     let old_tail = r#""loop":{"count":0,"max_us":0,"p99_us":15000}}"#;
     let (_, text) = get(&mut r, t0 + ms(50), "/site/cops");
@@ -107,7 +120,10 @@ fn only_the_heartbeat_answer_starts_a_new_beat() {
         Outcome::Handled
     );
     let (_, text) = get(&mut r, t0, "/site/cops");
-    assert!(text.contains(r#""loop":{"count":3,"max_us":20000,"#), "{text}");
+    assert!(
+        text.contains(r#""loop":{"count":3,"max_us":20000,"#),
+        "{text}"
+    );
     let s = r.loop_stats().expect("ticked");
     assert_eq!((s.ticks, s.count, s.max_us), (3, 0, 0));
 }
