@@ -7,11 +7,13 @@
 //! signed nanoseconds from the meter's creation (`base`), so instants given by
 //! the host from before the responder existed still order correctly.
 //!
-//! The rolling minute is six slots of 10 s (the window is the last 50-60 s of
-//! ticks), each a log-linear histogram of iteration times in microseconds with
-//! 8 sub-buckets per power of two (a bucket is at most 12.5 % wide), plus one
-//! running sum of the six so a reader never has to add them up. Quantiles are
-//! the upper edge of their bucket, capped at the exact maximum.
+//! The rolling minute is a ring of eight slots of 2^33 ns (8.6 s), seven of
+//! them live (the window is the last 51.5-60.1 s of ticks; powers of two make
+//! the slot of a tick a shift and a mask), each a log-linear histogram of
+//! iteration times in microseconds with 8 sub-buckets per power of two (a
+//! bucket is at most 12.5 % wide), plus one running sum of the live slots so a
+//! reader never has to add them up. Quantiles are the upper edge of their
+//! bucket, capped at the exact maximum.
 //!
 //! One thread ticks (the work loop). A second thread ticking at the same time
 //! cannot corrupt memory, only blur the figures.
@@ -21,10 +23,10 @@ use std::time::{Duration, Instant};
 
 /// "Never happened" for the `last_*` instants.
 pub(crate) const NEVER: i64 = i64::MIN;
-/// Length of one histogram slot.
-const SLOT_NS: i64 = 10_000_000_000;
-/// Slots in the rolling minute.
-const SLOTS: usize = 6;
+/// log2 of the length of one histogram slot in ns (8.6 s).
+const SLOT_SHIFT: u32 = 33;
+/// Slots in the ring; all but one are live.
+const SLOTS: usize = 8;
 /// Values below this many microseconds have a bucket each.
 const LINEAR: usize = 16;
 /// log2 of the sub-buckets per power of two.
@@ -144,10 +146,13 @@ impl Meter {
     }
 
     /// `t` as signed nanoseconds from `base` (saturating after 292 years).
+    #[inline]
     fn offset(&self, t: Instant) -> i64 {
         match t.checked_duration_since(self.base) {
-            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-            None => i64::try_from(self.base.duration_since(t).as_nanos()).map_or(NEVER + 1, |n| -n),
+            Some(d) => nanos(d),
+            None => nanos(self.base.duration_since(t))
+                .saturating_neg()
+                .max(NEVER + 1),
         }
     }
 
@@ -209,14 +214,14 @@ impl Meter {
             self.beat_max.fetch_max(us, Relaxed);
         }
         let cur = self.epoch.load(Relaxed);
-        let epoch = at.div_euclid(SLOT_NS);
+        let epoch = at >> SLOT_SHIFT; // floor division, negative offsets too
         let epoch = if epoch > cur {
             self.rotate(cur, epoch);
             epoch
         } else {
             cur // the same slot, or an instant out of order: the current slot
         };
-        let s = epoch.rem_euclid(SLOTS as i64) as usize;
+        let s = slot_of(epoch);
         let b = bucket(us);
         bump(&self.slots[s][b]);
         bump(&self.minute[b]);
@@ -227,7 +232,8 @@ impl Meter {
     }
 
     /// Moves the writing slot from epoch `old` to `new`, emptying the slots
-    /// of the epochs in between (they leave the rolling minute).
+    /// it enters and the one after `new` (epoch `new - 7`): what is left are
+    /// the seven live slots `new - 6 ..= new`.
     #[cold]
     fn rotate(&self, old: i64, new: i64) {
         let first = if old == NEVER {
@@ -235,8 +241,8 @@ impl Meter {
         } else {
             (old + 1).max(new - SLOTS as i64 + 1)
         };
-        for e in first..=new {
-            let s = e.rem_euclid(SLOTS as i64) as usize;
+        for e in (first..=new).chain([new + 1]) {
+            let s = slot_of(e);
             let mut gone = 0;
             for (slot, sum) in self.slots[s].iter().zip(&self.minute) {
                 let c = slot.load(Relaxed);
@@ -346,6 +352,20 @@ impl Meter {
     }
 }
 
+/// `d` in nanoseconds, saturating (no 128-bit arithmetic on the tick's path).
+#[inline]
+fn nanos(d: Duration) -> i64 {
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    secs.saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(d.subsec_nanos()))
+}
+
+/// The ring slot of epoch `e`.
+#[inline]
+fn slot_of(e: i64) -> usize {
+    (e as usize) & (SLOTS - 1)
+}
+
 /// `+1` by the one writer: a load and a store, no read-modify-write.
 #[inline]
 fn bump(c: &AtomicU64) {
@@ -444,7 +464,7 @@ mod tests {
         }
         assert_eq!(m.minute_max(), 1_000_000);
         let n = m.minute_count();
-        assert!((50..=61).contains(&n), "{n}");
+        assert!((51..=61).contains(&n), "{n}");
         assert_eq!(m.p50(), 1_000_000);
         // A stall longer than the whole window empties it but for itself.
         t += Duration::from_secs(600);
