@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::driver::Driver;
+use crate::json::SliceOut;
 use crate::meter::Meter;
 use crate::responder::{Outcome, Responder};
 
@@ -128,14 +129,59 @@ unsafe fn utf8<'a>(p: *const c_char) -> Result<&'a str, cops_status> {
     }
     // SAFETY: non-NULL and NUL-terminated per the caller's contract.
     let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    // URIs and methods are ASCII: the word-at-a-time ASCII check is several
+    // URIs and methods are ASCII: a word-at-a-time ASCII check is several
     // times cheaper than full UTF-8 validation of such short strings, and
     // ASCII is UTF-8. Anything else gets the full check.
-    if bytes.is_ascii() {
+    if is_ascii(bytes) {
         // SAFETY: every byte is below 0x80, so the bytes are valid UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
     std::str::from_utf8(bytes).map_err(|_| COPS_ERR_INVALID)
+}
+
+/// Whether every byte is below 0x80: 8 bytes per step, the tail read as the
+/// (overlapping) last 8 bytes, so strings of 8 bytes or more have no byte loop.
+#[inline]
+fn is_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_ne_bytes(w)
+    };
+    if b.len() < 8 {
+        return b.iter().fold(0, |acc, &x| acc | x) < 0x80;
+    }
+    let chunks = b.chunks_exact(8);
+    let last = word(&b[b.len() - 8..]);
+    chunks.fold(last, |acc, c| acc | word(c)) & HIGH == 0
+}
+
+/// The method as UTF-8, with a fast path for the two a responder answers:
+/// `get` and `set` are recognised from their bytes without `strlen`.
+///
+/// # Safety
+/// As [`utf8`].
+#[inline]
+unsafe fn method_str<'a>(p: *const c_char) -> Result<&'a str, cops_status> {
+    if p.is_null() {
+        return Err(COPS_ERR_NULL);
+    }
+    // SAFETY: NUL-terminated, and each byte is read only after the previous
+    // one was found to be a letter, not the terminator (`&&` short-circuits).
+    let known = unsafe {
+        let first = *p as u8;
+        ((first == b'g' || first == b's')
+            && *p.add(1) as u8 == b'e'
+            && *p.add(2) as u8 == b't'
+            && *p.add(3) == 0)
+            .then_some(if first == b'g' { "get" } else { "set" })
+    };
+    match known {
+        Some(m) => Ok(m),
+        // SAFETY: the caller's contract.
+        None => unsafe { utf8(p) },
+    }
 }
 
 /// Borrows the single-thread part of the responder behind `r` mutably.
@@ -329,7 +375,7 @@ pub unsafe extern "C" fn cops_responder_handle(
         }
         // SAFETY: the caller's contract, see above; every pointer was checked non-NULL.
         unsafe {
-            let (Ok(method), Ok(uri)) = (utf8(method), utf8(uri)) else {
+            let (Ok(method), Ok(uri)) = (method_str(method), utf8(uri)) else {
                 return COPS_ERR_INVALID;
             };
             let replyto = match replyto.is_null() {
@@ -352,26 +398,45 @@ pub unsafe extern "C" fn cops_responder_handle(
                 Some(_) => Instant::now(),
                 None => epoch,
             };
-            let outcome = core.handle(now, method, uri, replyto, body, scratch);
-            let answer: &[u8] = match outcome {
+            // When every answer this message can have fits the host's buffer,
+            // the core writes straight into it (no copy); otherwise into the
+            // scratch buffer first, so a too-small `reply` stays untouched.
+            let (outcome, len) = if reply_cap >= core.answer_bound(method.len(), uri.len()) {
+                let buf = std::slice::from_raw_parts_mut(reply.cast::<u8>(), reply_cap);
+                let mut out = SliceOut::new(buf);
+                let outcome = core.handle_into(now, method, uri, replyto, body, &mut out);
+                (outcome, out.len())
+            } else {
+                let outcome = core.handle(now, method, uri, replyto, body, scratch);
+                if outcome == Outcome::Reply && scratch.len() <= reply_cap {
+                    std::ptr::copy_nonoverlapping(
+                        scratch.as_ptr(),
+                        reply.cast::<u8>(),
+                        scratch.len(),
+                    );
+                }
+                (outcome, scratch.len())
+            };
+            match outcome {
                 Outcome::NotMine => {
                     *reply_len = 0;
-                    return COPS_NOT_MINE;
+                    COPS_NOT_MINE
                 }
-                Outcome::Handled => &[],
-                Outcome::Reply => scratch,
-            };
-            if answer.len() > reply_cap {
-                *reply_len = answer.len();
-                // Asking again with a bigger buffer must answer the same beat.
-                core.answer_not_sent();
-                return COPS_ERR_BUFFER_TOO_SMALL;
+                Outcome::Handled => {
+                    *reply_len = 0;
+                    COPS_OK
+                }
+                Outcome::Reply if len > reply_cap => {
+                    *reply_len = len;
+                    // Asking again with a bigger buffer must answer the same beat.
+                    core.answer_not_sent();
+                    COPS_ERR_BUFFER_TOO_SMALL
+                }
+                Outcome::Reply => {
+                    *reply_len = len;
+                    COPS_OK
+                }
             }
-            if !answer.is_empty() {
-                std::ptr::copy_nonoverlapping(answer.as_ptr(), reply.cast::<u8>(), answer.len());
-            }
-            *reply_len = answer.len();
-            COPS_OK
         }
     })
 }
@@ -565,6 +630,69 @@ mod tests {
             assert_ne!(text.to_bytes(), b"unknown status");
         }
         assert_eq!(status_from_int(7), None);
+    }
+
+    #[test]
+    fn fast_string_checks_agree_with_the_full_ones() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"g",
+            b"ge",
+            b"get",
+            b"gets",
+            b"set",
+            b"sex",
+            b"GET",
+            b"post",
+            b"s\xc3\xa9t",
+            b"/site/cops",
+            b"/cops/heartbeat/hybridos_controller",
+            b"/x\xff\xfe",
+            b"/abcdefg",
+            b"/abcdefgh\x80",
+            b"\x80bcdefghijklmnop",
+            b"/\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+        ];
+        for bytes in cases {
+            let c = std::ffi::CString::new(*bytes).expect("no NUL inside");
+            let full = std::str::from_utf8(bytes).map_err(|_| COPS_ERR_INVALID);
+            // SAFETY: a valid NUL-terminated string.
+            unsafe {
+                assert_eq!(utf8(c.as_ptr()), full, "{bytes:?}");
+                assert_eq!(method_str(c.as_ptr()), full, "{bytes:?}");
+            }
+            assert_eq!(is_ascii(bytes), bytes.is_ascii(), "{bytes:?}");
+        }
+    }
+
+    /// The buffer-size bound that lets `cops_responder_handle` write straight
+    /// into the host's buffer holds for the longest answers.
+    #[test]
+    fn answers_stay_within_their_bound() {
+        let mut r = Responder::new("p", "/s").expect("valid");
+        r.set_version(&"\u{1}\"".repeat(300), "é", &"x".repeat(1000));
+        r.loop_tick(Instant::now());
+        r.loop_tick(Instant::now() + Duration::from_secs(3600));
+        let long = "\u{1}".repeat(200);
+        let uris = [
+            "/s/cops".to_string(),
+            format!("/s/cops/{long}"),
+            "/s/cops/loop".into(),
+            "/s/cops/version_tag".into(),
+            "/s/cops/cops_heartbeat".into(),
+            format!("/s/cops/{}", "é".repeat(120)),
+        ];
+        let methods = ["get", "set", "post", &"\"".repeat(100), ""];
+        let mut reply = Vec::new();
+        for uri in &uris {
+            for m in methods {
+                for body in [&b"18446744073709551615"[..], b"-1", b"\xff"] {
+                    let _ = r.handle(Instant::now(), m, uri, Some("/r"), body, &mut reply);
+                    let bound = r.answer_bound(m.len(), uri.len());
+                    assert!(reply.len() <= bound, "{m} {uri}: {} > {bound}", reply.len());
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::json;
+use crate::json::{self, Out};
 use crate::meter::{Beat, LoopStats, Meter};
 use crate::pet::PetHandle;
 
@@ -280,6 +280,26 @@ impl Responder {
         reply: &mut Vec<u8>,
     ) -> Outcome {
         reply.clear();
+        self.handle_into(now, method, uri, replyto, body, reply)
+    }
+
+    /// The longest answer [`handle`](Self::handle) can write for a message
+    /// whose method and URI are this long: error answers echo both (escaped,
+    /// at most 6 bytes per byte), the object carries the version strings.
+    pub(crate) fn answer_bound(&self, method_len: usize, uri_len: usize) -> usize {
+        256 + self.version_json.len() + 6 * (method_len.min(MAX_ECHO) + uri_len)
+    }
+
+    /// [`handle`](Self::handle) writing into any [`Out`] (empty on entry).
+    pub(crate) fn handle_into<O: Out>(
+        &mut self,
+        now: Instant,
+        method: &str,
+        uri: &str,
+        replyto: Option<&str>,
+        body: &[u8],
+        reply: &mut O,
+    ) -> Outcome {
         self.last_beat = None;
         let Some(rest) = uri.strip_prefix(self.cops_uri.as_str()) else {
             return Outcome::NotMine;
@@ -301,7 +321,7 @@ impl Responder {
             }
             match parsed {
                 Ok(_) => json::push_u64(reply, self.heartbeat),
-                Err(e) => reply.extend_from_slice(e.answer().as_bytes()),
+                Err(e) => reply.put(e.answer().as_bytes()),
             }
             return Outcome::Reply;
         }
@@ -318,11 +338,11 @@ impl Responder {
                 None => write_unknown(reply, &self.cops_uri, name),
             },
             _ => {
-                reply.extend_from_slice(b"\"Error: method '");
+                reply.put(b"\"Error: method '");
                 json::push_escaped(reply, truncate(method, MAX_ECHO));
-                reply.extend_from_slice(b"' is not supported on ");
+                reply.put(b"' is not supported on ");
                 json::push_escaped(reply, uri);
-                reply.push(b'"');
+                reply.byte(b'"');
             }
         }
         Outcome::Reply
@@ -344,24 +364,24 @@ impl Responder {
 
     /// `{"cops_heartbeat":N,"pid":P,"version_tag":..}`, the answer to `get
     /// <uri>/cops`, with `"loop":{..}` once the host ticks. It starts a new beat.
-    fn write_object(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"cops_heartbeat\":");
+    fn write_object<O: Out>(&mut self, out: &mut O) {
+        out.put(b"{\"cops_heartbeat\":");
         json::push_u64(out, self.heartbeat);
-        out.extend_from_slice(b",\"pid\":");
+        out.put(b",\"pid\":");
         json::push_u64(out, u64::from(crate::pid::current()));
-        out.extend_from_slice(&self.version_json);
+        out.put(&self.version_json);
         if self.meter.ticks() > 0 {
             let beat = self.meter.take_beat();
-            out.extend_from_slice(b",\"loop\":{\"count\":");
+            out.put(b",\"loop\":{\"count\":");
             json::push_u64(out, beat.count);
-            out.extend_from_slice(b",\"max_us\":");
+            out.put(b",\"max_us\":");
             json::push_u64(out, beat.max_us);
-            out.extend_from_slice(b",\"p99_us\":");
+            out.put(b",\"p99_us\":");
             json::push_u64(out, self.meter.p99());
-            out.push(b'}');
+            out.byte(b'}');
             self.last_beat = Some(beat);
         }
-        out.push(b'}');
+        out.byte(b'}');
     }
 
     /// Gives back to the meter what the last message's heartbeat answer took,
@@ -378,7 +398,7 @@ impl Responder {
         &self.meter
     }
 
-    fn write_field(&self, f: Field, out: &mut Vec<u8>) {
+    fn write_field<O: Out>(&self, f: Field, out: &mut O) {
         match f {
             Field::Heartbeat => json::push_u64(out, self.heartbeat),
             Field::Pid => json::push_u64(out, u64::from(crate::pid::current())),
@@ -410,7 +430,7 @@ fn version_json(values: [&str; 3]) -> Vec<u8> {
 }
 
 /// The answer to `get <uri>/cops/loop`: every figure, nothing reset.
-fn write_stats(out: &mut Vec<u8>, s: &LoopStats) {
+fn write_stats<O: Out>(out: &mut O, s: &LoopStats) {
     let fields = [
         ("{\"ticks\":", s.ticks),
         (",\"count\":", s.count),
@@ -421,29 +441,27 @@ fn write_stats(out: &mut Vec<u8>, s: &LoopStats) {
         (",\"minute_max_us\":", s.minute_max_us),
     ];
     for (key, value) in fields {
-        out.extend_from_slice(key.as_bytes());
+        out.put(key.as_bytes());
         json::push_u64(out, value);
     }
-    out.push(b'}');
+    out.byte(b'}');
 }
 
 /// Writes `"Error: <parts...>"` (the parts are trusted text, escaped anyway).
-fn write_error(out: &mut Vec<u8>, parts: &[&str]) {
-    out.extend_from_slice(b"\"Error: ");
+fn write_error<O: Out>(out: &mut O, parts: &[&str]) {
+    out.put(b"\"Error: ");
     for p in parts {
         json::push_escaped(out, p);
     }
-    out.push(b'"');
+    out.byte(b'"');
 }
 
-fn write_unknown(out: &mut Vec<u8>, cops_uri: &str, name: &str) {
-    out.extend_from_slice(b"\"Error: no field '");
+fn write_unknown<O: Out>(out: &mut O, cops_uri: &str, name: &str) {
+    out.put(b"\"Error: no field '");
     json::push_escaped(out, truncate(name, MAX_ECHO));
-    out.extend_from_slice(b"' under ");
+    out.put(b"' under ");
     json::push_escaped(out, cops_uri);
-    out.extend_from_slice(
-        b"; known: cops_heartbeat, pid, version_tag, version_commit, version_build, loop\"",
-    );
+    out.put(b"; known: cops_heartbeat, pid, version_tag, version_commit, version_build, loop\"");
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
