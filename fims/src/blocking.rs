@@ -73,7 +73,8 @@ impl Client {
         Connecting::start(path, name, timeout)?.finish()
     }
 
-    /// Builds a connected client (the end of [`Connecting`]).
+    /// Builds a connected client (the end of [`Connecting`]); `rbuf` is reused
+    /// when it holds a whole datagram.
     fn from_parts(
         fd: OwnedFd,
         path: PathBuf,
@@ -81,13 +82,18 @@ impl Client {
         max_len: u32,
         subs: Vec<Subscription>,
         pending: VecDeque<OwnedMessage>,
+        mut rbuf: Vec<u8>,
     ) -> Client {
+        let need = proto::recv_capacity(max_len);
+        if rbuf.capacity() < need {
+            rbuf = Vec::with_capacity(need);
+        }
         Client {
             fd,
             path,
             name,
             max_len,
-            rbuf: Vec::with_capacity(proto::recv_capacity(max_len)),
+            rbuf,
             wbuf: Vec::new(),
             subs,
             pending,

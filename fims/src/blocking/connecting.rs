@@ -47,6 +47,9 @@ pub struct Connecting {
     step: Step,
     /// Messages that arrived while waiting for the subscribe answer.
     pending: VecDeque<OwnedMessage>,
+    /// Receive buffer, sized for a whole datagram once the broker's limit is
+    /// known; handed on to the client (allocated once, not per `advance`).
+    buf: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -124,6 +127,7 @@ impl Connecting {
             subs: Vec::new(),
             step: Step::Connect { at: now },
             pending: VecDeque::new(),
+            buf: Vec::with_capacity(64),
         };
         // The first attempt now, so "no broker" is reported by `start` itself.
         let step = c.try_connect()?;
@@ -132,8 +136,8 @@ impl Connecting {
 
     /// Subscribes as part of the setup: the complete set is sent in one `sub`
     /// after the handshake, and the client is ready only once the broker has
-    /// said `SUCCESS`. Fails at once (nothing sent) for a set that does not fit
-    /// one `sub` or holds an invalid URI.
+    /// said `SUCCESS`. Fails at once (nothing sent) for a set that is empty,
+    /// does not fit one `sub` (over 255 URIs) or holds an invalid URI.
     pub fn with_subscriptions(mut self, subs: &[Subscription]) -> Result<Connecting> {
         let set = proto::merged(&[], subs);
         proto::encode_sub(&self.name, &set)?;
@@ -232,8 +236,7 @@ impl Connecting {
 
     /// Reads the broker's handshake if it is there and queues our answer.
     fn on_hello(&mut self, fd: OwnedFd) -> Result<Flow> {
-        let mut buf = Vec::with_capacity(64);
-        match sys::recv_flags(fd.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
+        match sys::recv_flags(fd.as_fd(), &mut self.buf, libc::MSG_DONTWAIT) {
             Ok(true) => {}
             Ok(false) => return Err(Error::Closed),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -244,7 +247,8 @@ impl Connecting {
             }
             Err(e) => return Err(e.into()),
         }
-        let hs = proto::answer_handshake(&buf)?;
+        let hs = proto::answer_handshake(&self.buf)?;
+        self.buf = Vec::with_capacity(proto::recv_capacity(hs.max_len));
         sys::set_buffers(fd.as_fd(), proto::recv_capacity(hs.max_len));
         let mut out = VecDeque::with_capacity(3);
         out.push_back(proto::our_handshake(&hs).to_vec());
@@ -284,9 +288,8 @@ impl Connecting {
 
     /// Takes what has arrived until the broker's answer to the `sub`.
     fn on_sub_answer(&mut self, fd: OwnedFd, max_len: u32) -> Result<Flow> {
-        let mut buf = Vec::with_capacity(proto::recv_capacity(max_len));
         loop {
-            match sys::recv_flags(fd.as_fd(), &mut buf, libc::MSG_DONTWAIT) {
+            match sys::recv_flags(fd.as_fd(), &mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(true) => {}
                 Ok(false) => return Err(Error::Closed),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -295,14 +298,17 @@ impl Connecting {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             }
-            let msg = Message::decode(&buf)?;
+            let msg = Message::decode(&self.buf)?;
             match proto::sub_answer(&msg) {
                 Some(Ok(())) => {
                     let subs = std::mem::take(&mut self.subs);
                     return Ok(Flow::Done(Box::new(self.client(fd, max_len, subs)?)));
                 }
                 Some(Err(e)) => return Err(e),
-                None => self.pending.push_back(msg.to_owned()),
+                None => {
+                    let owned = msg.to_owned();
+                    self.pending.push_back(owned);
+                }
             }
         }
     }
@@ -318,6 +324,7 @@ impl Connecting {
             max_len,
             subs,
             std::mem::take(&mut self.pending),
+            std::mem::take(&mut self.buf),
         ))
     }
 }
