@@ -92,7 +92,7 @@ pub enum Error {
          replaces the connection's whole set, so they must all fit in one"
     )]
     TooManySubscriptions {
-        /// URIs in the set that was asked for (after removing duplicates).
+        /// URIs in the set that was asked for (each URI counted once).
         count: usize,
         /// The most one `sub` carries (255).
         max: usize,
