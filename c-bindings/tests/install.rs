@@ -30,9 +30,13 @@ fn pkg_config(pc_dir: &Path, args: &[&str]) -> Vec<String> {
 
 #[test]
 fn make_install_and_pkg_config() {
-    let lib_dir = common::lib_dir();
-    let profile = lib_dir.file_name().expect("profile name").to_string_lossy();
-    let target = lib_dir.parent().expect("target dir");
+    common::lib_dir(); // the workspace build
+    let profile_dir = testkit::profile_dir();
+    let profile = profile_dir
+        .file_name()
+        .expect("profile name")
+        .to_string_lossy();
+    let target = profile_dir.parent().expect("target dir");
     let tmp = tempfile::tempdir().expect("temp dir");
     let prefix = tmp.path().join("prefix");
     let crate_dir = common::crate_dir();

@@ -30,10 +30,22 @@ pub fn crate_dir() -> PathBuf {
 
 /// Builds the workspace (once per test process) and returns the directory
 /// holding `libcops_responder.a` and `libcops_responder.so`.
+///
+/// That is `target/<profile>/deps`: cargo writes the libraries there on every
+/// build (their names carry no hash), while the copies in `target/<profile>`
+/// are refreshed only when `cops-responder` itself is the package asked for, so
+/// after a build of another feature set they can be stale.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shared = testkit::lib("cops-responder", "libcops_responder.so");
+        let deps = testkit::profile_dir().join("deps");
+        let in_deps = ["libcops_responder.so", "libcops_responder.a"]
+            .iter()
+            .all(|f| deps.join(f).exists());
+        if in_deps {
+            return deps;
+        }
         let dir = shared.parent().expect("profile dir").to_path_buf();
         let fixed = testkit::lib("cops-responder", "libcops_responder.a");
         assert_eq!(
