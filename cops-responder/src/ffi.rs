@@ -500,8 +500,9 @@ pub unsafe extern "C" fn cops_responder_tick(r: *mut cops_responder) -> cops_sta
 /// the process name and subscribed to `<base_uri>/cops`. Replaces any earlier
 /// connection. COPS_ERR_IO when the broker can not be reached now: the path is
 /// kept and every `cops_responder_poll` tries again, so this is not fatal.
-/// The first attempt runs now and may block as a reconnect in
-/// `cops_responder_poll` does (up to 5 s per broker answer it waits for).
+/// The first attempt runs now and waits for the broker's answers up to 5 s in
+/// all (a broker that is not running fails at once); later attempts, in
+/// `cops_responder_poll`, never block past its timeout.
 ///
 /// # Safety
 /// `r` is NULL or a live responder; `socket_path` is NULL or NUL-terminated.
@@ -528,12 +529,11 @@ pub unsafe extern "C" fn cops_responder_connect(
         }
         // The first attempt runs now; a failed one is retried by every poll.
         let mut driver = Driver::new(r.core().clone(), path);
-        let first = driver.poll(Duration::ZERO);
-        let connected = driver.is_connected();
+        let connected = driver.connect_now();
         r.mode = Mode::Own(Box::new(driver));
-        match (first, connected) {
-            (Ok(_), true) => COPS_OK,
-            _ => COPS_ERR_IO,
+        match connected {
+            true => COPS_OK,
+            false => COPS_ERR_IO,
         }
     })
 }
@@ -549,15 +549,13 @@ pub unsafe extern "C" fn cops_responder_connect(
 /// `cops_responder_connect` was never called; COPS_ERR_IO when the connection
 /// broke or an answer could not be sent (reported once; the next poll reconnects).
 ///
-/// How long it may block: waiting for messages and pausing between reconnect
-/// attempts stay within `timeout_ms`. Two steps inside the FIMS socket can
-/// take longer, with any timeout, 0 included: a reconnect attempt waits up to
-/// 5 s for each answer it needs from a broker that accepted the connection
-/// (its handshake, then the subscription's answer; a broker that is not
-/// running fails at once), and sending an answer waits while the broker's
-/// receive queue is full. With a live broker, `poll(r, 0)` returns at once.
-/// (A non-blocking FIMS handshake with a deadline is under way; with it the
-/// reconnect will keep within `timeout_ms` too.)
+/// How long it may block: waiting for messages, pausing between reconnect
+/// attempts and advancing an attempt (connect, handshakes, subscription and
+/// its answer, step by step without blocking, across as many polls as it
+/// needs; abandoned and retried after 5 s) all stay within `timeout_ms`, so
+/// `poll(r, 0)` returns at once even while a broker that accepted the
+/// connection does not answer. The one step that can take longer is sending
+/// an answer while the broker's receive queue is full.
 ///
 /// # Safety
 /// `r` is NULL or a live responder.

@@ -233,7 +233,7 @@ mod router;
 #[cfg(feature = "tokio")]
 mod tokio_driver;
 
-pub use driver::{Driver, Event, MAX_PER_POLL, RECONNECT_MAX, RECONNECT_MIN};
+pub use driver::{Driver, Event, CONNECT_TIMEOUT, MAX_PER_POLL, RECONNECT_MAX, RECONNECT_MIN};
 pub use meter::LoopStats;
 pub use pet::PetHandle;
 pub use responder::{ConfigError, Outcome, Responder};
