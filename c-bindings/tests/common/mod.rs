@@ -37,22 +37,14 @@ pub const SONAME: &str = "libcops_responder.so.0";
 /// `libcops_responder.so.0` link next to them that programs linked against
 /// the `.so` load (cargo makes only the unversioned file).
 ///
-/// That is `target/<profile>/deps`: cargo writes the libraries there on every
-/// build (their names carry no hash), while the copies in `target/<profile>`
-/// are refreshed only when `cops-responder` itself is the package asked for, so
-/// after a build of another feature set they can be stale.
+/// That is `target/<profile>/deps` (testkit::lib): cargo writes the libraries
+/// there on every build (their names carry no hash), while the copies in
+/// `target/<profile>` are refreshed only when `cops-responder` itself is the
+/// package asked for, so after a build of another feature set they can be stale.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shared = testkit::lib("cops-responder", "libcops_responder.so");
-        let deps = testkit::profile_dir().join("deps");
-        let in_deps = ["libcops_responder.so", "libcops_responder.a"]
-            .iter()
-            .all(|f| deps.join(f).exists());
-        if in_deps {
-            soname_link(&deps);
-            return deps;
-        }
         let dir = shared.parent().expect("profile dir").to_path_buf();
         let fixed = testkit::lib("cops-responder", "libcops_responder.a");
         assert_eq!(
