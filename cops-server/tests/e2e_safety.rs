@@ -356,3 +356,72 @@ fn check_refuses_fifos_and_duplicate_keys_and_suggests_a_site_budget() {
         "{err}"
     );
 }
+
+/// The URI lists of the `sub` datagrams in `dgs`.
+fn subs_in(dgs: &[Vec<u8>]) -> Vec<Vec<String>> {
+    dgs.iter()
+        .filter_map(|d| fims::Message::decode(d).ok())
+        .filter(|m| m.method == "sub")
+        .map(|m| {
+            fims::codec::decode_sub_body(m.body)
+                .expect("a valid sub body")
+                .into_iter()
+                .map(|(uri, _)| uri.to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn each_connection_sends_its_whole_set_in_one_sub_again_after_a_reconnect() {
+    use testkit::fake_broker::{FakeBroker, SUB_SUCCESS};
+    let fake = FakeBroker::start(|dg| match fims::Message::decode(dg) {
+        Ok(m) if m.method == "sub" => vec![SUB_SUCCESS.to_vec()],
+        _ => Vec::new(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &two_process_config("", ""));
+    let log = std::fs::File::create(dir.path().join("cops.log")).unwrap();
+    let cops = ChildGuard::spawn(
+        Command::new(testkit::bin("cops-server", "cops"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(fake.socket())
+            .stderr(log),
+    );
+    let probe = format!("/cops/probe/{}", cops.pid());
+    let check = |first: usize| {
+        let mut seen = Vec::new();
+        for conn in first..first + 3 {
+            // Every connection sends something soon (rounds, probes, stats).
+            let dgs = fake.wait_datagrams(conn, 1, Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(300));
+            let subs = subs_in(&fake.datagrams(conn));
+            assert!(subs.len() <= 1, "connection {conn}: {subs:?}");
+            if let Some(set) = subs.first() {
+                let first_dg = fims::Message::decode(&dgs[0]).unwrap();
+                assert_eq!(first_dg.method, "sub", "the set comes first");
+                seen.push(set.clone());
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                vec!["/cops".to_string()],
+                vec!["/cops/heartbeat".to_string(), probe.clone()]
+            ],
+            "the heartbeat and serving connections, one sub each; the probe connection none"
+        );
+    };
+    assert!(testkit::wait_for(Duration::from_secs(10), || fake
+        .connections()
+        >= 3));
+    check(0);
+    fake.disconnect_all();
+    assert!(testkit::wait_for(Duration::from_secs(10), || fake
+        .connections()
+        >= 6));
+    check(3);
+}

@@ -28,6 +28,9 @@ use tracing::{debug, warn};
 use super::batch::{enable_timestamps, recv_up_to, Received, RecvBufs, SendBatch};
 use crate::engine::{Transmit, Via};
 
+/// Longest a connect and its handshake may take (the loop waits meanwhile, but
+/// only while COPS has no bus anyway).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest COPS waits for room in a socket buffer before dropping a batch
 /// (heartbeat and probe connections only).
 const SEND_WAIT_MS: i32 = 100;
@@ -56,17 +59,21 @@ pub(super) struct Drained {
 }
 
 impl Conn {
-    /// Connects as `name` and subscribes to `subs` in one `sub`.
+    /// Connects as `name` and sends its complete subscription set `subs` in
+    /// one `sub` (none when empty).
     pub(super) fn open(
         socket: &Path,
         name: &str,
         via: Via,
         subs: &[String],
     ) -> Result<Conn, fims::Error> {
-        let mut c = Client::connect_to(socket, name)?;
+        let mut c = Client::connect_timeout(socket, name, CONNECT_TIMEOUT)?;
         if !subs.is_empty() {
-            let uris: Vec<&str> = subs.iter().map(String::as_str).collect();
-            c.subscribe(&uris)?;
+            let set: Vec<fims::Subscription> = subs
+                .iter()
+                .map(|u| fims::Subscription::all(u.as_str()))
+                .collect();
+            c.set_subscriptions(&set)?;
         }
         // Messages queued while subscribing: nothing of ours can be among them
         // before the engine sent anything, so they are dropped.
