@@ -88,6 +88,8 @@ impl Identity {
     }
 
     /// Whether the pinned process has exited (a zombie counts as exited).
+    /// With a pidfd, its readiness says it (the pidfd names the process, not
+    /// the PID); without, the start time and state from `/proc/<pid>/stat`.
     pub fn exited(&self) -> bool {
         if let Some(fd) = &self.pidfd {
             let mut p = libc::pollfd {
@@ -97,9 +99,7 @@ impl Identity {
             };
             // SAFETY: one valid pollfd, zero timeout.
             let n = unsafe { libc::poll(&mut p, 1, 0) };
-            if n > 0 {
-                return true;
-            }
+            return n != 0; // readable (exited), or an error: not provably running
         }
         match read_stat(self.pid) {
             Ok(s) => s.start_time != self.start_time || matches!(s.state, 'Z' | 'X' | 'x'),

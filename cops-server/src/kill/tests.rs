@@ -453,3 +453,51 @@ fn dry_run_and_exe_mismatch_signal_nothing() {
     assert!(alive(&mut c));
     reap(c);
 }
+
+/// What one pin costs (all checks, bus check included): run with
+/// `cargo test --release -p cops-server --lib -- --ignored pin_cost --nocapture`.
+#[test]
+#[ignore]
+fn pin_cost() {
+    let mut broker = FakeBroker::start();
+    let cops = broker.connect();
+    let conn = broker.connect();
+    let mut layer = KillLayer::new(OWN, false);
+    layer.set_bus(cops.as_raw_fd());
+    let kids: Vec<Child> = (0..200).map(|_| sleeper_holding(&conn)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let now = Instant::now();
+    let t = Instant::now();
+    for (i, c) in kids.iter().enumerate() {
+        let mut req = request(c.id(), now);
+        req.process = i;
+        req.sender = "root";
+        assert!(matches!(layer.pin(&req), PinOutcome::Pinned(_)));
+    }
+    let per = t.elapsed() / kids.len() as u32;
+    eprintln!("one pin: {per:?}");
+    let n = kids.len() as u32;
+    let time = |what: &str, f: &mut dyn FnMut(u32)| {
+        let t = Instant::now();
+        for c in &kids {
+            f(c.id());
+        }
+        eprintln!("{what}: {:?}", t.elapsed() / n);
+    };
+    time("pidfd_open", &mut |p| drop(identity::pidfd_open(p)));
+    time("stat", &mut |p| drop(read_stat(p)));
+    time("status", &mut |p| drop(super::procfs::read_status(p)));
+    time("fd scan", &mut |p| drop(super::procfs::socket_inodes(p)));
+    let mut d = bus::SockDiag::open().unwrap();
+    let b = d.bus_of(cops.as_raw_fd()).unwrap();
+    time("sock_diag", &mut |p| {
+        let inodes = super::procfs::socket_inodes(p).unwrap();
+        assert!(d.connected_to(&b, &inodes).unwrap());
+    });
+    time("boot_ticks", &mut |_| {
+        std::hint::black_box(super::procfs::boot_ticks(now));
+    });
+    for c in kids {
+        reap(c);
+    }
+}
