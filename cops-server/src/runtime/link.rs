@@ -120,7 +120,7 @@ impl Conn {
         let mut out = Drained::default();
         let began = Instant::now();
         // Small batches when time counts, so the budget is kept closely.
-        let batch = if budget.is_some() { 16 } else { 256 };
+        let batch = if budget.is_some() { 64 } else { 256 };
         while out.n < max && budget.is_none_or(|b| began.elapsed() < b) {
             let (now, wall) = (Instant::now(), SystemTime::now());
             let floor = self.last_empty.min(now);
