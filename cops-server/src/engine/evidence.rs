@@ -22,8 +22,9 @@
 //! a miss only if that probe comes back in time and no disturbance overlaps the
 //! round. Otherwise it is void: no miss, for every process alike, however many
 //! are monitored. A stall episode starts with the first disturbance (one alarm)
-//! and ends (one "over" event) after a whole hang window (`allowance x period`)
-//! without any, so a bus that stutters for a while is one stall, not many.
+//! and ends (one "over" event) after a whole hang window (`allowance x period`,
+//! at least a second) without any, so a bus that stutters for a while is one
+//! stall, not many.
 //! Rounds that do not overlap a disturbance count meanwhile.
 
 use std::cmp::Reverse;
@@ -93,7 +94,8 @@ pub(super) struct Evidence {
     interval: Duration,
     /// The period (disturbance memory).
     period: Duration,
-    /// Calm needed before "stall over": `heartbeatErrorAllowance x period`.
+    /// Calm needed before "stall over": `heartbeatErrorAllowance x period`,
+    /// and at least a second (a flood makes a bus stutter for a while).
     calm: Duration,
     /// Recent disturbances, oldest first.
     disturbances: VecDeque<Disturbance>,
@@ -122,7 +124,7 @@ impl Evidence {
             lag_bound: cfg.reply_deadline,
             interval: (cfg.heartbeat / 4).max(Duration::from_millis(5)),
             period: cfg.heartbeat,
-            calm: cfg.kill_window(),
+            calm: cfg.kill_window().max(Duration::from_secs(1)),
             disturbances: VecDeque::new(),
             episode: None,
             stalls: 0,

@@ -95,6 +95,13 @@ pub(super) struct Proc {
     pub(super) uids: (u32, u32),
     /// Identity checks that could not be made when `pid` was pinned.
     pub(super) unchecked: Vec<Unchecked>,
+    /// `pid` answered a round started after it was pinned: only then is it
+    /// a kill target (a reply read after its sender exited and its PID was
+    /// reused within the same clock tick names a process that never answers
+    /// again, so it is never confirmed).
+    pub(super) confirmed: bool,
+    /// The round in which `pid` was pinned.
+    pub(super) pinned_in: u64,
     /// Counts PID changes: one kill per incarnation.
     pub(super) incarnation: u64,
     /// Response times, restarts, versions (served and published).
@@ -137,6 +144,8 @@ impl Proc {
             pid: None,
             uids: (u32::MAX, u32::MAX),
             unchecked: Vec::new(),
+            confirmed: false,
+            pinned_in: 0,
             incarnation: 0,
             stats: Stats::default(),
             killed_incarnation: None,

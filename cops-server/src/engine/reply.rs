@@ -195,6 +195,9 @@ impl Engine {
             return;
         };
         round.answered = true;
+        if new.is_none() && round.seq > p.pinned_in {
+            p.confirmed = true;
+        }
         let rt = now.saturating_duration_since(round.sent);
         p.h += 1;
         p.misses = 0;
@@ -209,8 +212,9 @@ impl Engine {
             r.versions.clone().map(|v| v.map(Cow::into_owned))
         };
         p.stats.record(rt, now, versions, hash);
+        let seq = round.seq;
         let restarted = match new {
-            Some((pid, pinned)) => self.adopt_pid(i, pid, pinned),
+            Some((pid, pinned)) => self.adopt_pid(i, pid, pinned, seq),
             None => None,
         };
         let p = &mut self.procs[i];
@@ -222,9 +226,11 @@ impl Engine {
 
     /// Makes `pid` the current incarnation of process `i`; returns the old PID
     /// when this is a restart.
-    fn adopt_pid(&mut self, i: usize, pid: u32, pinned: Pinned) -> Option<u32> {
+    fn adopt_pid(&mut self, i: usize, pid: u32, pinned: Pinned, seq: u64) -> Option<u32> {
         let p = &mut self.procs[i];
         let old = p.pid.replace(pid);
+        p.confirmed = false;
+        p.pinned_in = seq;
         p.uids = pinned.uids;
         p.unchecked = pinned.unchecked;
         p.incarnation += 1;

@@ -92,6 +92,11 @@ impl Engine {
         let Some(pid) = p.pid else {
             return KillDecision::No("no verified PID known (it never answered)".into());
         };
+        if !p.confirmed {
+            return KillDecision::No(format!(
+                "pid {pid} answered one round only, not confirmed as this process's"
+            ));
+        }
         if p.waiting_site {
             return KillDecision::Deferred(self.site_reason());
         }

@@ -500,3 +500,30 @@ fn root_speaks_for_any_owner() {
         "the real ones came second"
     );
 }
+
+#[test]
+fn a_pid_seen_in_one_round_only_is_never_killed() {
+    // The reply of the only round it answered may have been read after its
+    // sender exited and its PID went to another process within the same clock
+    // tick (the start-time check cannot tell them apart then): such a PID is
+    // pinned, but it is a kill target only once it answers a later round.
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.fakes[0].hang_at = Some(h.ms(50));
+    h.run_ms(1500);
+    assert_eq!(h.stat(0, "pid"), 4242, "pinned from its one answer");
+    assert_eq!(h.e.state(0), Some(State::Hung));
+    assert!(h.signals.is_empty(), "{:?}", h.signals);
+    let hung = h.kinds(EventKind::Hung);
+    assert!(
+        hung[0].message.ends_with(
+            "not killed: pid 4242 answered one round only, not confirmed as this process's"
+        ),
+        "{}",
+        hung[0].message
+    );
+    // A process that answered two rounds is confirmed, and killed when it hangs.
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.fakes[0].hang_at = Some(h.ms(150));
+    h.run_ms(1500);
+    assert_eq!(h.signals_of(0), [4242]);
+}
