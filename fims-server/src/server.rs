@@ -285,18 +285,14 @@ impl Server {
     /// Accepts every waiting connection. The listener stays registered
     /// whatever happens; when `accept` fails for want of descriptors (or
     /// kernel memory) the clients wait in the backlog and accepting is retried
-    /// every [`ACCEPT_RETRY`] and whenever a connection closes.
+    /// every [`ACCEPT_RETRY`] and whenever a connection closes. One episode
+    /// (logged once) lasts until the backlog is empty again.
     fn accept_all(&mut self) {
         loop {
             match sys::accept(self.listener.as_fd()) {
-                Ok(fd) => {
-                    self.end_stall();
-                    self.add_conn(fd);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.end_stall();
-                    return;
-                }
+                Ok(fd) => self.add_conn(fd),
+                // The backlog is empty: an exhaustion episode, if any, is over.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.end_stall(),
                 // The client gave up while in the backlog: next one.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
                 Err(e) => return self.start_stall(e),

@@ -20,7 +20,7 @@ use crate::index::ConnId;
 use crate::{Config, Stats};
 
 mod ops;
-pub use ops::{encode_ops, seed_inputs, Op};
+pub use ops::{encode_ops, seed_inputs, Op, SPEC_VECTORS};
 
 /// What a fake client's socket holds and whether it is still connected.
 #[derive(Debug, Default)]
