@@ -27,8 +27,9 @@ use crate::{sys, Config};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
-/// Datagrams read from one connection before the others get a turn.
-const READ_BUDGET: usize = 64;
+/// Datagrams read from one connection per loop turn before the others get
+/// theirs (a connection still readable after that is read again next turn).
+const READ_BUDGET: usize = 32;
 /// How often `accept` is retried while descriptors are exhausted (it is also
 /// retried as soon as any connection closes).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -74,6 +75,10 @@ pub struct Server {
     core: Broker<OwnedFd>,
     rbuf: Box<[u8]>,
     again: Vec<ConnId>,
+    /// Loop turn number, and the turn each connection slot was last read in:
+    /// a connection is read at most once (READ_BUDGET datagrams) per turn.
+    turn: u64,
+    read_in: Vec<u64>,
     interest: Vec<ConnId>,
     stall: Stall,
     users: HashMap<u32, Rc<str>>,
@@ -124,6 +129,8 @@ impl Server {
             socket_id: (meta.dev(), meta.ino()),
             rbuf,
             again: Vec::new(),
+            turn: 0,
+            read_in: Vec::new(),
             interest: Vec::new(),
             stall: Stall::default(),
             users: HashMap::new(),
@@ -168,6 +175,7 @@ impl Server {
             if self.report.swap(false, Ordering::SeqCst) {
                 log_stats(&self.core.stats, "fims_server counters");
             }
+            self.turn += 1;
             let again = std::mem::take(&mut self.again);
             let timeout = if again.is_empty() {
                 self.timeout()
@@ -364,6 +372,13 @@ impl Server {
     }
 
     fn read(&mut self, id: ConnId) {
+        if self.read_in.len() <= id {
+            self.read_in.resize(id + 1, 0);
+        }
+        if std::mem::replace(&mut self.read_in[id], self.turn) == self.turn {
+            // Had its share this turn; if it is still readable it is in `again`.
+            return;
+        }
         for _ in 0..READ_BUDGET {
             let Server { core, rbuf, .. } = self;
             let Some(conn) = core.conn(id).filter(|c| !c.closing) else {
