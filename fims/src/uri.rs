@@ -64,8 +64,12 @@ pub fn normalize_into(uri: &str, out: &mut String) {
 /// Whether subscription `sub` matches message URI `uri`: `sub` is `/`, or equal,
 /// or a segment prefix (`/site` matches `/site/cops`, not `/sites`). Empty
 /// segments on either side are ignored (`/site/` and `/site//` match like
-/// `/site`; `/site//cops` is `/site/cops`). Allocation-free.
+/// `/site`; `/site//cops` is `/site/cops`). A `uri` that does not start with
+/// `/` is malformed and matches nothing. Allocation-free.
 pub fn matches(sub: &str, uri: &str) -> bool {
+    if !uri.starts_with('/') {
+        return false;
+    }
     let mut u = frags(uri);
     frags(sub).all(|s| u.next() == Some(s))
 }
@@ -110,6 +114,11 @@ mod tests {
         assert!(!matches("/e//f", "/e/g"));
         assert!(!matches("/e/f", "/e"));
         assert!(!matches("/e/f", "/e//"));
+        assert!(
+            !matches("/site", "site/cops"),
+            "not a URI: no leading slash"
+        );
+        assert!(!matches("/", ""));
     }
 
     #[test]
