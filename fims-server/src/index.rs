@@ -3,7 +3,7 @@
 //! Subscriptions are stored under their collapsed URI ([`fims::uri::normalize`]:
 //! no empty segment, no trailing `/`). A collapsed message URI `U` is matched by
 //! looking up `/` and each of its segment prefixes (`/a`, `/a/b`, ..., `U`
-//! itself), which is exactly [`fims::uri::matches`] (see the property test).
+//! itself), which is exactly [`fims::uri::routes`] (see the property test).
 //! Pure data structure, no I/O.
 
 use std::collections::HashMap;
@@ -156,7 +156,7 @@ mod tests {
             let want: Vec<_> = subs
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| fims::uri::matches(s, &uri))
+                .filter(|(_, s)| fims::uri::routes(s, &uri))
                 .map(|(i, _)| i)
                 .collect();
             prop_assert_eq!(got, want);

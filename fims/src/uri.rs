@@ -1,9 +1,9 @@
-//! URI helpers: frags and the broker's segment-prefix match.
+//! URI helpers: frags, the segment-prefix match, and the broker's routing rule.
 //!
-//! Empty segments do not count, as in the existing broker (it splits URIs on
-//! `/` and skips empty pieces): `/e//f` and `/e/f/` both mean `/e/f`, and `//`
-//! means `/`. The broker routes by the collapsed form; it forwards the URI as
-//! the sender wrote it.
+//! When routing, empty segments do not count, as in the existing broker (it
+//! splits URIs on `/` and skips empty pieces): `/e//f` and `/e/f/` both mean
+//! `/e/f`, and `//` means `/` ([`normalize`], [`routes`]). The broker routes by
+//! the collapsed form and forwards the URI as the sender wrote it.
 
 use std::borrow::Cow;
 
@@ -62,11 +62,28 @@ pub fn normalize_into(uri: &str, out: &mut String) {
 }
 
 /// Whether subscription `sub` matches message URI `uri`: `sub` is `/`, or equal,
-/// or a segment prefix (`/site` matches `/site/cops`, not `/sites`). Empty
-/// segments on either side are ignored (`/site/` and `/site//` match like
-/// `/site`; `/site//cops` is `/site/cops`). A `uri` that does not start with
-/// `/` is malformed and matches nothing. Allocation-free.
+/// or a segment prefix (`/site` matches `/site/cops`, not `/sites`). A trailing
+/// `/` on the subscription is ignored. This is the clients' check of URIs
+/// they own, character for character on `uri` (callers slice `uri` after the
+/// prefix); the broker's routing, which also ignores empty segments, is
+/// [`routes`].
 pub fn matches(sub: &str, uri: &str) -> bool {
+    let sub = normalize_sub(sub);
+    if sub == "/" {
+        return true;
+    }
+    match uri.strip_prefix(sub) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The broker's routing rule: whether a subscription to `sub` receives a
+/// message to `uri`. Like [`matches`], but empty segments on either side are
+/// ignored, as the existing broker does (`/e//f` and `/e/f/` both mean `/e/f`);
+/// a `uri` that does not start with `/` is malformed and matches nothing.
+/// Allocation-free.
+pub fn routes(sub: &str, uri: &str) -> bool {
     if !uri.starts_with('/') {
         return false;
     }
@@ -106,19 +123,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_segments_are_ignored_on_both_sides() {
-        assert!(matches("/e//f", "/e/f"));
-        assert!(matches("/e/f", "/e//f"));
-        assert!(matches("/e/f", "/e/f/"));
-        assert!(matches("/e/f/", "/e//f//g"));
-        assert!(!matches("/e//f", "/e/g"));
-        assert!(!matches("/e/f", "/e"));
-        assert!(!matches("/e/f", "/e//"));
-        assert!(
-            !matches("/site", "site/cops"),
-            "not a URI: no leading slash"
-        );
-        assert!(!matches("/", ""));
+    fn routing_ignores_empty_segments_on_both_sides() {
+        assert!(routes("/e//f", "/e/f"));
+        assert!(routes("/e/f", "/e//f"));
+        assert!(routes("/e/f", "/e/f/"));
+        assert!(routes("/e/f/", "/e//f//g"));
+        assert!(routes("//", "/x") && routes("/", "/"));
+        assert!(!routes("/e//f", "/e/g"));
+        assert!(!routes("/e/f", "/e"));
+        assert!(!routes("/e/f", "/e//"));
+        assert!(!routes("/site", "/sites"));
+        assert!(!routes("/site", "site/cops"), "not a URI: no leading slash");
+        // `matches` stays character for character on the uri.
+        assert!(!matches("/e/f", "/e//f"));
     }
 
     #[test]
