@@ -291,97 +291,92 @@ pub const SPEC_VECTORS: [&str; 5] = [
     "01000000801a0e00",
 ];
 
-/// Seed inputs for the broker fuzz target, built from the protocol doc's
-/// examples and the situations the limits are for: `(name, bytes)`.
-pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
-    let v: Vec<Vec<u8>> = SPEC_VECTORS.iter().map(|s| hex(s)).collect();
-    let hs = |client| Op::Handshake { client };
-    let conn = |uid| Op::Connect { uid };
-    let raw = |client, bytes: &Vec<u8>| Op::Raw {
+fn conn(uid: u8) -> Op {
+    Op::Connect { uid }
+}
+
+fn hs(client: u8) -> Op {
+    Op::Handshake { client }
+}
+
+fn sub_op(client: u8, uris: &[u8]) -> Op {
+    Op::Sub {
         client,
-        bytes: bytes.clone(),
-    };
-    let msg = |client, method, uri, body| Op::Msg {
+        uris: uris.to_vec(),
+    }
+}
+
+fn msg(client: u8, method: u8, uri: u8, body: u16) -> Op {
+    Op::Msg {
         client,
         method,
         uri,
         replyto: 0,
         body,
+    }
+}
+
+/// The doc's wire examples sent through a broker by two clients.
+fn spec_seed() -> Vec<Op> {
+    let v: Vec<Vec<u8>> = SPEC_VECTORS.iter().map(|s| hex(s)).collect();
+    let raw = |client, bytes: &Vec<u8>| Op::Raw {
+        client,
+        bytes: bytes.clone(),
     };
-    let spec = vec![
-        conn(0),
-        conn(1),
-        hs(0),
-        hs(1),
-        raw(1, &v[3]),
-        raw(0, &v[0]),
-        raw(0, &v[2]),
-        raw(0, &v[1]),
-        raw(0, &v[4]),
-        Op::Read { client: 1, max: 10 },
-    ];
-    let mut flood = vec![conn(0), conn(1), conn(2), hs(0), hs(1), hs(2)];
-    flood.push(Op::Sub {
-        client: 1,
-        uris: vec![7],
-    });
-    flood.push(Op::Sub {
-        client: 2,
-        uris: vec![0],
-    });
-    flood.push(Op::Room { client: 1, room: 0 });
-    flood.push(Op::Room { client: 2, room: 0 });
-    flood.extend((0..12).map(|i| msg(0, 2, 8, 300 + i)));
-    flood.push(Op::Read { client: 1, max: 5 });
-    let resub = vec![
-        conn(0),
-        conn(1),
-        hs(0),
-        hs(1),
-        Op::Sub {
-            client: 1,
-            uris: vec![1, 5, 0x83],
-        },
-        msg(0, 0, 2, 1),
-        msg(0, 2, 5, 1),
-        Op::Sub {
-            client: 1,
-            uris: vec![5],
-        },
+    let mut ops = vec![conn(0), conn(1), hs(0), hs(1), raw(1, &v[3])];
+    ops.extend([raw(0, &v[0]), raw(0, &v[2]), raw(0, &v[1]), raw(0, &v[4])]);
+    ops.push(Op::Read { client: 1, max: 10 });
+    ops
+}
+
+/// A flood to two receivers with full sockets, on a small budget.
+fn flood_seed() -> Vec<Op> {
+    let mut ops = vec![conn(0), conn(1), conn(2), hs(0), hs(1), hs(2)];
+    ops.extend([sub_op(1, &[7]), sub_op(2, &[0])]);
+    ops.extend([
+        Op::Room { client: 1, room: 0 },
+        Op::Room { client: 2, room: 0 },
+    ]);
+    ops.extend((0..12).map(|i| msg(0, 2, 8, 300 + i)));
+    ops.push(Op::Read { client: 1, max: 5 });
+    ops
+}
+
+/// Subscribing again, with fewer, then more URIs than the limit.
+fn resubscribe_seed() -> Vec<Op> {
+    let mut ops = vec![conn(0), conn(1), hs(0), hs(1), sub_op(1, &[1, 5, 0x83])];
+    ops.extend([msg(0, 0, 2, 1), msg(0, 2, 5, 1), sub_op(1, &[5])]);
+    ops.extend([
         msg(0, 0, 2, 1),
         msg(0, 0, 3, 1),
-        Op::Sub {
-            client: 1,
-            uris: vec![1, 2, 3, 4, 5, 6],
-        },
-        Op::Read { client: 1, max: 20 },
-    ];
-    let deadline = vec![
-        conn(0),
-        conn(0),
-        conn(0),
-        conn(0),
-        hs(1),
-        Op::Advance { ms: 1500 },
-        Op::Oversize { client: 1 },
-    ];
-    let vanish = vec![
+        sub_op(1, &[1, 2, 3, 4, 5, 6]),
+    ]);
+    ops.push(Op::Read { client: 1, max: 20 });
+    ops
+}
+
+/// Seed inputs for the broker fuzz target, built from the protocol doc's
+/// examples and the situations the limits are for: `(name, bytes)`.
+pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    let deadline = [conn(0), conn(0), conn(0), conn(0), hs(1)];
+    let deadline = [
+        &deadline[..],
+        &[Op::Advance { ms: 1500 }, Op::Oversize { client: 1 }],
+    ]
+    .concat();
+    let vanish = [
         conn(0),
         conn(1),
         hs(0),
         hs(1),
-        Op::Sub {
-            client: 1,
-            uris: vec![0],
-        },
+        sub_op(1, &[0]),
         Op::Vanish { client: 1 },
-        msg(0, 0, 1, 5),
-        Op::Hangup { client: 0 },
     ];
+    let vanish = [&vanish[..], &[msg(0, 0, 1, 5), Op::Hangup { client: 0 }]].concat();
     vec![
-        ("spec_vectors", encode_ops(0, &spec)),
-        ("flood_small_budget", encode_ops(0b010000, &flood)),
-        ("resubscribe", encode_ops(0b001100, &resub)),
+        ("spec_vectors", encode_ops(0, &spec_seed())),
+        ("flood_small_budget", encode_ops(0b010000, &flood_seed())),
+        ("resubscribe", encode_ops(0b001100, &resubscribe_seed())),
         ("deadline_uid_limit", encode_ops(0b000011, &deadline)),
         ("vanish", encode_ops(0b100100, &vanish)),
     ]
