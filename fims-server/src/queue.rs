@@ -9,6 +9,7 @@
 //! still gets through. Pure data structure, no I/O.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::index::ConnId;
@@ -32,12 +33,34 @@ struct Share {
     bytes: usize,
 }
 
+/// Hashes a connection slot number with one multiplication: the keys are
+/// small integers chosen by the broker, not by clients, so SipHash's
+/// protection buys nothing on this per-queued-datagram path.
+#[derive(Debug, Default)]
+struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SenderMap = HashMap<ConnId, Share, BuildHasherDefault<SlotHasher>>;
+
 /// The queue; see the module doc.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
     items: VecDeque<(Rc<[u8]>, ConnId)>,
     bytes: usize,
-    senders: HashMap<ConnId, Share>,
+    senders: SenderMap,
 }
 
 impl OutQueue {
@@ -151,7 +174,7 @@ impl OutQueue {
 
     /// Checks the bookkeeping against the items (tests and the fuzz harness).
     pub(crate) fn check(&self) -> Result<(), String> {
-        let mut shares: HashMap<ConnId, Share> = HashMap::new();
+        let mut shares = SenderMap::default();
         for (dg, from) in &self.items {
             let s = shares.entry(*from).or_default();
             s.datagrams += 1;
