@@ -2,8 +2,9 @@
 //! and hand every datagram to the sans-IO core (`core.rs`).
 //!
 //! Single-threaded, edge-triggered epoll (mio). One shared receive buffer;
-//! each connection gets at most [`READ_BUDGET`] datagrams read per turn before
-//! the others get theirs, so a flooding client cannot starve the rest.
+//! each connection is read once per turn, at most [`READ_BUDGET`] datagrams
+//! while others have something to read too ([`ALONE_BUDGET`] when it is the
+//! only one), so a flooding client cannot starve the rest.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,8 +29,12 @@ use crate::{sys, Config};
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 /// Datagrams read from one connection per loop turn before the others get
-/// theirs (a connection still readable after that is read again next turn).
+/// theirs, when several connections have something to read (a connection
+/// still readable after that is read again next turn).
 const READ_BUDGET: usize = 32;
+/// The same when only one connection has something to read: nobody waits, so
+/// it is read in bigger batches (fewer wakeups for a lone fast sender).
+const ALONE_BUDGET: usize = 128;
 /// How often `accept` is retried while descriptors are exhausted (it is also
 /// retried as soon as any connection closes).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -79,6 +84,8 @@ pub struct Server {
     /// a connection is read at most once (READ_BUDGET datagrams) per turn.
     turn: u64,
     read_in: Vec<u64>,
+    /// Datagrams each connection may be read this turn.
+    budget: usize,
     interest: Vec<ConnId>,
     stall: Stall,
     users: HashMap<u32, Rc<str>>,
@@ -131,6 +138,7 @@ impl Server {
             again: Vec::new(),
             turn: 0,
             read_in: Vec::new(),
+            budget: READ_BUDGET,
             interest: Vec::new(),
             stall: Stall::default(),
             users: HashMap::new(),
@@ -189,6 +197,11 @@ impl Server {
                 }
                 return Err(e.into());
             }
+            self.budget = if contended(&events, &again) {
+                READ_BUDGET
+            } else {
+                ALONE_BUDGET
+            };
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
@@ -379,7 +392,7 @@ impl Server {
             // Had its share this turn; if it is still readable it is in `again`.
             return;
         }
-        for _ in 0..READ_BUDGET {
+        for _ in 0..self.budget {
             let Server { core, rbuf, .. } = self;
             let Some(conn) = core.conn(id).filter(|c| !c.closing) else {
                 return;
@@ -397,6 +410,26 @@ impl Server {
         }
         self.again.push(id);
     }
+}
+
+/// Whether more than one connection has something to read this turn.
+fn contended(events: &Events, again: &[ConnId]) -> bool {
+    let readable = events
+        .iter()
+        .filter(|e| e.is_readable() || e.is_read_closed() || e.is_error())
+        .filter_map(|e| match e.token() {
+            LISTENER | WAKER => None,
+            Token(id) => Some(id),
+        });
+    let mut first = None;
+    for id in readable.chain(again.iter().copied()) {
+        match first {
+            None => first = Some(id),
+            Some(f) if f != id => return true,
+            Some(_) => {}
+        }
+    }
+    false
 }
 
 /// Logs every counter and holding of `s` in one line.
