@@ -163,6 +163,12 @@ pub struct Pinned {
     pub uids: (u32, u32),
     /// Checks that could not be made; the others passed.
     pub unchecked: Vec<Unchecked>,
+    /// The process started in an earlier clock tick than the round's request
+    /// was sent, so it held the PID when the reply was written: it is the one
+    /// that answered. Otherwise (it started in the same tick or later: a PID
+    /// reused between the reply and its reading cannot be ruled out) it
+    /// becomes a kill target only once it answers a later round.
+    pub started_before_round: bool,
 }
 
 /// The kill layer's answer to a pin request.
@@ -185,6 +191,9 @@ pub struct PinRequest<'a> {
     /// When the reply arrived (the kernel's receive time): a process started
     /// later is not the one that answered.
     pub received: Instant,
+    /// When the round's request went out: a process started before it held
+    /// the PID when the reply was written.
+    pub round_sent: Instant,
     /// The reply's `username` as the broker stamped it (`""`: not stamped).
     pub sender: &'a str,
     /// `expectedExe`: a full path, or a bare file name.

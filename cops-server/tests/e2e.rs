@@ -55,8 +55,10 @@ fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
     let mut cops = start_cops(&broker, &config, &[]);
     let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
 
+    // Hung at once after its first answer, a process is a kill target only
+    // once COPS knows its PID is the one that answered (`pid_confirmed`).
     let first = wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
-        v["state"] == "alive" && v["pid"] != Value::Null
+        v["state"] == "alive" && v["pid"] != Value::Null && v["pid_confirmed"] == true
     });
     let first_pid = first["pid"].as_u64().unwrap() as u32;
     assert_eq!(first_pid, victim.pid());
@@ -69,7 +71,9 @@ fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
     hang_1_sigstop(&broker, &victim, first_pid);
 
     let again = wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
-        v["state"] == "alive" && v["pid"].as_u64() != Some(u64::from(first_pid))
+        v["state"] == "alive"
+            && v["pid"].as_u64() != Some(u64::from(first_pid))
+            && v["pid_confirmed"] == true
     });
     assert_eq!(again["pid"].as_u64(), Some(u64::from(victim.pid())));
     assert_eq!(again["total_restarts"], 1);

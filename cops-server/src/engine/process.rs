@@ -95,10 +95,11 @@ pub(super) struct Proc {
     pub(super) uids: (u32, u32),
     /// Identity checks that could not be made when `pid` was pinned.
     pub(super) unchecked: Vec<Unchecked>,
-    /// `pid` answered a round started after it was pinned: only then is it
-    /// a kill target (a reply read after its sender exited and its PID was
-    /// reused within the same clock tick names a process that never answers
-    /// again, so it is never confirmed).
+    /// `pid` is known to be the process that answered: it started before the
+    /// round that pinned it was sent, or it answered a later round. Only then
+    /// is it a kill target (a reply whose sender exited and whose PID went to
+    /// another process before COPS read it names a process that never
+    /// answers, so it is never confirmed).
     pub(super) confirmed: bool,
     /// The round in which `pid` was pinned.
     pub(super) pinned_in: u64,

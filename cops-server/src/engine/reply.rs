@@ -170,6 +170,7 @@ impl Engine {
             process: i,
             pid,
             received: now,
+            round_sent: round.sent,
             sender,
             expected_exe: p.cfg.expected_exe.as_deref(),
             expected_user: p.cfg.expected_user.as_deref(),
@@ -229,7 +230,7 @@ impl Engine {
     fn adopt_pid(&mut self, i: usize, pid: u32, pinned: Pinned, seq: u64) -> Option<u32> {
         let p = &mut self.procs[i];
         let old = p.pid.replace(pid);
-        p.confirmed = false;
+        p.confirmed = pinned.started_before_round;
         p.pinned_in = seq;
         p.uids = pinned.uids;
         p.unchecked = pinned.unchecked;

@@ -97,6 +97,7 @@ pub const STAT_FIELDS: &[&str] = &[
     "kill_on_hang",
     "rejected_replies",
     "unchecked",
+    "pid_confirmed",
 ];
 
 /// Ticks a briefing is spread over.
@@ -288,7 +289,11 @@ impl Engine {
             }
             push_str(out, &u.to_string());
         }
-        out.push_str("]}");
+        let _ = write!(
+            out,
+            "],\"pid_confirmed\":{}}}",
+            p.confirmed && p.pid.is_some()
+        );
     }
 
     /// The summary: controller name, status, counts by state, uptime.

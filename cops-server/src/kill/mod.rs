@@ -11,7 +11,10 @@
 //!    its pidfd is opened first (Linux >= 5.3), then `/proc/<pid>/stat` read;
 //! 4. it started no later than the reply was received (`/proc/<pid>/stat`
 //!    start time against the kernel's receive stamp): a PID reused since is
-//!    not the one that answered;
+//!    not the one that answered. When it started in an earlier clock tick
+//!    than the round's request went out, it held the PID when the reply was
+//!    written, so it is the one that answered; otherwise the engine waits for
+//!    it to answer a later round before it may kill it;
 //! 5. its owner (real or effective uid, `/proc/<pid>/status`) is the user the
 //!    broker stamped on the reply (or that user is root), when stamped, and
 //!    `expectedUser`, when set;
@@ -124,13 +127,17 @@ impl KillLayer {
 
     /// The checks of the module documentation; the identity and the checks
     /// that could not be made, or why the PID is not believed.
-    fn check(&mut self, req: &PinRequest<'_>) -> Result<(Identity, Vec<Unchecked>), PidRefusal> {
+    fn check(
+        &mut self,
+        req: &PinRequest<'_>,
+    ) -> Result<(Identity, Vec<Unchecked>, bool), PidRefusal> {
         let pid = pid_rule(i64::from(req.pid), self.own_pid)?;
         let use_pidfd = self.pidfds < self.max_pidfds;
         let mut id = Identity::pin_with(pid, self.own_pid, use_pidfd)?;
         if boot_ticks(req.received).is_some_and(|r| id.start_time() > r) {
             return Err(PidRefusal::StartedAfterReply);
         }
+        let before_round = boot_ticks(req.round_sent).is_some_and(|r| id.start_time() < r);
         let status = read_status(pid).map_err(|e| os_refusal(pid, "status", &e))?;
         if status.tgid != pid {
             return Err(PidRefusal::Thread);
@@ -163,7 +170,7 @@ impl KillLayer {
         if id.exited() {
             return Err(PidRefusal::NoSuchProcess);
         }
-        Ok((id, unchecked))
+        Ok((id, unchecked, before_round))
     }
 
     /// Check 7: does `pid` hold a connection to the broker's socket.
@@ -234,7 +241,7 @@ fn os_refusal(pid: u32, file: &str, e: &std::io::Error) -> PidRefusal {
 
 impl Verifier for KillLayer {
     fn pin(&mut self, req: &PinRequest<'_>) -> PinOutcome {
-        let (id, unchecked) = match self.check(req) {
+        let (id, unchecked, started_before_round) = match self.check(req) {
             Ok(x) => x,
             Err(why) => return PinOutcome::Refused(why),
         };
@@ -243,7 +250,11 @@ impl Verifier for KillLayer {
         if let Some(old) = self.pinned.insert((req.process, req.pid), id) {
             self.pidfds -= usize::from(old.has_pidfd());
         }
-        PinOutcome::Pinned(Pinned { uids, unchecked })
+        PinOutcome::Pinned(Pinned {
+            uids,
+            unchecked,
+            started_before_round,
+        })
     }
 
     fn alive(&mut self, process: usize, pid: u32) -> bool {

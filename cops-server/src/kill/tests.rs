@@ -131,6 +131,7 @@ fn request(pid: u32, received: Instant) -> PinRequest<'static> {
         process: 0,
         pid,
         received,
+        round_sent: received,
         sender: "",
         expected_exe: None,
         expected_user: None,
@@ -264,8 +265,21 @@ fn a_process_started_after_the_reply_is_not_the_one_that_answered() {
     let mut layer = KillLayer::new(OWN, false);
     let r = refusal(&mut layer, &request(c.id(), received));
     assert_eq!(r, PidRefusal::StartedAfterReply);
-    let ok = layer.pin(&request(c.id(), Instant::now()));
-    assert!(matches!(ok, PinOutcome::Pinned(_)), "{ok:?}");
+    // Started after the round's request but before the reply: pinned, but
+    // not known to be the one that answered.
+    let mut req = request(c.id(), Instant::now());
+    req.round_sent = received;
+    match layer.pin(&req) {
+        PinOutcome::Pinned(p) => assert!(!p.started_before_round),
+        other => panic!("{other:?}"),
+    }
+    // Started before the round's request: the one that answered.
+    std::thread::sleep(Duration::from_millis(30)); // a clock tick later
+    let now = Instant::now();
+    match layer.pin(&request(c.id(), now)) {
+        PinOutcome::Pinned(p) => assert!(p.started_before_round),
+        other => panic!("{other:?}"),
+    }
     reap(c);
 }
 

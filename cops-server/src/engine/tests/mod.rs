@@ -70,6 +70,9 @@ pub(crate) struct FakeOs {
     pub live: HashMap<u32, bool>,
     /// Every pin request (process, pid).
     pub pins: Vec<(usize, u32)>,
+    /// PIDs whose process started in the same clock tick as the round that
+    /// pins them, or later (not confirmed at the pin).
+    pub young: HashSet<u32>,
 }
 
 impl FakeOs {
@@ -110,6 +113,7 @@ impl Verifier for FakeOs {
         PinOutcome::Pinned(Pinned {
             uids: (uid, uid),
             unchecked: self.unchecked.clone(),
+            started_before_round: !self.young.contains(&req.pid),
         })
     }
 

@@ -502,15 +502,17 @@ fn root_speaks_for_any_owner() {
 }
 
 #[test]
-fn a_pid_seen_in_one_round_only_is_never_killed() {
-    // The reply of the only round it answered may have been read after its
-    // sender exited and its PID went to another process within the same clock
-    // tick (the start-time check cannot tell them apart then): such a PID is
-    // pinned, but it is a kill target only once it answers a later round.
+fn a_pid_that_may_have_been_reused_is_a_target_only_once_it_answers_again() {
+    // Its process started in the tick of the round that pinned it, or later:
+    // the reply may have been written by an earlier holder of the PID (one
+    // that exited before COPS read it), so it is pinned but not a kill target
+    // until it answers a later round itself.
     let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.os.young.insert(4242);
     h.fakes[0].hang_at = Some(h.ms(50));
     h.run_ms(1500);
     assert_eq!(h.stat(0, "pid"), 4242, "pinned from its one answer");
+    assert_eq!(h.stat(0, "pid_confirmed"), false);
     assert_eq!(h.e.state(0), Some(State::Hung));
     assert!(h.signals.is_empty(), "{:?}", h.signals);
     let hung = h.kinds(EventKind::Hung);
@@ -521,9 +523,15 @@ fn a_pid_seen_in_one_round_only_is_never_killed() {
         "{}",
         hung[0].message
     );
-    // A process that answered two rounds is confirmed, and killed when it hangs.
+    // Answering a second round confirms it: killed when it hangs.
     let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.os.young.insert(4242);
     h.fakes[0].hang_at = Some(h.ms(150));
+    h.run_ms(1500);
+    assert_eq!(h.signals_of(0), [4242]);
+    // A process that started before the round is confirmed at once.
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.fakes[0].hang_at = Some(h.ms(50));
     h.run_ms(1500);
     assert_eq!(h.signals_of(0), [4242]);
 }
