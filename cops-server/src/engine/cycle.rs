@@ -179,6 +179,8 @@ impl Engine {
         if round.answered {
             return false;
         }
+        // Whatever the process answered (late, lost) started a beat unseen.
+        self.procs[i].loops.broken();
         if !self.connected || round.epoch != self.epoch {
             self.void_round(i, t); // the bus was down during the round
             return false;

@@ -59,6 +59,15 @@ pub enum EventKind {
     ServeLimited,
     /// Bus connection up or down.
     Bus,
+    /// The work loop failed `loopToleranceBeats` beats in a row (overrun, too
+    /// slow or too fast): the loop alarm, with the kill under `loopAction: "kill"`.
+    LoopFault,
+    /// A failing beat within the tolerance (rate-limited log line).
+    LoopTolerated,
+    /// The loop alarm is over (good beats again, or a new incarnation).
+    LoopOver,
+    /// A process with loop supervision answers without loop figures.
+    LoopUnmeasured,
 }
 
 /// One event.

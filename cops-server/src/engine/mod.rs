@@ -21,8 +21,9 @@
 //! Children: `cycle` (round starts, deadlines, misses), `evidence` (the probe
 //! through the broker, COPS's own lag, void rounds and stalls), `reply`
 //! (parsing and judging replies, identities), `verdict` (hung, kills, the kill
-//! budgets, escalation), `serve` (stats, GETs, briefings), `events` (what is
-//! logged and posted).
+//! budgets, escalation), `loops` (the work loop's beats: deadline and alive
+//! supervision), `serve` (stats, GETs, briefings), `events` (what is logged
+//! and posted).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -36,6 +37,7 @@ use crate::config::{Config, ProcessConfig, Signal};
 mod cycle;
 mod events;
 mod evidence;
+mod loops;
 mod parse;
 mod process;
 mod reply;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cycle::Round;
+use super::loops::LoopWatch;
 use super::reply::Rejects;
 use super::State;
 use crate::config::{ProcessConfig, Signal};
@@ -123,6 +124,8 @@ pub(super) struct Proc {
     pub(super) rejected_pid: Option<i64>,
     /// The pinned PID a conflict alarm was raised for (one alarm per conflict).
     pub(super) conflict: Option<u32>,
+    /// The work loop's beats, figures and alarm.
+    pub(super) loops: LoopWatch,
 }
 
 impl Proc {
@@ -157,6 +160,7 @@ impl Proc {
             rejects: Rejects::default(),
             rejected_pid: None,
             conflict: None,
+            loops: LoopWatch::default(),
         }
     }
 }

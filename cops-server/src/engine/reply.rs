@@ -199,7 +199,8 @@ impl Engine {
         if new.is_none() && round.seq > p.pinned_in {
             p.confirmed = true;
         }
-        let rt = now.saturating_duration_since(round.sent);
+        let sent = round.sent;
+        let rt = now.saturating_duration_since(sent);
         p.h += 1;
         p.misses = 0;
         p.miss_base = now;
@@ -215,7 +216,11 @@ impl Engine {
         p.stats.record(rt, now, versions, hash);
         let seq = round.seq;
         let restarted = match new {
-            Some((pid, pinned)) => self.adopt_pid(i, pid, pinned, seq),
+            Some((pid, pinned)) => {
+                let old = self.adopt_pid(i, pid, pinned, seq);
+                self.loop_incarnation(now, i, old);
+                old
+            }
             None => None,
         };
         let p = &mut self.procs[i];
@@ -223,6 +228,7 @@ impl Engine {
         if restarted.is_some() || before != State::Alive {
             self.announce_alive(now, i, before, first, restarted, rt);
         }
+        self.on_loop(now, i, &r.loop_, sent);
     }
 
     /// Makes `pid` the current incarnation of process `i`; returns the old PID
@@ -315,6 +321,8 @@ impl Engine {
     /// A reply not taken: counted; logged at most once per 10 s per process.
     fn reject(&mut self, now: Instant, i: usize, kind: RejectKind, why: String) {
         let p = &mut self.procs[i];
+        // It may have been the process's own answer, which started a beat.
+        p.loops.broken();
         p.rejects.count(kind);
         let Some(unlogged) = p.rejects.log.may(now) else {
             return;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use fims::{Message, Method};
 use serde_json::{json, Value};
 
+use super::loops::LoopWatch;
 use super::{Engine, EventKind, Kind, Severity, State, Transmit, Via};
 use std::cmp::Reverse;
 
@@ -98,6 +99,14 @@ pub const STAT_FIELDS: &[&str] = &[
     "rejected_replies",
     "unchecked",
     "pid_confirmed",
+    "loop_count",
+    "loop_max_us",
+    "loop_p99_us",
+    "loop_overruns",
+    "loop_slow_beats",
+    "loop_fast_beats",
+    "loop_failing_beats",
+    "loop_alarm",
 ];
 
 /// Ticks a briefing is spread over.
@@ -113,6 +122,27 @@ fn push_ms(out: &mut String, d: Option<Duration>) {
         }
         None => out.push_str("null"),
     }
+}
+
+/// The loop fields of a process's stats: the last figures (null until a
+/// reply carried them), the failing beats so far and now, the alarm.
+fn write_loop(out: &mut String, w: &LoopWatch) {
+    use std::fmt::Write;
+    match w.last {
+        Some(f) => {
+            let _ = write!(
+                out,
+                ",\"loop_count\":{},\"loop_max_us\":{},\"loop_p99_us\":{}",
+                f.count, f.max_us, f.p99_us
+            );
+        }
+        None => out.push_str(",\"loop_count\":null,\"loop_max_us\":null,\"loop_p99_us\":null"),
+    }
+    let _ = write!(
+        out,
+        ",\"loop_overruns\":{},\"loop_slow_beats\":{},\"loop_fast_beats\":{},\"loop_failing_beats\":{},\"loop_alarm\":{}",
+        w.overruns, w.slow_beats, w.fast_beats, w.failing, w.alarm
+    );
 }
 
 /// A JSON string (escaped when it has to be).
@@ -291,9 +321,11 @@ impl Engine {
         }
         let _ = write!(
             out,
-            "],\"pid_confirmed\":{}}}",
+            "],\"pid_confirmed\":{}",
             p.confirmed && p.pid.is_some()
         );
+        write_loop(out, &p.loops);
+        out.push('}');
     }
 
     /// The summary: controller name, status, counts by state, uptime.
@@ -321,6 +353,7 @@ impl Engine {
             "kills_deferred": self.site.deferred,
             "kills_waiting": self.site.waiting(),
             "requests_dropped": self.serve_tokens.dropped,
+            "loop_alarms": self.loop_alarms(),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
         })
     }

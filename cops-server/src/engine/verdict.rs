@@ -245,8 +245,9 @@ impl Engine {
             };
             let i = i as usize;
             self.procs[i].waiting_site = false;
-            if self.procs[i].state == State::Hung {
-                // Still hung (it may have answered meanwhile): its turn now.
+            if self.procs[i].state == State::Hung || self.loop_kill_due(i) {
+                // Still hung or its loop still failing (it may have answered,
+                // or recovered, meanwhile): its turn now.
                 let _ = self.decide_kill(now, i, true);
             }
         }

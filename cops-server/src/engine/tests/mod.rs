@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 mod cycle;
+pub(crate) mod fake_loop;
 mod safety;
+
+use fake_loop::FakeLoop;
 
 pub(crate) const OWN_PID: u32 = 999_999;
 /// The uid of every fake process unless `FakeOs::owners` says otherwise.
@@ -39,6 +42,8 @@ pub(crate) struct Fake {
     /// Signals do not end it (state D).
     pub unkillable: bool,
     pub dead: bool,
+    /// Its work loop, when it ticks: answers then carry `"loop":{..}`.
+    pub ticks: Option<FakeLoop>,
 }
 
 impl Fake {
@@ -51,6 +56,7 @@ impl Fake {
             restart_after: Some(Duration::from_millis(1)),
             unkillable: false,
             dead: false,
+            ticks: None,
         }
     }
 }
@@ -263,6 +269,9 @@ impl Harness {
                 f.pid = self.next_pid;
                 f.dead = false;
                 f.hang_at = None;
+                if let Some(l) = &mut f.ticks {
+                    l.restart(t);
+                }
                 self.sync_os();
             } else if self.inflight.keys().next().is_some_and(|k| k.0 == t) {
                 let (_, flight) = self.inflight.pop_first().expect("peeked");
@@ -376,7 +385,16 @@ impl Harness {
         }
         let (delay, body) = match &f.mode {
             Mode::Silent => return,
-            Mode::Answer(d) => (*d, reply_body(f.stored, i64::from(f.pid))),
+            Mode::Answer(d) => {
+                let (d, mut body) = (*d, reply_body(f.stored, i64::from(f.pid)));
+                if let Some(l) = &mut self.fakes[i].ticks {
+                    body.pop();
+                    body.push(',');
+                    body.push_str(&l.answer(at + d));
+                    body.push('}');
+                }
+                (d, body)
+            }
             Mode::Stale => (
                 Duration::from_millis(1),
                 reply_body(f.stored - 1, i64::from(f.pid)),
