@@ -66,6 +66,9 @@ pub(super) struct LoopWatch {
     noted: bool,
     /// When the last throttled log line went out.
     logged: Option<Instant>,
+    /// The worst beat of the failing run now (the longest overrun, else the
+    /// latest): what the alarm quotes.
+    worst: Option<(u64, Beat)>,
 }
 
 impl LoopWatch {
@@ -133,6 +136,15 @@ struct Beat {
 impl Beat {
     fn failed(&self) -> bool {
         self.overrun.is_some() || self.slow.is_some() || self.fast.is_some()
+    }
+
+    /// How bad: the overrun in microseconds (0 without one).
+    fn score(&self) -> u64 {
+        match self.overrun {
+            Some(Overrun::Longest(us)) => us,
+            Some(Overrun::NoneEnded(d)) => d.as_micros() as u64,
+            None => 0,
+        }
     }
 
     /// `loop overran its 100 ms deadline: 340 ms; loop too slow: ...`.
@@ -213,9 +225,11 @@ fn judge(
         } else if let (Some(_), Some(q)) = (chain, quiet_since) {
             // No tick between the earlier answer's arrival and this round's
             // request: the iteration running has lasted at least that long.
-            b.judged = true;
+            // Shorter than the deadline so far proves nothing either way (a
+            // loop slower than the period has such beats): not judged.
             let quiet = sent.saturating_duration_since(q);
             if quiet.as_micros() > u128::from(d) {
+                b.judged = true;
                 b.overrun = Some(Overrun::NoneEnded(quiet));
             }
         }
@@ -279,18 +293,23 @@ impl Engine {
         if failed {
             w.failing = w.failing.saturating_add(1);
             w.passing = 0;
+            if w.worst.is_none_or(|(s, _)| beat.score() >= s) {
+                w.worst = Some((beat.score(), *beat));
+            }
         } else {
             w.passing = w.passing.saturating_add(1);
             w.failing = 0;
+            w.worst = None;
         }
         let window = cfg
             .tolerance
             .saturating_add(2)
             .clamp(5, HISTORY)
             .min(w.judged);
+        let worst = w.worst.map_or(*beat, |(_, b)| b);
         let quote = format!(
             "{} ({} of the last {window} beats)",
-            beat.describe(cfg),
+            worst.describe(cfg),
             w.failed_in_last(window)
         );
         if !failed {

@@ -215,18 +215,18 @@ impl Engine {
         };
         p.stats.record(rt, now, versions, hash);
         let seq = round.seq;
+        let adopted = new.is_some();
         let restarted = match new {
-            Some((pid, pinned)) => {
-                let old = self.adopt_pid(i, pid, pinned, seq);
-                self.loop_incarnation(now, i, old);
-                old
-            }
+            Some((pid, pinned)) => self.adopt_pid(i, pid, pinned, seq),
             None => None,
         };
         let p = &mut self.procs[i];
         let before = std::mem::replace(&mut p.state, State::Alive);
         if restarted.is_some() || before != State::Alive {
             self.announce_alive(now, i, before, first, restarted, rt);
+        }
+        if adopted {
+            self.loop_incarnation(now, i, restarted);
         }
         self.on_loop(now, i, &r.loop_, sent);
     }

@@ -32,8 +32,9 @@ struct Args {
     /// /components/modbus_test_client).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The demo processes' work period, ms.
-    #[arg(long, default_value_t = 50)]
+    /// One iteration of the demo processes' work loop, ms (acts 4 and 5 slow
+    /// it to 400 ms).
+    #[arg(long, default_value_t = 100)]
     work_ms: u64,
 }
 

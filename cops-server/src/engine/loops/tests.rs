@@ -455,3 +455,44 @@ fn alive_bounds_scale_with_the_beat_span() {
     let b = judge(&cfg, &slow, None, None, t, ms(100));
     assert_eq!(b.overrun, Some(Overrun::Longest(50_001)));
 }
+
+#[test]
+fn the_alarm_quotes_the_worst_beat_of_the_run() {
+    let mut h = looped(DEADLINE_50, 20);
+    h.run_ms(1000);
+    // One 150 ms iteration (from 1020, when the 20 ms one running at 1000
+    // ends), then 60 ms ones: three failing beats (1201, 1301, 1401), the
+    // worst the one that saw the 150 ms iteration end.
+    pace(&mut h, 0, 1000, ms(150));
+    pace(&mut h, 0, 1150, ms(60));
+    h.run_ms(1450);
+    assert_eq!(
+        messages(&h, EventKind::LoopFault),
+        ["p0 (pid 4242) loop overran its 50 ms deadline: 150 ms (3 of the last 5 beats)"]
+    );
+}
+
+#[test]
+fn iterations_longer_than_the_period_fail_every_beat_that_can_tell() {
+    // 300 ms iterations, 100 ms beats, 150 ms deadline: two beats in three
+    // see no iteration end; the one right after a tick (100 ms quiet) proves
+    // nothing and must not break the run of failing beats.
+    let mut h = looped(r#","loopDeadlineMS":150"#, 20);
+    h.run_ms(1000);
+    pace(&mut h, 0, 1000, ms(300));
+    h.run_ms(2500);
+    let faults = messages(&h, EventKind::LoopFault);
+    assert_eq!(faults.len(), 1, "{}", loop_events(&h));
+    assert!(
+        faults[0].contains("loop overran its 150 ms deadline: 300 ms"),
+        "{}",
+        faults[0]
+    );
+    assert_eq!(h.stat(0, "loop_alarm"), true);
+
+    // A loop that is slower than the period by design, within its deadline.
+    let mut h = looped(r#","loopDeadlineMS":200"#, 150);
+    h.run_ms(3000);
+    assert!(loop_events(&h).is_empty(), "{}", loop_events(&h));
+    assert_eq!(h.stat(0, "loop_overruns"), 0);
+}
