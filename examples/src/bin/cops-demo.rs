@@ -13,7 +13,7 @@ use cops_examples::world::out;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Shorter pauses between the acts (about 7 s in all).
+    /// Shorter pauses between the acts (about 12 s in all).
     #[arg(long)]
     fast: bool,
     /// After the scenario, keep everything running until Ctrl-C (prints the
