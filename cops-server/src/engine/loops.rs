@@ -301,17 +301,6 @@ impl Engine {
             w.failing = 0;
             w.worst = None;
         }
-        let window = cfg
-            .tolerance
-            .saturating_add(2)
-            .clamp(5, HISTORY)
-            .min(w.judged);
-        let worst = w.worst.map_or(*beat, |(_, b)| b);
-        let quote = format!(
-            "{} ({} of the last {window} beats)",
-            worst.describe(cfg),
-            w.failed_in_last(window)
-        );
         if !failed {
             if w.alarm && w.passing >= cfg.tolerance {
                 self.loop_over(now, i);
@@ -323,9 +312,11 @@ impl Engine {
                 let _ = self.maybe_kill(now, i);
             }
         } else if w.failing >= cfg.tolerance {
+            let quote = self.quote(i, cfg, beat);
             self.loop_alarm(now, i, cfg, quote);
         } else if w.may_log(now) {
             let failing = w.failing;
+            let quote = self.quote(i, cfg, beat);
             let (name, pid) = self.name_pid(i);
             let msg = format!(
                 "{name} ({pid}) {quote}; tolerated: {failing} of {} failing beats in a row",
@@ -340,6 +331,23 @@ impl Engine {
                 false,
             );
         }
+    }
+
+    /// What a failing run is quoted as (only built when an event needs it):
+    /// the worst beat of the run and how many of the last beats failed.
+    fn quote(&self, i: usize, cfg: &LoopConfig, beat: &Beat) -> String {
+        let w = &self.procs[i].loops;
+        let window = cfg
+            .tolerance
+            .saturating_add(2)
+            .clamp(5, HISTORY)
+            .min(w.judged);
+        let worst = w.worst.map_or(*beat, |(_, b)| b);
+        format!(
+            "{} ({} of the last {window} beats)",
+            worst.describe(cfg),
+            w.failed_in_last(window)
+        )
     }
 
     /// `loopToleranceBeats` failing beats in a row: one alarm, and the kill
