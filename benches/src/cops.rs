@@ -5,7 +5,9 @@
 //! all others the PID of one decoy `sleep`); and `cops` with the configuration
 //! `cops-sim --write-config` writes. Once every process is alive (checked with
 //! `get /cops/summary`), the sim's hang instant starts the window: CPU time and
-//! RSS of `cops` come from `/proc` over it. `cops` really kills the hung
+//! RSS of `cops` come from `/proc` over it, and so do the CPU of the broker
+//! (which carries every heartbeat: with `cops`, what supervision costs the
+//! site) and of `cops-sim` (the stand-in for N responders, in the notes only). `cops` really kills the hung
 //! processes' sleepers; the sim times each from the hang to its death (its
 //! "hang to signal", plus delivery) and counts false kills (the decoy or a
 //! sleeper dying before the hang). `/events` is watched for stall alarms and
@@ -70,6 +72,8 @@ impl Plan {
 pub struct CopsFigures {
     /// Percent of one core over the window.
     pub cpu_pct: f64,
+    /// The broker's CPU over the same window, percent of one core.
+    pub broker_cpu_pct: f64,
     /// Resident MB (MiB) at the end of the window.
     pub rss_mb: f64,
     /// Processes killed that never hung (as `cops-sim` counts them).
@@ -78,6 +82,14 @@ pub struct CopsFigures {
     pub max_detect_ms: Result<f64>,
     /// One line for the report's notes.
     pub note: String,
+}
+
+impl CopsFigures {
+    /// `cops` plus the broker over the window: what supervision costs the site
+    /// (the responders' own share is not in it).
+    pub fn supervision_cpu_pct(&self) -> f64 {
+        self.cpu_pct + self.broker_cpu_pct
+    }
 }
 
 /// The binaries a run needs.
@@ -150,10 +162,12 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     wait_all_alive(&mut events, &mut cops, n, hang)?;
     std::thread::sleep(hang.saturating_duration_since(Instant::now()));
     step("hang; measuring");
-    let mark = CpuMark::now(cops.pid())?;
+    // cops, the broker, the sim: the same window for all three.
+    let pids = [cops.pid(), broker.pid(), simp.0.id()];
+    let marks = pids.map(CpuMark::now);
     let mut tally = Tally::default();
     collect(&mut events, &mut tally, Instant::now() + plan.window)?;
-    let cpu_pct = mark.pct_since(cops.pid())?;
+    let [cpu_pct, broker_cpu_pct, sim_cpu_pct] = pcts(marks, pids)?;
     let rss_kib = procstat::rss_kib(cops.pid())?;
     let hwm_kib = procstat::hwm_kib(cops.pid()).unwrap_or(rss_kib);
     step("window over; waiting for the sim's report");
@@ -191,12 +205,14 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     let false_hung = tally.hung.difference(&hung_names).count();
     let note = format!(
         "cops: {n} processes over {} connections, period {} ms, window {:.1} s: \
-         CPU {cpu_pct:.2}% of one core, RSS {:.1} MB (peak {:.1} MB); {killed} of {hung} hung \
+         CPU {cpu_pct:.2}% of one core (+ broker {broker_cpu_pct:.2}% = supervision {:.2}%; \
+         cops-sim {sim_cpu_pct:.2}%), RSS {:.1} MB (peak {:.1} MB); {killed} of {hung} hung \
          killed, hang-to-death max {} ms (bound {:.0} ms), {false_kills} false kills, \
          {false_hung} hung verdicts for processes that answered, {} stall alarms",
         plan.connections,
         plan.period_ms,
         plan.window.as_secs_f64(),
+        cpu_pct + broker_cpu_pct,
         rss_kib as f64 / 1024.0,
         hwm_kib as f64 / 1024.0,
         max.map_or("-".into(), |m| format!("{m:.0}")),
@@ -205,11 +221,21 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     );
     Ok(CopsFigures {
         cpu_pct,
+        broker_cpu_pct,
         rss_mb: rss_kib as f64 / 1024.0,
         false_kills,
         max_detect_ms,
         note,
     })
+}
+
+/// Percent of one core each of `pids` used since its mark (same order).
+fn pcts(marks: [Result<CpuMark>; 3], pids: [u32; 3]) -> Result<[f64; 3]> {
+    let mut out = [0.0; 3];
+    for (i, (m, pid)) in marks.into_iter().zip(pids).enumerate() {
+        out[i] = m?.pct_since(pid)?;
+    }
+    Ok(out)
 }
 
 /// The running `cops-sim`, killed on drop.

@@ -9,7 +9,10 @@
 //! and sends back a pre-encoded answer of realistic size.
 //!
 //! Throughput: the caller sends datagrams over one pair to a counting process
-//! (1 hop; through the broker it is 2).
+//! (1 hop; through the broker it is 2), or, for the relay floor, over pair A
+//! to a relay process that forwards them over pair B to the counting process:
+//! the broker's 2 hops and 3 processes, with the same `poll` + `recv` + `send`
+//! relay as the round trip (one datagram per wakeup, no batching, no routing).
 //!
 //! Children are forked and run only raw syscalls; they exit when their socket
 //! closes, and are reaped (killed after a grace period) on drop.
@@ -137,11 +140,11 @@ fn answer_loop(fd: RawFd, answer: &[u8], buf: &mut [u8]) -> i32 {
     }
 }
 
-/// A running 1-hop publisher-to-subscriber floor.
+/// A running publisher-to-subscriber floor: 1 hop, or 2 through a relay.
 #[derive(Debug)]
 pub struct ThroughputFloor {
     publisher: Option<OwnedFd>,
-    child: Option<libc::pid_t>,
+    children: Vec<libc::pid_t>,
     buf: Vec<u8>,
 }
 
@@ -162,21 +165,37 @@ impl Burst {
 }
 
 impl ThroughputFloor {
-    /// Forks the counting subscriber.
+    /// Forks the counting subscriber (1 hop).
     pub fn start() -> Result<ThroughputFloor> {
         let (publisher, sub) = sys::seqpacket_pair()?;
-        let mut buf = vec![0u8; BUF];
-        let s = sub.as_raw_fd();
-        let child = sys::fork_child(|| {
-            sys::close_except(&mut [s]);
-            count_loop(s, &mut buf)
-        })?;
-        drop(sub);
+        let child = fork_counter(sub)?;
         Ok(ThroughputFloor {
             publisher: Some(publisher),
-            child: Some(child),
+            children: vec![child],
             buf: vec![0u8; 64],
         })
+    }
+
+    /// Forks a relay and the counting subscriber behind it (2 hops, 3
+    /// processes: the broker's arrangement without the broker).
+    pub fn start_relayed() -> Result<ThroughputFloor> {
+        let (publisher, relay_a) = sys::seqpacket_pair()?;
+        let (relay_b, sub) = sys::seqpacket_pair()?;
+        // From here on a failed fork drops `floor`, which reaps the counter.
+        let mut floor = ThroughputFloor {
+            publisher: Some(publisher),
+            children: vec![fork_counter(sub)?],
+            buf: vec![0u8; 64],
+        };
+        let mut relay_buf = vec![0u8; BUF];
+        let (ra, rb) = (relay_a.as_raw_fd(), relay_b.as_raw_fd());
+        let relay_pid = sys::fork_child(|| {
+            sys::close_except(&mut [ra, rb]);
+            relay(ra, rb, &mut relay_buf)
+        });
+        drop((relay_a, relay_b));
+        floor.children.push(relay_pid?);
+        Ok(floor)
     }
 
     /// Sends `msg` `n` times, then an end marker, and waits for the count.
@@ -208,10 +227,22 @@ impl ThroughputFloor {
 impl Drop for ThroughputFloor {
     fn drop(&mut self) {
         self.publisher = None;
-        if let Some(pid) = self.child.take() {
+        for pid in self.children.drain(..) {
             sys::reap(pid, Duration::from_secs(2));
         }
     }
+}
+
+/// Forks the counting subscriber on `sub` (closed in this process).
+fn fork_counter(sub: OwnedFd) -> Result<libc::pid_t> {
+    let mut buf = vec![0u8; BUF];
+    let s = sub.as_raw_fd();
+    let child = sys::fork_child(|| {
+        sys::close_except(&mut [s]);
+        count_loop(s, &mut buf)
+    })?;
+    drop(sub);
+    Ok(child)
 }
 
 fn count_loop(fd: RawFd, buf: &mut [u8]) -> i32 {

@@ -17,22 +17,74 @@ pub struct Figure {
 }
 
 /// The keys of the JSON object, in order.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 21] = [
     "rtt_floor_us",
     "rtt_broker_us",
     "rtt_ratio",
+    "rtt_floor_p99_us",
+    "rtt_broker_p99_us",
     "throughput_floor_mps",
     "throughput_broker_mps",
     "throughput_ratio",
+    "throughput_relay_floor_mps",
+    "throughput_relay_ratio",
+    "broker_cpu_pct_20k",
+    "broker_us_per_msg",
     "handle_ns",
     "cabi_overhead_ns",
     "tick_ns",
     "tick_c_ns",
     "cops_cpu_pct",
+    "supervision_cpu_pct",
     "cops_rss_mb",
     "false_kills",
     "max_detect_ms",
 ];
+
+/// The parts of a report (`perf-report --only NAME,...`) and their keys, in
+/// [`KEYS`] order.
+pub const SECTIONS: [(&str, &[&str]); 5] = [
+    (
+        "rtt",
+        &[
+            "rtt_floor_us",
+            "rtt_broker_us",
+            "rtt_ratio",
+            "rtt_floor_p99_us",
+            "rtt_broker_p99_us",
+        ],
+    ),
+    (
+        "throughput",
+        &[
+            "throughput_floor_mps",
+            "throughput_broker_mps",
+            "throughput_ratio",
+            "throughput_relay_floor_mps",
+            "throughput_relay_ratio",
+        ],
+    ),
+    ("load", &["broker_cpu_pct_20k", "broker_us_per_msg"]),
+    (
+        "responder",
+        &["handle_ns", "cabi_overhead_ns", "tick_ns", "tick_c_ns"],
+    ),
+    (
+        "cops",
+        &[
+            "cops_cpu_pct",
+            "supervision_cpu_pct",
+            "cops_rss_mb",
+            "false_kills",
+            "max_detect_ms",
+        ],
+    ),
+];
+
+/// The keys of section `name`, when there is one.
+pub fn section_keys(name: &str) -> Option<&'static [&'static str]> {
+    SECTIONS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
 
 /// One JSON object, keys in [`KEYS`] order; an absent figure is `null`.
 pub fn to_json(figs: &[Figure]) -> String {
@@ -57,10 +109,13 @@ pub fn to_json(figs: &[Figure]) -> String {
     s
 }
 
+/// Width of the table's key column (the longest key).
+const W: usize = 26;
+
 /// A readable table: key, value, unit, target; absent figures with their reason.
 pub fn to_table(figs: &[Figure]) -> String {
     let mut s = format!(
-        "{:<22} {:>14} {:<6} {}\n",
+        "{:<W$} {:>14} {:<6} {}\n",
         "figure", "value", "unit", "target"
     );
     for f in figs {
@@ -68,7 +123,7 @@ pub fn to_table(figs: &[Figure]) -> String {
             Ok(v) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>14} {:<6} {}",
+                    "{:<W$} {:>14} {:<6} {}",
                     f.key,
                     fmt_num(*v),
                     f.unit,
@@ -78,7 +133,7 @@ pub fn to_table(figs: &[Figure]) -> String {
             Err(why) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>14} {:<6} {}\n{:<22} ({why})",
+                    "{:<W$} {:>14} {:<6} {}\n{:<W$} ({why})",
                     f.key, "absent", f.unit, f.target, ""
                 );
             }
@@ -119,5 +174,25 @@ mod tests {
         ];
         assert_eq!(to_json(&figs), r#"{"a":1.235,"b":0,"c":null}"#);
         assert!(to_table(&figs).contains("absent"));
+    }
+
+    #[test]
+    fn sections_cover_the_keys_in_order() {
+        let all: Vec<&str> = SECTIONS
+            .iter()
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        assert_eq!(all, KEYS);
+        assert_eq!(section_keys("load"), Some(&KEYS[10..12]));
+        assert_eq!(section_keys("nope"), None);
+    }
+
+    #[test]
+    fn keys_are_unique_and_fit_the_table() {
+        let mut k = KEYS.to_vec();
+        k.sort_unstable();
+        k.dedup();
+        assert_eq!(k.len(), KEYS.len());
+        assert!(KEYS.iter().all(|k| k.len() <= W));
     }
 }

@@ -30,6 +30,8 @@ fn quick_json_report_has_every_figure() {
             "200",
             "--tp-messages",
             "2000",
+            "--load-ms",
+            "1000",
         ])
         .output()
         .expect("perf-report runs");
