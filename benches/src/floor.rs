@@ -14,6 +14,11 @@
 //! the broker's 2 hops and 3 processes, with the same `poll` + `recv` + `send`
 //! relay as the round trip (one datagram per wakeup, no batching, no routing).
 //!
+//! CPU under a steady load ([`FanoutFloor`]): the publisher sends over pair A to
+//! a relay that copies every datagram to two counting processes (pairs B1, B2):
+//! the broker's one-publisher, two-subscriber arrangement, whose relay costs
+//! one `poll`, one `recv` and two `send`s per message and nothing else.
+//!
 //! Children are forked and run only raw syscalls; they exit when their socket
 //! closes, and are reaped (killed after a grace period) on drop.
 
@@ -259,6 +264,115 @@ fn count_loop(fd: RawFd, buf: &mut [u8]) -> i32 {
             count = 0;
         } else {
             count += 1;
+        }
+    }
+}
+
+/// A relay copying each datagram from one publisher to two counting
+/// subscribers: the CPU floor of the steady load.
+#[derive(Debug)]
+pub struct FanoutFloor {
+    publisher: Option<OwnedFd>,
+    /// The two counters, then the relay.
+    children: Vec<libc::pid_t>,
+    buf: Vec<u8>,
+}
+
+impl FanoutFloor {
+    /// Forks the two counters and the relay.
+    pub fn start() -> Result<FanoutFloor> {
+        let (publisher, ra) = sys::seqpacket_pair()?;
+        let (rb1, s1) = sys::seqpacket_pair()?;
+        let (rb2, s2) = sys::seqpacket_pair()?;
+        // From here on a failed fork drops `floor`, which reaps what was forked.
+        let mut floor = FanoutFloor {
+            publisher: Some(publisher),
+            children: vec![fork_counter(s1)?],
+            buf: vec![0u8; 64],
+        };
+        floor.children.push(fork_counter(s2)?);
+        let mut buf = vec![0u8; BUF];
+        let fds = [ra.as_raw_fd(), rb1.as_raw_fd(), rb2.as_raw_fd()];
+        let relay = sys::fork_child(|| {
+            sys::close_except(&mut fds.clone());
+            fanout(fds, &mut buf)
+        });
+        drop((ra, rb1, rb2));
+        floor.children.push(relay?);
+        Ok(floor)
+    }
+
+    /// Sends one datagram to the relay.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        Ok(sys::send(self.fd()?, msg)?)
+    }
+
+    /// Each counter's count since the previous call (in the order they answer).
+    pub fn counts(&mut self) -> Result<[u64; 2]> {
+        let fd = self.fd()?;
+        sys::send(fd, b"E")?;
+        let mut out = [0u64; 2];
+        for c in &mut out {
+            let got = sys::recv(fd, &mut self.buf)?;
+            let count: [u8; 8] = self
+                .buf
+                .get(..got)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| err!("fan-out counter sent {got} bytes, not a count"))?;
+            *c = u64::from_le_bytes(count);
+        }
+        Ok(out)
+    }
+
+    /// The relay's PID.
+    pub fn relay_pid(&self) -> u32 {
+        self.children.get(2).map_or(0, |&p| p as u32)
+    }
+
+    /// The counters' PIDs.
+    pub fn counter_pids(&self) -> [u32; 2] {
+        [0, 1].map(|i| self.children.get(i).map_or(0, |&p| p as u32))
+    }
+
+    fn fd(&self) -> Result<RawFd> {
+        self.publisher
+            .as_ref()
+            .map(AsRawFd::as_raw_fd)
+            .ok_or_else(|| err!("floor stopped"))
+    }
+}
+
+impl Drop for FanoutFloor {
+    fn drop(&mut self) {
+        self.publisher = None;
+        for pid in self.children.drain(..) {
+            sys::reap(pid, Duration::from_secs(2));
+        }
+    }
+}
+
+/// `fds[0]` is the publisher's side: each datagram from it goes to `fds[1]`
+/// and `fds[2]`; each datagram from those (a count) goes back to `fds[0]`.
+fn fanout(fds: [RawFd; 3], buf: &mut [u8]) -> i32 {
+    let mut rev = [0i16; 3];
+    loop {
+        if sys::poll_readable(&fds, &mut rev).is_err() {
+            return 1;
+        }
+        for (i, r) in rev.iter().enumerate() {
+            if *r == 0 {
+                continue;
+            }
+            let n = match sys::recv(fds[i], buf) {
+                Ok(0) | Err(_) => return 0,
+                Ok(n) => n,
+            };
+            let to: &[RawFd] = if i == 0 { &fds[1..] } else { &fds[..1] };
+            for &fd in to {
+                if sys::send(fd, &buf[..n]).is_err() {
+                    return 0;
+                }
+            }
         }
     }
 }

@@ -12,6 +12,12 @@
 //! everything. The broker's CPU (utime + stime of `/proc/<pid>/stat`, and the
 //! scheduler's ns count from `schedstat` as a cross-check) is read at the
 //! window's first send and after both answers.
+//!
+//! The floor runs the same windows through [`FanoutFloor`]: a bare relay
+//! process that copies each datagram to two counting processes over socket
+//! pairs (one `poll`, one `recv`, two `send`s per message), so its CPU is what
+//! the broker's arrangement costs without any broker logic. Both are a
+//! [`Router`], and [`run`] paces either.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 use fims::blocking::Client;
 
 use crate::bus::{BrokerProc, Peer};
+use crate::floor::FanoutFloor;
 use crate::pace::{self, MonoClock, Schedule};
 use crate::procstat::{CpuMark, CpuUse};
 use crate::{err, msgs, peer, sys, Result};
@@ -40,13 +47,15 @@ pub struct Plan {
 /// What one window measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
+    /// What routed it (`fims_server`, `relay`).
+    pub router: &'static str,
     /// The plan it ran.
     pub plan: Plan,
     /// What the publisher really did.
     pub paced: pace::Paced,
     /// Messages each subscriber received in the window.
     pub received: [u64; SINKS],
-    /// `fims_server`'s CPU over the window.
+    /// The router's CPU over the window.
     pub broker: CpuUse,
     /// Each subscriber's CPU over the window, percent of one core.
     pub sink_pct: [f64; SINKS],
@@ -100,11 +109,12 @@ impl Window {
             " [publisher fell behind: not the asked rate]"
         };
         format!(
-            "broker load {:.0} msg/s asked, {:.0} achieved{rate_warn} ({} x {} bytes in {:.2} s, \
-             batches of {} every {} us, {} late by over a tick, worst {:.2} ms late); \
-             subscribers got {} and {}: {lost}; fims_server {:.2}% of one core, \
+            "load through {} {:.0} msg/s asked, {:.0} achieved{rate_warn} ({} x {} bytes in \
+             {:.2} s, batches of {} every {} us, {} late by over a tick, worst {:.2} ms late); \
+             subscribers got {} and {}: {lost}; {0} {:.2}% of one core, \
              {:.2} us per published message{sched}; publisher {:.1}%, subscribers {:.1}% \
              and {:.1}%",
+            self.router,
             self.plan.rate,
             p.achieved_rate(),
             p.sent,
@@ -134,7 +144,7 @@ fn batch_size(b: f64) -> String {
     }
 }
 
-/// One line comparing windows at several rates (the scaling rows).
+/// One line comparing windows of one router at several rates (the scaling rows).
 pub fn scaling_line(windows: &[Window]) -> String {
     let rows: Vec<String> = windows
         .iter()
@@ -151,7 +161,84 @@ pub fn scaling_line(windows: &[Window]) -> String {
             )
         })
         .collect();
-    format!("broker CPU by rate: {}", rows.join("; "))
+    let name = windows.first().map_or("router", |w| w.router);
+    format!("{name} CPU by rate: {}", rows.join("; "))
+}
+
+/// What carries the paced load from the publisher (this process) to
+/// [`SINKS`] counting subscribers.
+pub trait Router {
+    /// Its name in the report.
+    fn name(&self) -> &'static str;
+    /// Sends one message (blocking).
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+    /// Ends a window: each subscriber's count since the previous end, once
+    /// everything sent before has arrived.
+    fn counts(&mut self) -> Result<[u64; SINKS]>;
+    /// The routing process, whose CPU is the figure.
+    fn router_pid(&self) -> u32;
+    /// The subscribers' processes.
+    fn sink_pids(&self) -> [u32; SINKS];
+}
+
+/// Publishes `msg` at `plan.rate` through `router` for `warmup` unmeasured
+/// (caches, socket buffers, the subscribers' first wakeups), then for
+/// `plan.duration` measured.
+pub fn run(router: &mut impl Router, msg: &[u8], plan: Plan, warmup: Duration) -> Result<Window> {
+    if !warmup.is_zero() {
+        publish(router, msg, &Schedule::new(plan.rate, warmup, plan.tick))?;
+        router.counts()?;
+    }
+    let schedule = Schedule::new(plan.rate, plan.duration, plan.tick);
+    let (pid, me, sinks) = (router.router_pid(), std::process::id(), router.sink_pids());
+    let sink_marks = sinks.map(CpuMark::now);
+    let own = CpuMark::now(me)?;
+    let mark = CpuMark::now(pid)?;
+    let paced = publish(router, msg, &schedule)?;
+    let received = router.counts()?;
+    let broker = mark.since(pid)?;
+    let publisher_pct = own.pct_since(me)?;
+    let mut sink_pct = [0.0; SINKS];
+    for (i, (m, pid)) in sink_marks.into_iter().zip(sinks).enumerate() {
+        sink_pct[i] = m?.pct_since(pid)?;
+    }
+    Ok(Window {
+        router: router.name(),
+        plan,
+        paced,
+        received,
+        broker,
+        sink_pct,
+        publisher_pct,
+    })
+}
+
+fn publish(router: &mut impl Router, msg: &[u8], schedule: &Schedule) -> Result<pace::Paced> {
+    let _tight = sys::TightTimers::new();
+    pace::run(schedule, &mut MonoClock, |n| {
+        for _ in 0..n {
+            router.send(msg)?;
+        }
+        Ok(())
+    })
+}
+
+impl Router for FanoutFloor {
+    fn name(&self) -> &'static str {
+        "relay"
+    }
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        FanoutFloor::send(self, msg)
+    }
+    fn counts(&mut self) -> Result<[u64; SINKS]> {
+        FanoutFloor::counts(self)
+    }
+    fn router_pid(&self) -> u32 {
+        self.relay_pid()
+    }
+    fn sink_pids(&self) -> [u32; SINKS] {
+        self.counter_pids()
+    }
 }
 
 /// A broker, its two subscribers and the publisher's connection.
@@ -161,7 +248,6 @@ pub struct SteadyLoad {
     publisher: Client,
     sinks: Vec<Peer>,
     broker: BrokerProc,
-    msg: Vec<u8>,
     seq: u64,
 }
 
@@ -186,65 +272,21 @@ impl SteadyLoad {
             publisher,
             sinks,
             broker,
-            msg: msgs::load_pub(),
             seq: 0,
         })
     }
+}
 
-    /// Publishes at `plan.rate` for `warmup` unmeasured (caches, socket
-    /// buffers, the sinks' first wakeups), then for `plan.duration` measured.
-    pub fn run(&mut self, plan: Plan, warmup: Duration) -> Result<Window> {
-        if !warmup.is_zero() {
-            let w = Schedule::new(plan.rate, warmup, plan.tick);
-            self.publish(&w)?;
-            self.counts()?;
-        }
-        let schedule = Schedule::new(plan.rate, plan.duration, plan.tick);
-        let broker_pid = self.broker.pid();
-        let sink_marks = self
-            .sinks
-            .iter()
-            .map(|s| CpuMark::now(s.pid()))
-            .collect::<Result<Vec<_>>>()?;
-        let me = std::process::id();
-        let own = CpuMark::now(me)?;
-        let mark = CpuMark::now(broker_pid)?;
-        let paced = self.publish(&schedule)?;
-        let received = self.counts()?;
-        let broker = mark.since(broker_pid)?;
-        let publisher_pct = own.pct_since(me)?;
-        let mut sink_pct = [0.0; SINKS];
-        for (i, (m, s)) in sink_marks.iter().zip(&self.sinks).enumerate() {
-            sink_pct[i] = m.pct_since(s.pid())?;
-        }
-        Ok(Window {
-            plan,
-            paced,
-            received,
-            broker,
-            sink_pct,
-            publisher_pct,
-        })
+impl Router for SteadyLoad {
+    fn name(&self) -> &'static str {
+        "fims_server"
     }
 
-    /// The broker's PID.
-    pub fn broker_pid(&self) -> u32 {
-        self.broker.pid()
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        Ok(self.publisher.send_raw(msg)?)
     }
 
-    fn publish(&mut self, schedule: &Schedule) -> Result<pace::Paced> {
-        let _tight = sys::TightTimers::new();
-        let (client, msg) = (&mut self.publisher, &self.msg);
-        pace::run(schedule, &mut MonoClock, |n| {
-            for _ in 0..n {
-                client.send_raw(msg)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Ends the current window: an end marker (repeated every 200 ms) until
-    /// both sinks have answered with their counts.
+    /// An end marker (repeated every 200 ms) until both sinks have answered.
     fn counts(&mut self) -> Result<[u64; SINKS]> {
         self.seq += 1;
         let seq = self.seq.to_string();
@@ -280,6 +322,14 @@ impl SteadyLoad {
             "the subscribers did not all acknowledge window {seq} within 30 s (got {got:?})"
         ))
     }
+
+    fn router_pid(&self) -> u32 {
+        self.broker.pid()
+    }
+
+    fn sink_pids(&self) -> [u32; SINKS] {
+        [0, 1].map(|i| self.sinks.get(i).map_or(0, Peer::pid))
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +338,7 @@ mod tests {
 
     fn window(sent: u64, received: [u64; 2], cpu_s: f64) -> Window {
         Window {
+            router: "fims_server",
             plan: Plan {
                 rate: 20_000.0,
                 duration: Duration::from_secs(10),
@@ -312,6 +363,23 @@ mod tests {
     }
 
     #[test]
+    fn relay_floor_carries_a_paced_window_to_both_counters() {
+        let mut relay = FanoutFloor::start().unwrap();
+        let plan = Plan {
+            rate: 5_000.0,
+            duration: Duration::from_millis(300),
+            tick: Duration::from_millis(1),
+        };
+        let msg = msgs::load_pub();
+        let w = run(&mut relay, &msg, plan, Duration::from_millis(100)).unwrap();
+        assert_eq!(w.paced.sent, 1_500, "{}", w.note());
+        assert_eq!(w.received, [1_500, 1_500], "{}", w.note());
+        assert_eq!(w.lost(), 0);
+        assert!(w.broker.wall_s >= 0.3);
+        assert_eq!(w.router, "relay");
+    }
+
+    #[test]
     fn figures_of_a_window() {
         let w = window(200_000, [200_000, 199_990], 0.8);
         assert!((w.broker_pct() - 8.0).abs() < 1e-9);
@@ -326,7 +394,7 @@ mod tests {
         assert!(slow.note().contains("fell behind"));
         assert_eq!(
             scaling_line(&[ok, w]),
-            "broker CPU by rate: 20k msg/s 8.00% (4.00 us/msg); \
+            "fims_server CPU by rate: 20k msg/s 8.00% (4.00 us/msg); \
              20k msg/s 8.00% (4.00 us/msg, 10 lost)"
         );
         assert_eq!(batch_size(20.0), "20");

@@ -17,7 +17,7 @@ pub struct Figure {
 }
 
 /// The keys of the JSON object, in order.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "rtt_floor_us",
     "rtt_broker_us",
     "rtt_ratio",
@@ -30,6 +30,7 @@ pub const KEYS: [&str; 21] = [
     "throughput_relay_ratio",
     "broker_cpu_pct_20k",
     "broker_us_per_msg",
+    "relay_cpu_pct_20k",
     "handle_ns",
     "cabi_overhead_ns",
     "tick_ns",
@@ -64,7 +65,14 @@ pub const SECTIONS: [(&str, &[&str]); 5] = [
             "throughput_relay_ratio",
         ],
     ),
-    ("load", &["broker_cpu_pct_20k", "broker_us_per_msg"]),
+    (
+        "load",
+        &[
+            "broker_cpu_pct_20k",
+            "broker_us_per_msg",
+            "relay_cpu_pct_20k",
+        ],
+    ),
     (
         "responder",
         &["handle_ns", "cabi_overhead_ns", "tick_ns", "tick_c_ns"],
@@ -183,7 +191,7 @@ mod tests {
             .flat_map(|(_, k)| k.iter().copied())
             .collect();
         assert_eq!(all, KEYS);
-        assert_eq!(section_keys("load"), Some(&KEYS[10..12]));
+        assert_eq!(section_keys("load"), Some(&KEYS[10..13]));
         assert_eq!(section_keys("nope"), None);
     }
 

@@ -54,19 +54,20 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Waits until one of `fds` is readable (or hung up); returns the readiness
-/// bits per descriptor in `revents`.
-pub fn poll_readable(fds: &[RawFd; 2], revents: &mut [i16; 2]) -> io::Result<()> {
+/// bits per descriptor in `revents`. Allocation-free (safe after `fork`).
+pub fn poll_readable<const N: usize>(fds: &[RawFd; N], revents: &mut [i16; N]) -> io::Result<()> {
     let mut p = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
     loop {
-        // SAFETY: p is an array of two valid pollfd.
-        let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        // SAFETY: p is an array of N valid pollfd.
+        let rc = unsafe { libc::poll(p.as_mut_ptr(), N as libc::nfds_t, -1) };
         if rc > 0 {
-            revents[0] = p[0].revents;
-            revents[1] = p[1].revents;
+            for (r, q) in revents.iter_mut().zip(&p) {
+                *r = q.revents;
+            }
             return Ok(());
         }
         let e = io::Error::last_os_error();

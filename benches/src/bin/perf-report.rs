@@ -164,7 +164,13 @@ fn main() {
     if args.json {
         println!("{}", report::to_json(&figs.headline));
     } else {
-        print!("{}", report::to_table(&figs.headline));
+        // Parts left out by --only are not worth a line each in the table.
+        let shown: Vec<Figure> = figs
+            .headline
+            .into_iter()
+            .filter(|f| f.value.as_ref().err().map(String::as_str) != Some(SKIPPED))
+            .collect();
+        print!("{}", report::to_table(&shown));
         for n in &figs.notes {
             println!("  {n}");
         }
@@ -258,15 +264,14 @@ fn run(args: &Args) -> Figures {
     out
 }
 
+/// Why a figure of a part left out by `--only` is absent.
+const SKIPPED: &str = "not measured (--only)";
+
 /// The figures of a part left out by `--only`, absent with the reason.
 fn skip(name: &str, out: &mut Figures) {
     for &key in report::section_keys(name).unwrap_or(&[]) {
-        out.headline.push(fig(
-            key,
-            "",
-            "",
-            Err(cops_benches::err!("not measured (--only)")),
-        ));
+        out.headline
+            .push(fig(key, "", "", Err(cops_benches::err!("{SKIPPED}"))));
     }
 }
 
@@ -380,41 +385,63 @@ fn throughput_figures(args: &Args, exes: &Exes, out: &mut Figures) {
     out.headline.extend([f_tf, f_tb, f_tr, f_rf, f_rr]);
 }
 
-/// The headline 20,000 msg/s window and, with --load-scaling or --scaling,
-/// the 5k / 20k / 80k rows (each its own window on the same broker).
+/// The headline 20,000 msg/s windows (broker, then the relay floor) and, with
+/// --load-scaling or --scaling, the same at 5k and 80k.
 fn load_figures(args: &Args, exes: &Exes, out: &mut Figures) {
-    let scaled = args.load_scaling || args.scaling;
+    let rates: &[f64] = if args.load_scaling || args.scaling {
+        &[5_000.0, 20_000.0, 80_000.0]
+    } else {
+        &[20_000.0]
+    };
     let measured = exes.broker_and_me().and_then(|(b, me)| {
-        let mut l = load::SteadyLoad::start(b, me)?;
-        let mut windows = vec![run_window(&mut l, args.load_plan(20_000.0))?];
-        if scaled {
-            // The headline window is the 20k row.
-            windows.insert(0, run_window(&mut l, args.load_plan(5_000.0))?);
-            windows.push(run_window(&mut l, args.load_plan(80_000.0))?);
+        let msg = msgs::load_pub();
+        let mut broker = load::SteadyLoad::start(b, me)?;
+        let mut relay = cops_benches::floor::FanoutFloor::start()?;
+        let mut rows = Vec::new();
+        for &rate in rates {
+            let plan = args.load_plan(rate);
+            let warmup =
+                (plan.duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+            let w = load::run(&mut broker, &msg, plan, warmup)?;
+            rows.push((w, load::run(&mut relay, &msg, plan, warmup)?));
         }
-        Ok(windows)
+        Ok(rows)
     });
-    let [pct, us] = match measured {
-        Ok(windows) => {
-            let head = windows[usize::from(scaled)];
-            out.notes.extend(windows.iter().map(load::Window::note));
-            if scaled {
-                out.notes.push(load::scaling_line(&windows));
+    let [pct, us, floor] = match measured {
+        Ok(rows) => {
+            for (w, f) in &rows {
+                out.notes.push(w.note());
+                out.notes.push(f.note());
+                out.notes.push(format!(
+                    "at {:.0}k msg/s: fims_server / relay floor CPU {:.2}x",
+                    w.plan.rate / 1000.0,
+                    w.broker_pct() / f.broker_pct().max(1e-9)
+                ));
             }
-            [Ok(head.broker_pct()), Ok(head.us_per_msg())]
+            if rows.len() > 1 {
+                let (b, f): (Vec<_>, Vec<_>) = rows.iter().copied().unzip();
+                out.notes.push(load::scaling_line(&b));
+                out.notes.push(load::scaling_line(&f));
+            }
+            let (w, f) = rows
+                .iter()
+                .find(|(w, _)| w.plan.rate == 20_000.0)
+                .copied()
+                .unwrap_or(rows[0]);
+            [Ok(w.broker_pct()), Ok(w.us_per_msg()), Ok(f.broker_pct())]
         }
         Err(e) => each_err(&e),
     };
     out.headline.extend([
         fig("broker_cpu_pct_20k", "%", "<= 4 (of one core)", pct),
         fig("broker_us_per_msg", "us", "(CPU per published msg)", us),
+        fig(
+            "relay_cpu_pct_20k",
+            "%",
+            "(floor: bare fan-out relay)",
+            floor,
+        ),
     ]);
-}
-
-/// One load window, warmed up by a fifth of its length (0.2-1 s) first.
-fn run_window(l: &mut load::SteadyLoad, plan: load::Plan) -> Result<load::Window> {
-    let warmup = (plan.duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
-    l.run(plan, warmup)
 }
 
 /// `handle_ns`, `cabi_overhead_ns`, `tick_ns`, `tick_c_ns` and their notes.
