@@ -74,6 +74,13 @@ impl Window {
         1e6 * self.broker.cpu_s / self.paced.sent.max(1) as f64
     }
 
+    /// The router's wakeups (voluntary context switches) per published message.
+    pub fn wakeups_per_msg(&self) -> Option<f64> {
+        self.broker
+            .wakeups
+            .map(|w| w as f64 / self.paced.sent.max(1) as f64)
+    }
+
     /// The same from the scheduler's nanosecond count, when available.
     pub fn sched_us_per_msg(&self) -> Option<f64> {
         self.broker
@@ -99,6 +106,9 @@ impl Window {
             (Some(pct), Some(us)) => format!(" (schedstat: {pct:.2}%, {us:.2} us)"),
             _ => String::new(),
         };
+        let wakeups = self
+            .wakeups_per_msg()
+            .map_or(String::new(), |w| format!(", {w:.2} wakeups per message"));
         let lost = match self.lost() {
             0 => "none lost".to_string(),
             n => format!("{n} deliveries LOST"),
@@ -112,7 +122,7 @@ impl Window {
             "load through {} {:.0} msg/s asked, {:.0} achieved{rate_warn} ({} x {} bytes in \
              {:.2} s, batches of {} every {} us, {} late by over a tick, worst {:.2} ms late); \
              subscribers got {} and {}: {lost}; {0} {:.2}% of one core, \
-             {:.2} us per published message{sched}; publisher {:.1}%, subscribers {:.1}% \
+             {:.2} us per published message{sched}{wakeups}; publisher {:.1}%, subscribers {:.1}% \
              and {:.1}%",
             self.router,
             self.plan.rate,
@@ -356,6 +366,7 @@ mod tests {
                 cpu_s,
                 sched_s: Some(cpu_s),
                 wall_s: 10.0,
+                wakeups: Some(sent / 4),
             },
             sink_pct: [1.0, 1.0],
             publisher_pct: 3.0,
@@ -386,6 +397,12 @@ mod tests {
         assert!((w.us_per_msg() - 4.0).abs() < 1e-9);
         assert_eq!(w.lost(), 10);
         assert!(w.on_rate());
+        assert_eq!(w.wakeups_per_msg(), Some(0.25));
+        assert!(
+            w.note().contains("0.25 wakeups per message"),
+            "{}",
+            w.note()
+        );
         assert!(w.note().contains("10 deliveries LOST"), "{}", w.note());
         let ok = window(200_000, [200_000, 200_000], 0.8);
         assert!(ok.note().contains("none lost"));

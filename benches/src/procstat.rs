@@ -65,6 +65,33 @@ pub fn sched_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// Voluntary context switches of `pid`, all its live threads together: each
+/// is the process going to sleep (in `epoll_wait`, `recv`, ...) and so, for
+/// an event loop, one wakeup.
+pub fn voluntary_switches(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let tasks = std::fs::read_dir(&dir).map_err(|e| err!("reading {dir}: {e}"))?;
+    let mut total = 0u64;
+    for t in tasks {
+        let path = t?.path().join("status");
+        // A thread may exit between the listing and the read: skip it.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += parse_voluntary_switches(&text)
+            .ok_or_else(|| err!("no voluntary_ctxt_switches in {}", path.display()))?;
+    }
+    Ok(total)
+}
+
+/// `voluntary_ctxt_switches` from the text of a `status` file.
+pub fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The on-CPU nanoseconds (first field) of a `schedstat` file's text.
 pub fn parse_sched_ns(schedstat: &str) -> Option<u64> {
     schedstat.split_whitespace().next()?.parse().ok()
@@ -75,6 +102,7 @@ pub fn parse_sched_ns(schedstat: &str) -> Option<u64> {
 pub struct CpuMark {
     ticks: u64,
     sched_ns: Option<u64>,
+    switches: Option<u64>,
     at: std::time::Instant,
 }
 
@@ -87,6 +115,8 @@ pub struct CpuUse {
     pub sched_s: Option<f64>,
     /// Wall-clock seconds since the mark.
     pub wall_s: f64,
+    /// Voluntary context switches (wakeups) since the mark, when readable.
+    pub wakeups: Option<u64>,
 }
 
 impl CpuUse {
@@ -115,6 +145,7 @@ impl CpuMark {
         Ok(CpuMark {
             ticks: cpu_ticks(pid)?,
             sched_ns: sched_ns(pid).ok(),
+            switches: voluntary_switches(pid).ok(),
             at: std::time::Instant::now(),
         })
     }
@@ -123,6 +154,7 @@ impl CpuMark {
     pub fn since(&self, pid: u32) -> Result<CpuUse> {
         let ticks = cpu_ticks(pid)?;
         let sched = sched_ns(pid).ok();
+        let switches = voluntary_switches(pid).ok();
         let wall_s = self.at.elapsed().as_secs_f64();
         Ok(CpuUse {
             cpu_s: ticks.saturating_sub(self.ticks) as f64 / crate::sys::clock_ticks() as f64,
@@ -131,6 +163,10 @@ impl CpuMark {
                 _ => None,
             },
             wall_s,
+            wakeups: match (self.switches, switches) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
         })
     }
 
@@ -157,6 +193,13 @@ mod tests {
     }
 
     #[test]
+    fn parses_switches() {
+        let s = "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_voluntary_switches(s), Some(12));
+        assert_eq!(parse_voluntary_switches("Name:\tx\n"), None);
+    }
+
+    #[test]
     fn parses_schedstat() {
         assert_eq!(parse_sched_ns("249300 10116582 2\n"), Some(249300));
         assert_eq!(parse_sched_ns(""), None);
@@ -174,8 +217,10 @@ mod tests {
         while std::time::Instant::now() < end {
             x = std::hint::black_box(x.wrapping_add(1));
         }
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let used = mark.since(pid).unwrap();
         assert!(used.wall_s >= 0.03);
+        assert!(used.wakeups.is_some_and(|w| w >= 1), "{used:?}");
         if let Some(s) = used.sched_s {
             assert!(s > 0.0, "schedstat did not move");
         }
