@@ -17,7 +17,10 @@
 //! CPU under a steady load ([`FanoutFloor`]): the publisher sends over pair A to
 //! a relay that copies every datagram to two counting processes (pairs B1, B2):
 //! the broker's one-publisher, two-subscriber arrangement, whose relay costs
-//! one `poll`, one `recv` and two `send`s per message and nothing else.
+//! one `poll`, one `recv` and two `send`s per message and nothing else. Its
+//! batched variant ([`FanoutFloor::start_batched`]) drains the publisher's
+//! socket with one `recvmmsg` per wakeup and sends the batch to each
+//! subscriber with one `sendmmsg`: what batching alone can save.
 //!
 //! Children are forked and run only raw syscalls; they exit when their socket
 //! closes, and are reaped (killed after a grace period) on drop.
@@ -268,10 +271,15 @@ fn count_loop(fd: RawFd, buf: &mut [u8]) -> i32 {
     }
 }
 
+/// Datagrams one batched relay wakeup moves at most.
+const BATCH: usize = 64;
+
 /// A relay copying each datagram from one publisher to two counting
 /// subscribers: the CPU floor of the steady load.
 #[derive(Debug)]
 pub struct FanoutFloor {
+    /// `relay` or `batched relay`.
+    name: &'static str,
     publisher: Option<OwnedFd>,
     /// The two counters, then the relay.
     children: Vec<libc::pid_t>,
@@ -279,23 +287,37 @@ pub struct FanoutFloor {
 }
 
 impl FanoutFloor {
-    /// Forks the two counters and the relay.
+    /// Forks the two counters and the one-datagram-per-wakeup relay.
     pub fn start() -> Result<FanoutFloor> {
+        FanoutFloor::start_with(false)
+    }
+
+    /// Forks the two counters and the batched relay (`recvmmsg`, `sendmmsg`).
+    pub fn start_batched() -> Result<FanoutFloor> {
+        FanoutFloor::start_with(true)
+    }
+
+    fn start_with(batched: bool) -> Result<FanoutFloor> {
         let (publisher, ra) = sys::seqpacket_pair()?;
         let (rb1, s1) = sys::seqpacket_pair()?;
         let (rb2, s2) = sys::seqpacket_pair()?;
         // From here on a failed fork drops `floor`, which reaps what was forked.
         let mut floor = FanoutFloor {
+            name: if batched { "batched relay" } else { "relay" },
             publisher: Some(publisher),
             children: vec![fork_counter(s1)?],
             buf: vec![0u8; 64],
         };
         floor.children.push(fork_counter(s2)?);
         let mut buf = vec![0u8; BUF];
+        let mut batch = sys::Batch::new(if batched { BATCH } else { 1 }, 2048);
         let fds = [ra.as_raw_fd(), rb1.as_raw_fd(), rb2.as_raw_fd()];
         let relay = sys::fork_child(|| {
             sys::close_except(&mut fds.clone());
-            fanout(fds, &mut buf)
+            match batched {
+                true => fanout_batched(fds, &mut batch, &mut buf),
+                false => fanout(fds, &mut buf),
+            }
         });
         drop((ra, rb1, rb2));
         floor.children.push(relay?);
@@ -322,6 +344,11 @@ impl FanoutFloor {
             *c = u64::from_le_bytes(count);
         }
         Ok(out)
+    }
+
+    /// `relay` or `batched relay`.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The relay's PID.
@@ -372,6 +399,44 @@ fn fanout(fds: [RawFd; 3], buf: &mut [u8]) -> i32 {
                 if sys::send(fd, &buf[..n]).is_err() {
                     return 0;
                 }
+            }
+        }
+    }
+}
+
+/// [`fanout`] with batches: each wakeup drains up to [`BATCH`] datagrams from
+/// `fds[0]` with one `recvmmsg` and sends them to `fds[1]` and `fds[2]` with
+/// one `sendmmsg` each. The counts coming back are single datagrams.
+fn fanout_batched(fds: [RawFd; 3], batch: &mut sys::Batch, buf: &mut [u8]) -> i32 {
+    let mut rev = [0i16; 3];
+    loop {
+        if sys::poll_readable(&fds, &mut rev).is_err() {
+            return 1;
+        }
+        if rev[0] != 0 {
+            let n = match batch.recv(fds[0]) {
+                Ok(n) => n,
+                Err(_) => return 0,
+            };
+            if (0..n).any(|i| batch.len_of(i) == 0) {
+                return 0; // the publisher closed
+            }
+            for &out in &fds[1..] {
+                if n > 0 && batch.send(out, n).is_err() {
+                    return 0;
+                }
+            }
+        }
+        for i in 1..3 {
+            if rev[i] == 0 {
+                continue;
+            }
+            let n = match sys::recv(fds[i], buf) {
+                Ok(0) | Err(_) => return 0,
+                Ok(n) => n,
+            };
+            if sys::send(fds[0], &buf[..n]).is_err() {
+                return 0;
             }
         }
     }

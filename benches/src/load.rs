@@ -235,7 +235,7 @@ fn publish(router: &mut impl Router, msg: &[u8], schedule: &Schedule) -> Result<
 
 impl Router for FanoutFloor {
     fn name(&self) -> &'static str {
-        "relay"
+        FanoutFloor::name(self)
     }
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         FanoutFloor::send(self, msg)
@@ -388,6 +388,22 @@ mod tests {
         assert_eq!(w.lost(), 0);
         assert!(w.broker.wall_s >= 0.3);
         assert_eq!(w.router, "relay");
+    }
+
+    #[test]
+    fn batched_relay_floor_carries_a_paced_window_to_both_counters() {
+        let mut relay = FanoutFloor::start_batched().unwrap();
+        let plan = Plan {
+            rate: 20_000.0,
+            duration: Duration::from_millis(300),
+            tick: Duration::from_millis(1),
+        };
+        let msg = msgs::load_pub();
+        for _ in 0..2 {
+            let w = run(&mut relay, &msg, plan, Duration::ZERO).unwrap();
+            assert_eq!(w.received, [6_000, 6_000], "{}", w.note());
+            assert_eq!(w.router, "batched relay");
+        }
     }
 
     #[test]

@@ -268,3 +268,111 @@ impl Drop for TightTimers {
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, self.previous, 0, 0, 0) };
     }
 }
+
+/// Preallocated `recvmmsg`/`sendmmsg` buffers: `n` slots of `slot` bytes.
+/// Build it before `fork`; the child only re-points and reuses it (no
+/// allocation after the fork).
+#[derive(Debug)]
+pub struct Batch {
+    bufs: Vec<u8>,
+    slot: usize,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    /// `n` slots of `slot` bytes each.
+    pub fn new(n: usize, slot: usize) -> Batch {
+        let n = n.max(1);
+        Batch {
+            bufs: vec![0u8; n * slot],
+            slot,
+            iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                n
+            ],
+            // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+            hdrs: vec![unsafe { std::mem::zeroed() }; n],
+        }
+    }
+
+    /// Points header `i` at slot `i` with `len` bytes.
+    fn point(&mut self, i: usize, len: usize) {
+        let base = self.bufs[i * self.slot..].as_mut_ptr();
+        self.iov[i] = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_iov = &mut self.iov[i];
+        h.msg_iovlen = 1;
+    }
+
+    /// Receives up to all slots' worth of datagrams without waiting (at
+    /// least one must be ready for a non-zero count); `Ok(0)` when none was.
+    /// A datagram of length 0 is the peer closing (SOCK_SEQPACKET).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for i in 0..self.hdrs.len() {
+            self.point(i, self.slot);
+        }
+        loop {
+            // SAFETY: every header points at a valid iovec over its own slot.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr(),
+                    self.hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Length of received datagram `i`.
+    pub fn len_of(&self, i: usize) -> usize {
+        self.hdrs[i].msg_len as usize
+    }
+
+    /// Sends the first `n` received datagrams to `fd` with `sendmmsg`,
+    /// blocking until all are sent.
+    pub fn send(&mut self, fd: RawFd, n: usize) -> io::Result<()> {
+        for i in 0..n {
+            let len = self.len_of(i);
+            self.point(i, len);
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: headers done..n point at valid iovecs over their slots.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..n].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            done += sent as usize;
+        }
+        Ok(())
+    }
+}

@@ -7,11 +7,12 @@
 //! See docs/PERFORMANCE.md for what each figure means and how it is measured.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cops_benches::floor::FanoutFloor;
 use cops_benches::report::{self, Figure};
 use cops_benches::{bins, load, msgs, rtt, throughput, Result};
 
@@ -385,47 +386,37 @@ fn throughput_figures(args: &Args, exes: &Exes, out: &mut Figures) {
     out.headline.extend([f_tf, f_tb, f_tr, f_rf, f_rr]);
 }
 
-/// The headline 20,000 msg/s windows (broker, then the relay floor) and, with
-/// --load-scaling or --scaling, the same at 5k and 80k.
+/// The headline 20,000 msg/s windows (the broker, the relay floor, the
+/// batched relay) and, with --load-scaling or --scaling, the same at 5k and 80k.
 fn load_figures(args: &Args, exes: &Exes, out: &mut Figures) {
     let rates: &[f64] = if args.load_scaling || args.scaling {
         &[5_000.0, 20_000.0, 80_000.0]
     } else {
         &[20_000.0]
     };
-    let measured = exes.broker_and_me().and_then(|(b, me)| {
-        let msg = msgs::load_pub();
-        let mut broker = load::SteadyLoad::start(b, me)?;
-        let mut relay = cops_benches::floor::FanoutFloor::start()?;
-        let mut rows = Vec::new();
-        for &rate in rates {
-            let plan = args.load_plan(rate);
-            let warmup =
-                (plan.duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
-            let w = load::run(&mut broker, &msg, plan, warmup)?;
-            rows.push((w, load::run(&mut relay, &msg, plan, warmup)?));
-        }
-        Ok(rows)
-    });
+    let measured = exes
+        .broker_and_me()
+        .and_then(|(b, me)| load_rows(args, b, me, rates));
     let [pct, us, floor] = match measured {
         Ok(rows) => {
-            for (w, f) in &rows {
-                out.notes.push(w.note());
-                out.notes.push(f.note());
+            for [w, f, fb] in &rows {
+                out.notes.extend([w.note(), f.note(), fb.note()]);
                 out.notes.push(format!(
-                    "at {:.0}k msg/s: fims_server / relay floor CPU {:.2}x",
+                    "at {:.0}k msg/s: fims_server / relay floor CPU {:.2}x, / batched relay {:.2}x",
                     w.plan.rate / 1000.0,
-                    w.broker_pct() / f.broker_pct().max(1e-9)
+                    w.broker_pct() / f.broker_pct().max(1e-9),
+                    w.broker_pct() / fb.broker_pct().max(1e-9)
                 ));
             }
             if rows.len() > 1 {
-                let (b, f): (Vec<_>, Vec<_>) = rows.iter().copied().unzip();
-                out.notes.push(load::scaling_line(&b));
-                out.notes.push(load::scaling_line(&f));
+                for i in 0..3 {
+                    let one: Vec<load::Window> = rows.iter().map(|r| r[i]).collect();
+                    out.notes.push(load::scaling_line(&one));
+                }
             }
-            let (w, f) = rows
+            let [w, f, _] = rows
                 .iter()
-                .find(|(w, _)| w.plan.rate == 20_000.0)
+                .find(|r| r[0].plan.rate == 20_000.0)
                 .copied()
                 .unwrap_or(rows[0]);
             [Ok(w.broker_pct()), Ok(w.us_per_msg()), Ok(f.broker_pct())]
@@ -442,6 +433,32 @@ fn load_figures(args: &Args, exes: &Exes, out: &mut Figures) {
             floor,
         ),
     ]);
+}
+
+/// For each rate: a window through the broker, the relay floor and the
+/// batched relay, each after its warm-up of a fifth of its length (0.2-1 s).
+fn load_rows(
+    args: &Args,
+    broker: &Path,
+    me: &Path,
+    rates: &[f64],
+) -> Result<Vec<[load::Window; 3]>> {
+    let msg = msgs::load_pub();
+    // The floors fork first: their children must not inherit the broker's sockets.
+    let mut relay = FanoutFloor::start()?;
+    let mut batched = FanoutFloor::start_batched()?;
+    let mut broker = load::SteadyLoad::start(broker, me)?;
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let plan = args.load_plan(rate);
+        let warmup = (plan.duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        rows.push([
+            load::run(&mut broker, &msg, plan, warmup)?,
+            load::run(&mut relay, &msg, plan, warmup)?,
+            load::run(&mut batched, &msg, plan, warmup)?,
+        ]);
+    }
+    Ok(rows)
 }
 
 /// `handle_ns`, `cabi_overhead_ns`, `tick_ns`, `tick_c_ns` and their notes.
