@@ -211,8 +211,10 @@ fn log(args: &Args, what: &str) {
 fn run(args: &Args) -> Figures {
     let mut out = Figures::default();
     let started = Instant::now();
-    out.notes
-        .push(format!("load average {} at the start", load_average()));
+    out.notes.push(format!(
+        "load average {} at the start",
+        report::load_average()
+    ));
     log(
         args,
         "locating (building if needed) fims_server, cops and cops-sim",
@@ -260,7 +262,7 @@ fn run(args: &Args) -> Figures {
     out.notes.push(format!(
         "measured in {:.1} s on {}",
         started.elapsed().as_secs_f64(),
-        machine()
+        report::machine()
     ));
     out
 }
@@ -590,33 +592,4 @@ fn scaling(args: &Args, exes: &Exes) -> Vec<String> {
         }
     }
     notes
-}
-
-/// The machine and its load average (1, 5, 15 min), which every figure depends on.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{cores} cores, {cpu}, Linux {kernel}, load average {} at the end",
-        load_average()
-    )
-}
-
-/// `/proc/loadavg`'s 1, 5 and 15 minute figures.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "unknown".into())
 }
