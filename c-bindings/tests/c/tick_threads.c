@@ -46,14 +46,19 @@ static void *work_loop(void *arg) {
 static int check_local_answer(cops_responder *cops, const char *cops_uri) {
     char reply[512];
     size_t n = 0;
+    /* Read before handling: a tick counted here happened before the handle. */
+    unsigned long ticks_before = atomic_load(&g_ticks);
     cops_status s = cops_responder_handle(cops, "get", cops_uri, "/local/reply", NULL, 0, reply,
                                           sizeof reply, &n);
+    /* Before the work thread's first tick the gate is closed (never petted is
+       stale): silence is the right answer then. */
+    if (s == COPS_OK && n == 0 && ticks_before == 0) return 0;
     if (s != COPS_OK || n == 0 || n >= sizeof reply) {
         fprintf(stderr, "local handle: %s (%zu bytes)\n", cops_status_str(s), n);
         return -1;
     }
     reply[n] = '\0';
-    if (atomic_load(&g_ticks) > 0 && strstr(reply, "\"loop\":{\"count\":") == NULL) {
+    if (ticks_before > 0 && strstr(reply, "\"loop\":{\"count\":") == NULL) {
         fprintf(stderr, "no loop object in %s\n", reply);
         return -1;
     }
