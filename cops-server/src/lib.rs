@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod human;
 pub mod identity;
 pub mod kill;
 pub mod runtime;

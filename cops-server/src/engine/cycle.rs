@@ -249,6 +249,7 @@ impl Engine {
     fn missed(&mut self, now: Instant, t: Instant, i: usize) {
         let p = &mut self.procs[i];
         p.misses = p.misses.saturating_add(1);
+        p.ops.misses += 1;
         let due = match p.cfg.hang_time_allowance {
             Some(allow) => t.saturating_duration_since(p.miss_base) >= allow,
             None => p.misses >= self.cfg.error_allowance,
