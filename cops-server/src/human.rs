@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-/// A compact duration: tenths of a second below 10 s, then whole seconds,
+/// A compact duration: milliseconds below 0.1 s, tenths of a second below
+/// 10 s, then whole seconds,
 /// minutes, hours, days, with the next unit down where it still matters.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
     let s = d.as_secs();
     match s {
+        _ if ms < 100 => format!("{ms}ms"),
         _ if ms < 10_000 => {
             let tenths = (ms + 50) / 100;
             if tenths.is_multiple_of(10) {
@@ -54,7 +56,8 @@ mod tests {
     fn compact() {
         let ms = Duration::from_millis;
         let s = Duration::from_secs;
-        assert_eq!(duration(ms(0)), "0s");
+        assert_eq!(duration(ms(0)), "0ms");
+        assert_eq!(duration(ms(42)), "42ms");
         assert_eq!(duration(ms(420)), "0.4s");
         assert_eq!(duration(ms(9_960)), "10s");
         assert_eq!(duration(ms(12_400)), "12s");

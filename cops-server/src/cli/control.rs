@@ -61,12 +61,12 @@ pub(super) fn inhibit(a: &InhibitArgs) -> ExitCode {
         Ok(v) => {
             let reason = v["reason"].as_str().filter(|r| !r.is_empty());
             println!(
-                "{} inhibited by {} for {} (until {}){}: COPS keeps heartbeating it but sends no signal; `cops resume {}` ends it sooner",
+                "{} inhibited by {} for {}, until {}{}\nCOPS keeps heartbeating and reporting it but sends it no signal until then; `cops resume {}` ends it sooner.",
                 a.name,
                 v["by"].as_str().unwrap_or("?"),
                 age(&v["inhibit_left_ms"]).unwrap_or_default(),
                 v["until"].as_str().unwrap_or("?"),
-                reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+                reason.map(|r| format!(": {r}")).unwrap_or_default(),
                 a.name
             );
             ExitCode::SUCCESS

@@ -255,8 +255,9 @@ impl Engine {
             None => p.misses >= self.cfg.error_allowance,
         };
         if p.state == State::Hung {
-            // Already hung: kill now if it was not possible before (quarantine over, ...).
-            let _ = self.maybe_kill(now, i);
+            // Already hung: kill now if it was not possible before (quarantine
+            // or inhibit over, ...).
+            self.kill_still_hung(now, i);
         } else if due {
             self.declare_hung(now, i);
         } else {

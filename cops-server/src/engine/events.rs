@@ -22,6 +22,9 @@ pub enum EventKind {
     Alive,
     /// Declared hung.
     Hung,
+    /// Hung since an earlier verdict, and signalled now (its inhibit or
+    /// quarantine ended).
+    StillHung,
     /// Good replies again after `hung`.
     Resurrected,
     /// A new PID answered.
@@ -73,6 +76,7 @@ impl EventKind {
         match self {
             EventKind::Alive => "alive",
             EventKind::Hung => "hung",
+            EventKind::StillHung => "still_hung",
             EventKind::Resurrected => "alive_again",
             EventKind::Restarted => "restarted",
             EventKind::Signalled => "signalled",

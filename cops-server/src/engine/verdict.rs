@@ -91,6 +91,38 @@ impl Engine {
         self.event_data(i, data);
     }
 
+    /// A miss of a process hung since an earlier verdict: kill it now if that
+    /// was not possible before (its inhibit or quarantine ended), saying so.
+    pub(super) fn kill_still_hung(&mut self, now: Instant, i: usize) {
+        let KillDecision::Killing(sig) = self.maybe_kill(now, i) else {
+            return;
+        };
+        let p = &self.procs[i];
+        let since = match p.last_good {
+            Some(t) => format!(
+                "{} ms since the last good reply",
+                now.saturating_duration_since(t).as_millis()
+            ),
+            None => "never answered".into(),
+        };
+        let msg = format!(
+            "{} (pid {}) still hung: {} heartbeats missed, {since}; killing with {sig}",
+            p.cfg.name,
+            p.pid.unwrap_or_default(),
+            p.misses
+        );
+        self.event(
+            now,
+            Severity::Alarm,
+            EventKind::StillHung,
+            Some(i),
+            msg,
+            true,
+        );
+        let data = self.hung_data(now, i, "killing");
+        self.event_data(i, data);
+    }
+
     /// The numbers behind a verdict, for the decision log.
     fn hung_data(&self, now: Instant, i: usize, decision: &str) -> String {
         let p = &self.procs[i];
