@@ -475,3 +475,28 @@ fn status_of_a_thousand_processes_answers_within_a_second() {
     let best = took.iter().min().unwrap();
     assert!(*best < Duration::from_secs(1), "{took:?}");
 }
+
+#[test]
+fn the_documented_prometheus_configs_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring");
+    let check = |args: &[&str]| -> Option<(bool, String)> {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        Some((out.status.success(), text))
+    };
+    let Some((ok, text)) = check(&["check", "rules", "cops-alerts.yml"]) else {
+        eprintln!("promtool check rules/config: SKIPPED (promtool not installed; apt-get install prometheus)");
+        return;
+    };
+    assert!(ok, "{text}");
+    // The fleet's file_sd files do not exist here: warnings, not errors.
+    let (ok, text) = check(&["check", "config", "prometheus-fleet.yml"]).unwrap();
+    assert!(ok, "{text}");
+    let (ok, text) = check(&["check", "config", "--agent", "prometheus-site-agent.yml"]).unwrap();
+    assert!(ok, "{text}");
+}

@@ -51,9 +51,13 @@ fn severity(n: u64) -> (&'static str, &'static str) {
 /// The numbers behind an entry, in words (verdicts carry them).
 fn decided_by(d: &Value) -> Option<String> {
     let missed = d.get("missed")?.as_u64()?;
+    let allowance = d["allowance"].as_u64().unwrap_or(0);
     let rule = match d["hang_time_allowance_ms"].as_u64() {
         Some(ms) => format!("{missed} heartbeats missed, hangTimeAllowanceMS {ms}"),
-        None => format!("{missed} of {} heartbeats missed", d["allowance"]),
+        None if missed > allowance => {
+            format!("{missed} heartbeats missed (allowance {allowance})")
+        }
+        None => format!("{missed} of {allowance} heartbeats missed"),
     };
     let since = match (d["since_last_good_ms"].as_u64(), d["last_good"].as_str()) {
         (Some(ms), Some(at)) => format!(
