@@ -220,7 +220,7 @@ impl Snapshot {
     fn kills(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
         if s.processes.iter().all(|p| p.kills.is_empty()) {
-            return Ok(()); // no kill yet: no series
+            return Ok(()); // nothing killable: no series
         }
         let mut m = enc.encode_descriptor(
             "cops_kills",

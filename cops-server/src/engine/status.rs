@@ -44,7 +44,10 @@ pub struct ProcessMetrics {
     pub rtt: RttHistogram,
     /// Real misses since COPS started.
     pub missed: u64,
-    /// Signals delivered, by signal (e.g. `SIGKILL`) and reason.
+    /// Signals delivered, by signal (e.g. `SIGKILL`) and reason; the
+    /// signals COPS would send (`killSignal` for `hung`, SIGKILL for
+    /// `escalation` after another signal) are listed with 0 before the
+    /// first kill, so a monitoring sees the first one as an increase.
     pub kills: Vec<(String, &'static str, u64)>,
     /// Restarts seen (a new PID answered).
     pub restarts: u64,
@@ -350,12 +353,7 @@ impl Engine {
                 inhibited: p.ops.inhibited(now).is_some(),
                 rtt: p.ops.hist.clone(),
                 missed: p.ops.misses,
-                kills: p
-                    .ops
-                    .kills
-                    .iter()
-                    .map(|(s, r, n)| (s.to_string(), r.as_str(), *n))
-                    .collect(),
+                kills: kill_series(p),
                 restarts: p.stats.total_restarts,
                 cops_restarts: p.stats.cops_restarts,
                 last_beat_age: p.last_good.map(|t| now.saturating_duration_since(t)),
@@ -378,6 +376,29 @@ impl Engine {
             processes,
         }
     }
+}
+
+/// The kill counters of `p`, with zeros for the kills it could get.
+fn kill_series(p: &super::process::Proc) -> Vec<(String, &'static str, u64)> {
+    use super::ops::KillReason;
+    let mut out: Vec<(String, &'static str, u64)> = Vec::new();
+    let mut add = |sig: crate::config::Signal, reason: KillReason, n: u64| {
+        let (sig, reason) = (sig.to_string(), reason.as_str());
+        match out.iter_mut().find(|k| k.0 == sig && k.1 == reason) {
+            Some(k) => k.2 += n,
+            None => out.push((sig, reason, n)),
+        }
+    };
+    if p.cfg.kill_on_hang && p.cfg.required {
+        add(p.cfg.kill_signal, KillReason::Hung, 0);
+        if !p.cfg.kill_signal.is_kill() {
+            add(crate::config::Signal::KILL, KillReason::Escalation, 0);
+        }
+    }
+    for &(sig, reason, n) in &p.ops.kills {
+        add(sig, reason, n);
+    }
+    out
 }
 
 /// Milliseconds from `t` to `now`, or null.
