@@ -385,11 +385,28 @@ fn inhibit_during_abrt_holds_the_escalation() {
     );
     let snap = h.e.metrics_snapshot(h.now);
     let kills = &snap.processes[0].kills;
-    assert!(kills.contains(&("SIGABRT".into(), "hung", 2)), "{kills:?}");
-    assert!(
-        kills.contains(&("SIGKILL".into(), "escalation", 1)),
-        "{kills:?}"
+    assert_eq!(
+        kills,
+        &[
+            ("SIGABRT".to_owned(), "hung", 2),
+            ("SIGKILL".to_owned(), "escalation", 1)
+        ]
     );
+    // Before any kill, the series a monitoring will see move are there with 0.
+    let h = quick(vec![Fake::answering(1, 5)], per);
+    let snap = h.e.metrics_snapshot(h.now);
+    assert_eq!(
+        snap.processes[0].kills,
+        [
+            ("SIGABRT".to_owned(), "hung", 0),
+            ("SIGKILL".to_owned(), "escalation", 0)
+        ]
+    );
+    // killOnHang false: nothing to count.
+    let mut cfg = config(1, r#","heartbeatFreq":100"#, "");
+    cfg.processes[0].kill_on_hang = false;
+    let h = Harness::new(cfg, vec![Fake::answering(1, 5)]);
+    assert!(h.e.metrics_snapshot(h.now).processes[0].kills.is_empty());
 }
 
 #[test]
