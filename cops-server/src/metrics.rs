@@ -19,7 +19,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{MetricsSnapshot, RTT_BOUNDS};
+use crate::engine::{MetricsSnapshot, ProcessMetrics, RTT_BOUNDS};
 
 /// How long a scrape waits for COPS's loop.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -89,7 +89,7 @@ fn per_process<M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     snap: &MetricsSnapshot,
     (name, help, unit): (&str, &str, Option<&Unit>),
-    value: impl Fn(&crate::engine::ProcessMetrics) -> Option<M>,
+    value: impl Fn(&ProcessMetrics) -> Option<M>,
 ) -> Result<(), std::fmt::Error> {
     let Some(first) = snap.processes.iter().find_map(&value) else {
         return Ok(()); // no series: no family (promtool refuses an empty one)
@@ -113,85 +113,86 @@ fn single<M: EncodeMetric>(
     value.encode(m)
 }
 
+/// A per-process 0/1 gauge or a counter, from one number of the process.
+type Of = fn(&ProcessMetrics) -> u64;
+
+/// Per-process gauges that are 0 or 1: (name, help, value).
+const FLAGS: [(&str, &str, Of); 2] = [
+    (
+        "cops_process_up",
+        "1 when the process answers its heartbeats (state alive), else 0.",
+        |p| u64::from(p.state == "alive"),
+    ),
+    (
+        "cops_process_inhibited",
+        "1 while a maintenance inhibit holds COPS off the process (no signals).",
+        |p| u64::from(p.inhibited),
+    ),
+];
+
+/// Per-process counters: (name without `_total`, help, value).
+const COUNTERS: [(&str, &str, Of); 3] = [
+    (
+        "cops_heartbeats_missed",
+        "Heartbeat rounds without a good reply (void rounds not counted).",
+        |p| p.missed,
+    ),
+    (
+        "cops_restarts",
+        "Restarts seen: a new PID answered, for any reason.",
+        |p| p.restarts,
+    ),
+    (
+        "cops_restarts_after_kill",
+        "Restarts that followed a kill by COPS.",
+        |p| p.cops_restarts,
+    ),
+];
+
 impl Snapshot {
     fn processes(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
-        per_process(
-            enc,
-            s,
-            (
-                "cops_process_up",
-                "1 when the process answers its heartbeats (state alive), else 0.",
-                None,
-            ),
-            |p| Some(ConstGauge::new(i64::from(p.state == "alive"))),
-        )?;
-        if !s.processes.is_empty() {
-            let mut m = enc.encode_descriptor(
-                "cops_process_state",
-                "The process's state: 1 for the current one of unknown, alive, hung, not_monitored.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for p in &s.processes {
-                for st in ["unknown", "alive", "hung", "not_monitored"] {
-                    let labels = [("process", p.name.as_str()), ("state", st)];
-                    ConstGauge::new(i64::from(p.state == st)).encode(m.encode_family(&labels)?)?;
-                }
-            }
+        for (name, help, of) in FLAGS {
+            per_process(enc, s, (name, help, None), |p| {
+                Some(ConstGauge::new(of(p) as i64))
+            })?;
         }
-        per_process(
-            enc,
-            s,
-            (
-                "cops_process_inhibited",
-                "1 while a maintenance inhibit holds COPS off the process (no signals).",
-                None,
-            ),
-            |p| Some(ConstGauge::new(i64::from(p.inhibited))),
-        )?;
+        self.states(enc)?;
         self.rtt(enc)?;
-        per_process(
-            enc,
-            s,
-            (
-                "cops_heartbeats_missed",
-                "Heartbeat rounds without a good reply (void rounds not counted).",
-                None,
-            ),
-            |p| Some(ConstCounter::new(p.missed)),
-        )?;
+        for (name, help, of) in COUNTERS {
+            per_process(enc, s, (name, help, None), |p| {
+                Some(ConstCounter::new(of(p)))
+            })?;
+        }
         self.kills(enc)?;
+        let help = "Time since the last good heartbeat reply (no series before the first).";
         per_process(
             enc,
             s,
-            (
-                "cops_restarts",
-                "Restarts seen: a new PID answered, for any reason.",
-                None,
-            ),
-            |p| Some(ConstCounter::new(p.restarts)),
-        )?;
-        per_process(
-            enc,
-            s,
-            (
-                "cops_restarts_after_kill",
-                "Restarts that followed a kill by COPS.",
-                None,
-            ),
-            |p| Some(ConstCounter::new(p.cops_restarts)),
-        )?;
-        per_process(
-            enc,
-            s,
-            (
-                "cops_last_beat_age",
-                "Time since the last good heartbeat reply (no series before the first).",
-                Some(&Unit::Seconds),
-            ),
+            ("cops_last_beat_age", help, Some(&Unit::Seconds)),
             |p| p.last_beat_age.map(|d| ConstGauge::new(d.as_secs_f64())),
         )
+    }
+
+    /// `cops_process_state{state}`: 1 for the current state, 0 for the others.
+    fn states(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &*self.0;
+        if s.processes.is_empty() {
+            return Ok(());
+        }
+        let mut m = enc.encode_descriptor(
+            "cops_process_state",
+            "The process's state: 1 for the current one of unknown, alive, hung, not_monitored.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &s.processes {
+            for st in ["unknown", "alive", "hung", "not_monitored"] {
+                let labels = [("process", p.name.as_str()), ("state", st)];
+                ConstGauge::new(i64::from(p.state == st)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 
     fn rtt(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -244,93 +245,73 @@ impl Snapshot {
     fn site(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
         {
-            let mut m = enc.encode_descriptor(
-                "cops_controller",
-                "Always 1; the controller's name as a label.",
-                None,
-                MetricType::Info,
-            )?;
+            let help = "Always 1; the controller's name as a label.";
+            let mut m = enc.encode_descriptor("cops_controller", help, None, MetricType::Info)?;
             m.encode_info(&[("controller", s.controller.as_str())])?;
         }
-        single(
-            enc,
+        let secs = Some(&Unit::Seconds);
+        let time: [(&str, &str, f64); 2] = [
             (
                 "cops_uptime",
                 "Time since COPS started.",
-                Some(&Unit::Seconds),
+                s.uptime.as_secs_f64(),
             ),
-            ConstGauge::new(s.uptime.as_secs_f64()),
-        )?;
-        single(
-            enc,
-            (
-                "cops_bus_connected",
-                "1 while COPS holds its connections to the FIMS broker.",
-                None,
-            ),
-            ConstGauge::new(i64::from(s.connected)),
-        )?;
-        single(
-            enc,
-            (
-                "cops_stalled",
-                "1 while a bus or host stall is in progress (rounds overlapping it are void).",
-                None,
-            ),
-            ConstGauge::new(i64::from(s.stalled)),
-        )?;
-        single(
-            enc,
-            ("cops_stalls", "Bus or host stall episodes.", None),
-            ConstCounter::new(s.stalls),
-        )?;
-        single(
-            enc,
-            (
-                "cops_stall",
-                "Time spent in bus or host stalls.",
-                Some(&Unit::Seconds),
-            ),
-            ConstCounter::new(s.stall_time.as_secs_f64()),
-        )?;
-        single(
-            enc,
-            (
-                "cops_void_rounds",
-                "Heartbeat rounds voided by a stall or a lost bus (not misses).",
-                None,
-            ),
-            ConstCounter::new(s.void_rounds),
-        )?;
-        {
-            let mut m = enc.encode_descriptor(
-                "cops_kills_suppressed",
-                "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, n) in &s.kills_suppressed {
-                ConstCounter::new(*n).encode(m.encode_family(&[("reason", *reason)])?)?;
-            }
-        }
-        single(
-            enc,
             (
                 "cops_loop_lag",
                 "The worst lateness of COPS's own loop over the last 10 to 20 s.",
-                Some(&Unit::Seconds),
+                s.loop_lag.as_secs_f64(),
             ),
-            ConstGauge::new(s.loop_lag.as_secs_f64()),
-        )?;
-        single(
-            enc,
+        ];
+        for (name, help, v) in time {
+            single(enc, (name, help, secs), ConstGauge::new(v))?;
+        }
+        let flags: [(&str, &str, bool); 2] = [
+            (
+                "cops_bus_connected",
+                "1 while COPS holds its connections to the FIMS broker.",
+                s.connected,
+            ),
+            (
+                "cops_stalled",
+                "1 while a bus or host stall is in progress (rounds overlapping it are void).",
+                s.stalled,
+            ),
+        ];
+        for (name, help, v) in flags {
+            single(enc, (name, help, None), ConstGauge::new(i64::from(v)))?;
+        }
+        let counters: [(&str, &str, u64); 3] = [
+            ("cops_stalls", "Bus or host stall episodes.", s.stalls),
+            (
+                "cops_void_rounds",
+                "Heartbeat rounds voided by a stall or a lost bus (not misses).",
+                s.void_rounds,
+            ),
             (
                 "cops_requests_dropped",
                 "Requests to COPS's URI dropped by its serving rate limit.",
-                None,
+                s.requests_dropped,
             ),
-            ConstCounter::new(s.requests_dropped),
-        )
+        ];
+        for (name, help, v) in counters {
+            single(enc, (name, help, None), ConstCounter::new(v))?;
+        }
+        let help = "Time spent in bus or host stalls.";
+        single(
+            enc,
+            ("cops_stall", help, secs),
+            ConstCounter::new(s.stall_time.as_secs_f64()),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "cops_kills_suppressed",
+            "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in &s.kills_suppressed {
+            ConstCounter::new(*n).encode(m.encode_family(&[("reason", *reason)])?)?;
+        }
+        Ok(())
     }
 }
 

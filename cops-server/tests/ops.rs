@@ -82,14 +82,79 @@ fn stop(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
 }
 
+/// Step of the status test: a healthy process (0) and one that never answers (3).
+fn status_of_healthy_and_never_answering(s: &Path) {
+    let (code, out, err) = cops_cmd(s, &["status", "healthy"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("COPS on e2e: UNHEALTHY"), "{out}");
+    assert!(row(&out, "healthy").contains(" alive "), "{out}");
+    // Never answering: unknown, then hung without a kill.
+    let (code, out, _) = cops_cmd(s, &["status", "ghost"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(row(&out, "ghost").contains("never"), "{out}");
+    let (code, out, _) = cops_cmd(s, &["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(out.lines().count(), 6, "{out}");
+}
+
+/// Step: hung and killed, never restarted: hung (3), with its last kill.
+fn status_of_hung_and_killed(s: &Path, client: &mut Client, lone: &mut ChildGuard) {
+    stop(lone.pid());
+    assert!(
+        lone.wait_timeout(Duration::from_secs(10)).is_some(),
+        "lone was not killed"
+    );
+    wait_stats(client, "lone", Duration::from_secs(5), |v| {
+        v["last_kill"] != Value::Null
+    });
+    let (code, out, _) = cops_cmd(s, &["status", "lone"]);
+    assert_eq!(code, 3, "{out}");
+    let r = row(&out, "lone");
+    assert!(r.contains(" hung ") && r.contains("SIGKILL hung"), "{out}");
+}
+
+/// Step: killed and restarted: `why` lists the verdict, the signal and the
+/// restart, newest first.
+fn why_of_killed_and_restarted(s: &Path, client: &mut Client, victim: &Supervised, pid: u32) {
+    stop(pid);
+    assert!(testkit::wait_for(Duration::from_secs(10), || victim
+        .deaths()
+        .len()
+        == 1));
+    wait_stats(client, "victim", Duration::from_secs(10), |v| {
+        v["state"] == "alive" && v["total_restarts"] == 1
+    });
+    let (code, out, _) = cops_cmd(s, &["status", "victim"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(row(&out, "victim").contains("1/1 ("), "{out}");
+    let (code, why, err) = cops_cmd(s, &["why", "victim"]);
+    assert_eq!(code, 0, "{why}{err}");
+    let at = |needle: &str| {
+        why.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle:?} not in:\n{why}"))
+    };
+    let restart = at("restarted: pid");
+    let signal = at(&format!("(pid {pid}) sent SIGKILL; threads: tid {pid}"));
+    let verdict = at(&format!("(pid {pid}) hung (alive -> hung)"));
+    assert!(restart < signal && signal < verdict, "newest first:\n{why}");
+    let numbers = why.lines().nth(verdict + 1).unwrap();
+    assert!(
+        numbers.contains("decided by: 3 of 3 heartbeats missed"),
+        "{why}"
+    );
+    let (code, json, _) = cops_cmd(s, &["why", "victim", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["name"], "victim");
+}
+
 #[test]
 fn status_exit_codes_and_why_of_a_killed_process() {
     let mut broker = Broker::start();
     let s = broker.socket().to_path_buf();
-    let cfg = write_config(
-        broker.dir(),
-        &config(&["healthy", "victim", "lone", "ghost"]),
-    );
+    let names = ["healthy", "victim", "lone", "ghost"];
+    let cfg = write_config(broker.dir(), &config(&names));
     let _healthy = Supervised::start(&s, "/healthy", 0);
     let victim = Supervised::start(&s, "/victim", 0);
     let mut lone = responder(&s, "/lone");
@@ -99,74 +164,13 @@ fn status_exit_codes_and_why_of_a_killed_process() {
     let victim_pid = confirmed(&mut client, "victim");
     confirmed(&mut client, "lone");
 
-    let (code, out, err) = cops_cmd(&s, &["status", "healthy"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("COPS on e2e: UNHEALTHY"), "{out}");
-    assert!(row(&out, "healthy").contains(" alive "), "{out}");
-    // Never answering: unknown, then hung without a kill.
-    let (code, out, _) = cops_cmd(&s, &["status", "ghost"]);
-    assert_eq!(code, 3, "{out}");
-    assert!(row(&out, "ghost").contains("never"), "{out}");
-    let (code, out, _) = cops_cmd(&s, &["status"]);
-    assert_eq!(code, 3, "{out}");
-    assert_eq!(out.lines().count(), 6, "{out}");
-
-    // Hung and killed, never restarted: hung, with its last kill.
-    stop(lone.pid());
-    assert!(
-        lone.wait_timeout(Duration::from_secs(10)).is_some(),
-        "lone was not killed"
-    );
-    wait_stats(&mut client, "lone", Duration::from_secs(5), |v| {
-        v["last_kill"] != Value::Null
-    });
-    let (code, out, _) = cops_cmd(&s, &["status", "lone"]);
-    assert_eq!(code, 3, "{out}");
-    let r = row(&out, "lone");
-    assert!(r.contains(" hung ") && r.contains("SIGKILL hung"), "{out}");
-
-    // Killed and restarted: why lists the verdict, the signal, the restart.
-    stop(victim_pid);
-    assert!(testkit::wait_for(Duration::from_secs(10), || victim
-        .deaths()
-        .len()
-        == 1));
-    wait_stats(&mut client, "victim", Duration::from_secs(10), |v| {
-        v["state"] == "alive" && v["total_restarts"] == 1
-    });
-    let (code, out, _) = cops_cmd(&s, &["status", "victim"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(row(&out, "victim").contains("1/1 ("), "{out}");
-    let (code, why, err) = cops_cmd(&s, &["why", "victim"]);
-    assert_eq!(code, 0, "{why}{err}");
-    let at = |needle: &str| {
-        why.lines()
-            .position(|l| l.contains(needle))
-            .unwrap_or_else(|| panic!("{needle:?} not in:\n{why}"))
-    };
-    let (restart, signal, verdict) = (
-        at("restarted: pid"),
-        at(&format!(
-            "(pid {victim_pid}) sent SIGKILL; threads: tid {victim_pid}"
-        )),
-        at(&format!("(pid {victim_pid}) hung (alive -> hung)")),
-    );
-    assert!(restart < signal && signal < verdict, "newest first:\n{why}");
-    assert!(
-        why.lines()
-            .nth(verdict + 1)
-            .unwrap()
-            .contains("decided by: 3 of 3 heartbeats missed"),
-        "{why}"
-    );
-    let (code, json, _) = cops_cmd(&s, &["why", "victim", "--json"]);
-    assert_eq!(code, 0);
-    let v: Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["name"], "victim");
-    let (code, _, err) = cops_cmd(&s, &["why", "nobody"]);
-    assert_eq!(code, 4, "{err}");
-    let (code, _, err) = cops_cmd(&s, &["status", "nobody"]);
-    assert_eq!(code, 4, "{err}");
+    status_of_healthy_and_never_answering(&s);
+    status_of_hung_and_killed(&s, &mut client, &mut lone);
+    why_of_killed_and_restarted(&s, &mut client, &victim, victim_pid);
+    for cmd in ["why", "status"] {
+        let (code, _, err) = cops_cmd(&s, &[cmd, "nobody"]);
+        assert_eq!(code, 4, "{cmd}: {err}");
+    }
 
     // COPS gone: 1, and the message says the broker is up but COPS is not.
     drop(cops);
@@ -299,43 +303,45 @@ fn scrape_ok(addr: &str, promtool: bool) -> String {
     a.body
 }
 
-#[test]
-fn metrics_pass_promtool_and_count_hangs_and_kills_under_load() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = dir.path().join("fims.sock");
-    let blog = dir.path().join("broker.log");
-    let _broker = ChildGuard::spawn(
-        Command::new(testkit::bin("fims-server", "fims_server"))
+/// `prog --socket <s> --metrics-listen 127.0.0.1:0 <args>`, its stderr in `log`.
+fn with_metrics(prog: (&str, &str), s: &Path, args: &[&Path], log: &Path) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(testkit::bin(prog.0, prog.1))
+            .args(args)
             .arg("--socket")
-            .arg(&s)
+            .arg(s)
             .args(["--metrics-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&blog).unwrap()),
-    );
-    assert!(testkit::wait_for(Duration::from_secs(20), || {
-        testkit::seqpacket_accepts(&s)
-    }));
-    let cfg = dir.path().join("cops.json");
-    std::fs::write(&cfg, config(&["victim", "ghost"])).unwrap();
-    let clog = dir.path().join("cops.log");
-    let _cops = ChildGuard::spawn(
-        Command::new(testkit::bin("cops-server", "cops"))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--socket")
-            .arg(&s)
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&clog).unwrap()),
-    );
-    let victim = Supervised::start(&s, "/victim", 0);
-    let (baddr, caddr) = (metrics_addr(&blog), metrics_addr(&clog));
-    let mut client = Client::connect_to(&s, "e2e").unwrap();
-    let pid = confirmed(&mut client, "victim");
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+}
 
-    let before = scrape_ok(&baddr, true);
+/// Scrapes both during a flood of messages to the broker: every scrape
+/// answers, and the broker's `set` counter follows the flood.
+fn scrapes_under_a_flood(s: &Path, baddr: &str, caddr: &str) {
     let sets = |t: &str| scrape::sample(t, r#"fims_messages_total{method="set"}"#).unwrap();
-    let text = scrape_ok(&caddr, true);
+    let before = scrape_ok(baddr, true);
+    let flood = Flood::start(s, Method::Set, "/load/x", None);
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut scrapes = 0;
+    while Instant::now() < end {
+        scrape_ok(baddr, false);
+        scrape_ok(caddr, false);
+        scrapes += 1;
+    }
+    let sent = flood.sent();
+    drop(flood);
+    let during = scrape_ok(baddr, true);
+    assert!(
+        sets(&during) >= sets(&before) + 1000.0,
+        "flood of {sent}: {during}"
+    );
+    assert!(scrapes >= 5, "{scrapes} scrapes in 2 s");
+}
+
+/// What the COPS scrape says before anything happened, in both formats.
+fn first_cops_scrape(caddr: &str) {
+    let text = scrape_ok(caddr, true);
     assert_eq!(
         scrape::sample(&text, r#"cops_process_up{process="victim"}"#),
         Some(1.0)
@@ -346,35 +352,41 @@ fn metrics_pass_promtool_and_count_hangs_and_kills_under_load() {
     };
     assert_eq!(ghost("unknown") + ghost("hung"), 1.0, "{text}");
     assert_eq!(ghost("alive"), 0.0);
+    let zero = r#"cops_kills_total{process="victim",signal="SIGKILL",reason="hung"}"#;
+    assert_eq!(scrape::sample(&text, zero), Some(0.0), "{text}");
     let om = scrape::get(
-        &caddr,
+        caddr,
         "/metrics",
         Some("application/openmetrics-text; version=1.0.0"),
-    )
-    .unwrap();
+    );
+    let om = om.unwrap();
     assert!(om
         .header("content-type")
         .unwrap()
         .starts_with("application/openmetrics-text"));
     assert!(om.body.trim_end().ends_with("# EOF"), "{}", om.body);
+}
 
-    // Under a flood of messages to the broker, both keep answering scrapes.
-    let flood = Flood::start(&s, Method::Set, "/load/x", None);
-    let end = Instant::now() + Duration::from_secs(2);
-    let mut scrapes = 0;
-    while Instant::now() < end {
-        scrape_ok(&baddr, false);
-        scrape_ok(&caddr, false);
-        scrapes += 1;
-    }
-    let sent = flood.sent();
-    drop(flood);
-    let during = scrape_ok(&baddr, true);
-    assert!(
-        sets(&during) >= sets(&before) + 1000.0,
-        "flood of {sent}: {during}"
-    );
-    assert!(scrapes >= 5, "{scrapes} scrapes in 2 s");
+#[test]
+fn metrics_pass_promtool_and_count_hangs_and_kills_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("fims.sock");
+    let (blog, clog) = (dir.path().join("broker.log"), dir.path().join("cops.log"));
+    let _broker = with_metrics(("fims-server", "fims_server"), &s, &[], &blog);
+    assert!(testkit::wait_for(Duration::from_secs(20), || {
+        testkit::seqpacket_accepts(&s)
+    }));
+    let cfg = dir.path().join("cops.json");
+    std::fs::write(&cfg, config(&["victim", "ghost"])).unwrap();
+    let config_arg = [Path::new("--config"), &cfg];
+    let _cops = with_metrics(("cops-server", "cops"), &s, &config_arg, &clog);
+    let victim = Supervised::start(&s, "/victim", 0);
+    let (baddr, caddr) = (metrics_addr(&blog), metrics_addr(&clog));
+    let mut client = Client::connect_to(&s, "e2e").unwrap();
+    let pid = confirmed(&mut client, "victim");
+
+    first_cops_scrape(&caddr);
+    scrapes_under_a_flood(&s, &baddr, &caddr);
 
     // Hang and kill: the counters move.
     stop(pid);
@@ -387,11 +399,8 @@ fn metrics_pass_promtool_and_count_hangs_and_kills_under_load() {
     });
     let after = scrape_ok(&caddr, true);
     let v = |series: &str| scrape::sample(&after, series).unwrap_or(-1.0);
-    assert_eq!(
-        v(r#"cops_kills_total{process="victim",signal="SIGKILL",reason="hung"}"#),
-        1.0,
-        "{after}"
-    );
+    let kills = r#"cops_kills_total{process="victim",signal="SIGKILL",reason="hung"}"#;
+    assert_eq!(v(kills), 1.0, "{after}");
     assert!(
         v(r#"cops_heartbeats_missed_total{process="victim"}"#) >= 3.0,
         "{after}"
@@ -417,10 +426,8 @@ fn metrics_pass_promtool_and_count_hangs_and_kills_under_load() {
     assert_eq!(v(r#"cops_process_up{process="ghost"}"#), 0.0, "{after}");
     assert!(v("cops_loop_lag_seconds") >= 0.0, "{after}");
     let broker_after = scrape_ok(&baddr, true);
-    assert!(
-        scrape::sample(&broker_after, "fims_connections").unwrap() >= 5.0,
-        "{broker_after}"
-    );
+    let conns = scrape::sample(&broker_after, "fims_connections").unwrap();
+    assert!(conns >= 5.0, "{broker_after}");
 }
 
 #[test]

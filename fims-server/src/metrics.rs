@@ -82,137 +82,124 @@ fn single<M: EncodeMetric>(
     value.encode(m)
 }
 
+/// The gauges: (name without unit, help, unit, value).
+type Gauges<'a> = [(&'a str, &'a str, Option<&'a Unit>, u64)];
+/// The counters without labels: (name without `_total`, help, value).
+type Counts<'a> = [(&'a str, &'a str, u64)];
+
+impl Counters {
+    fn gauges(&self) -> [(&'static str, &'static str, Option<&'static Unit>, u64); 4] {
+        let s = &self.0;
+        [
+            (
+                "fims_connections",
+                "Open connections (handshaken or not).",
+                None,
+                s.connections,
+            ),
+            (
+                "fims_subscriptions",
+                "Subscriptions held by all connections.",
+                None,
+                s.subscriptions,
+            ),
+            (
+                "fims_queued",
+                "Bytes queued for slow receivers, as counted against --max-queued-bytes.",
+                Some(&Unit::Bytes),
+                s.queued_bytes,
+            ),
+            (
+                "fims_queued_peak",
+                "The most bytes ever queued for slow receivers.",
+                Some(&Unit::Bytes),
+                s.peak_queued_bytes,
+            ),
+        ]
+    }
+
+    fn counts(&self) -> [(&'static str, &'static str, u64); 6] {
+        let s = &self.0;
+        [
+            (
+                "fims_messages_routed",
+                "Data messages routed (delivered to zero or more receivers).",
+                s.routed,
+            ),
+            (
+                "fims_messages_unrouted",
+                "Data messages no connection subscribed to.",
+                s.unrouted,
+            ),
+            (
+                "fims_deliveries",
+                "Copies handed to receivers (sent or queued).",
+                s.delivered,
+            ),
+            (
+                "fims_connections_accepted",
+                "Connections accepted.",
+                s.accepted,
+            ),
+            (
+                "fims_subscribes_refused",
+                "sub requests answered FAILURE.",
+                s.sub_refused,
+            ),
+            (
+                "fims_accept_stalls",
+                "Episodes of accept failing for want of descriptors.",
+                s.accept_stalls,
+            ),
+        ]
+    }
+}
+
+fn gauges(e: &mut DescriptorEncoder, list: &Gauges<'_>) -> Result<(), std::fmt::Error> {
+    for &(name, help, unit, v) in list {
+        single(e, (name, help, unit), ConstGauge::new(v))?;
+    }
+    Ok(())
+}
+
+fn counts(e: &mut DescriptorEncoder, list: &Counts<'_>) -> Result<(), std::fmt::Error> {
+    for &(name, help, v) in list {
+        single(e, (name, help, None), ConstCounter::new(v))?;
+    }
+    Ok(())
+}
+
 impl Collector for Counters {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let e = &mut enc;
         let c = ConstCounter::new;
-        single(
-            e,
-            (
-                "fims_connections",
-                "Open connections (handshaken or not).",
-                None,
-            ),
-            ConstGauge::new(s.connections),
-        )?;
-        single(
-            e,
-            (
-                "fims_subscriptions",
-                "Subscriptions held by all connections.",
-                None,
-            ),
-            ConstGauge::new(s.subscriptions),
-        )?;
+        gauges(e, &self.gauges())?;
         let methods: Vec<(&str, ConstCounter)> = METHODS
             .iter()
             .zip(s.by_method)
             .map(|(m, n)| (m.as_str(), c(n)))
             .collect();
-        labelled(
-            e,
-            (
-                "fims_messages",
-                "Well-formed messages received, by method (sub included).",
-                "method",
-            ),
-            &methods,
-        )?;
-        labelled(
-            e,
-            ("fims_messages_dropped", "Messages or deliveries dropped, by reason (malformed, unknown_method, oversize: the datagram; queue_full, shed, send_error: one receiver's copy).", "reason"),
-            &[
-                ("malformed", c(s.malformed)),
-                ("unknown_method", c(s.unknown_method)),
-                ("oversize", c(s.oversize)),
-                ("queue_full", c(s.overflow)),
-                ("shed", c(s.shed)),
-                ("send_error", c(s.send_errors)),
-            ],
-        )?;
-        single(
-            e,
-            (
-                "fims_messages_routed",
-                "Data messages routed (delivered to zero or more receivers).",
-                None,
-            ),
-            c(s.routed),
-        )?;
-        single(
-            e,
-            (
-                "fims_messages_unrouted",
-                "Data messages no connection subscribed to.",
-                None,
-            ),
-            c(s.unrouted),
-        )?;
-        single(
-            e,
-            (
-                "fims_deliveries",
-                "Copies handed to receivers (sent or queued).",
-                None,
-            ),
-            c(s.delivered),
-        )?;
-        single(
-            e,
-            (
-                "fims_queued",
-                "Bytes queued for slow receivers, as counted against --max-queued-bytes.",
-                Some(&Unit::Bytes),
-            ),
-            ConstGauge::new(s.queued_bytes),
-        )?;
-        single(
-            e,
-            (
-                "fims_queued_peak",
-                "The most bytes ever queued for slow receivers.",
-                Some(&Unit::Bytes),
-            ),
-            ConstGauge::new(s.peak_queued_bytes),
-        )?;
-        single(
-            e,
-            ("fims_connections_accepted", "Connections accepted.", None),
-            c(s.accepted),
-        )?;
-        labelled(
-            e,
-            (
-                "fims_connections_refused",
-                "Connections closed before or at the handshake, by reason.",
-                "reason",
-            ),
-            &[
-                ("bad_handshake", c(s.bad_handshakes)),
-                ("handshake_timeout", c(s.handshake_timeouts)),
-                ("uid_limit", c(s.uid_refused)),
-            ],
-        )?;
-        single(
-            e,
-            (
-                "fims_subscribes_refused",
-                "sub requests answered FAILURE.",
-                None,
-            ),
-            c(s.sub_refused),
-        )?;
-        single(
-            e,
-            (
-                "fims_accept_stalls",
-                "Episodes of accept failing for want of descriptors.",
-                None,
-            ),
-            c(s.accept_stalls),
-        )?;
-        Ok(())
+        let help = "Well-formed messages received, by method (sub included).";
+        labelled(e, ("fims_messages", help, "method"), &methods)?;
+        let help = "Messages or deliveries dropped, by reason (malformed, unknown_method, oversize: the datagram; queue_full, shed, send_error: one receiver's copy).";
+        let dropped = [
+            ("malformed", c(s.malformed)),
+            ("unknown_method", c(s.unknown_method)),
+            ("oversize", c(s.oversize)),
+            ("queue_full", c(s.overflow)),
+            ("shed", c(s.shed)),
+            ("send_error", c(s.send_errors)),
+        ];
+        labelled(e, ("fims_messages_dropped", help, "reason"), &dropped)?;
+        counts(e, &self.counts())?;
+        let help = "Connections closed before or at the handshake, by reason.";
+        let refused = [
+            ("bad_handshake", c(s.bad_handshakes)),
+            ("handshake_timeout", c(s.handshake_timeouts)),
+            ("uid_limit", c(s.uid_refused)),
+        ];
+        labelled(e, ("fims_connections_refused", help, "reason"), &refused)
     }
 }
 
