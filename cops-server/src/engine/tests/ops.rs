@@ -463,3 +463,39 @@ fn stall_time_and_loop_lag_are_counted() {
     h.run_until(later);
     assert_eq!(h.e.metrics_snapshot(h.now).loop_lag, Duration::ZERO);
 }
+
+/// What a scrape and a `cops status` cost at 10,000 processes: the snapshot
+/// (on COPS's loop), its encoding (on the exporter's thread), the status
+/// pages (on COPS's loop). A measurement, not a check: `cargo test --release
+/// -p cops-server --lib ten_thousand_scrape -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ten_thousand_scrape_and_status_costs() {
+    const N: usize = 10_000;
+    let fakes: Vec<Fake> = (0..N)
+        .map(|i| Fake::answering(10_000 + i as u32, 1 + (i as u64 % 7)))
+        .collect();
+    let mut h = Harness::new(config(N, r#","heartbeatFreq":1000"#, ""), fakes);
+    h.run_ms(5000);
+    let t = std::time::Instant::now();
+    let snap = std::sync::Arc::new(h.e.metrics_snapshot(h.now));
+    let snap_took = t.elapsed();
+    let t = std::time::Instant::now();
+    let reg = crate::metrics::registry(snap);
+    let text = metrics_http::encode(&reg, metrics_http::Format::Prometheus).unwrap();
+    let encode_took = t.elapsed();
+    let t = std::time::Instant::now();
+    let mut bytes = 0;
+    for off in (0..N).step_by(crate::engine::STATUS_PAGE) {
+        bytes +=
+            h.e.status_page(h.now, Some(&off.to_string()))
+                .unwrap()
+                .len();
+    }
+    let status_took = t.elapsed();
+    eprintln!(
+        "{N} processes: snapshot {snap_took:?} (loop), encoding {encode_took:?} for {} lines, {} bytes (exporter), status pages {status_took:?} for {bytes} bytes (loop)",
+        text.lines().count(),
+        text.len()
+    );
+}
