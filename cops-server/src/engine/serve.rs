@@ -159,14 +159,15 @@ impl Engine {
         // The answers that cover every process cost in proportion.
         let whole =
             matches!((first, second), (None, _) | (Some("stats"), None)) || first == Some("status");
-        let cost = if whole {
-            let n = match first {
-                Some("status") => self.procs.len().min(super::STATUS_PAGE),
-                _ => self.procs.len(),
-            };
-            1.0 + (n / PROCS_PER_TOKEN) as f64
-        } else {
-            1.0
+        // A status row is half a stats object: twice the rows per token, so
+        // `cops status` of 10,000 processes (20 pages) fits in the burst.
+        let cost = match (whole, first) {
+            (true, Some("status")) => {
+                let rows = self.procs.len().min(super::STATUS_PAGE);
+                1.0 + (rows / (2 * PROCS_PER_TOKEN)) as f64
+            }
+            (true, _) => 1.0 + (self.procs.len() / PROCS_PER_TOKEN) as f64,
+            (false, _) => 1.0,
         };
         if !self.serve_tokens.take(now, cost) {
             if let Some(n) = self.serve_tokens.log_due(now) {
