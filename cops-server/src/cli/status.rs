@@ -66,7 +66,8 @@ fn once(a: &StatusArgs, conn: &mut Option<Client>) -> Result<(String, u8), Failu
 
 fn watch(a: &StatusArgs, secs: f64) -> ExitCode {
     let every = Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
-    let clear = use_color(); // a terminal (and colours welcome): redraw in place
+    // On a terminal, redraw in place (NO_COLOR is about colours, not this).
+    let clear = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut conn = None;
     loop {
         let text = match once(a, &mut conn) {
