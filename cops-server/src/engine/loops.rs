@@ -4,8 +4,8 @@
 //! (deadline supervision) and `minLoopsPerBeat`/`maxLoopsPerBeat` (alive
 //! supervision). After `loopToleranceBeats` failing beats in a row COPS raises
 //! one alarm, and with `loopAction: "kill"` signals the process through the
-//! very path a hang takes ([`Engine::maybe_kill`]: identity, budgets,
-//! evidence); after as many good beats in a row, one event ends the alarm.
+//! very path a hang takes ([`Engine::maybe_kill_loop`]: identity, budgets,
+//! inhibit, evidence); after as many good beats in a row, one event ends the alarm.
 //!
 //! What a beat can prove depends on what COPS saw of the beats before it (the
 //! responder starts a new beat with every answer, to anyone):
@@ -54,6 +54,8 @@ pub(super) struct LoopWatch {
     judged: u32,
     /// The loop alarm is raised.
     pub(super) alarm: bool,
+    /// Loop alarms raised since COPS started (all incarnations).
+    pub(super) alarms: u64,
     /// The previous good reply with figures, while nothing since can have
     /// taken a beat unseen: (its round's send time, its arrival).
     chain: Option<(Instant, Instant)>,
@@ -87,6 +89,7 @@ impl LoopWatch {
             overruns: self.overruns,
             slow_beats: self.slow_beats,
             fast_beats: self.fast_beats,
+            alarms: self.alarms,
             logged: self.logged,
             ..LoopWatch::default()
         };
@@ -309,7 +312,7 @@ impl Engine {
             // Raised already: kill now if it was not possible before
             // (quarantine over, budget freed, PID confirmed since).
             if cfg.action == LoopAction::Kill {
-                let _ = self.maybe_kill(now, i);
+                let _ = self.maybe_kill_loop(now, i);
             }
         } else if w.failing >= cfg.tolerance {
             let quote = self.quote(i, cfg, beat);
@@ -353,13 +356,20 @@ impl Engine {
     /// `loopToleranceBeats` failing beats in a row: one alarm, and the kill
     /// with `loopAction: "kill"`.
     fn loop_alarm(&mut self, now: Instant, i: usize, cfg: &LoopConfig, quote: String) {
-        self.procs[i].loops.alarm = true;
-        let tail = match cfg.action {
-            LoopAction::Alarm => String::new(),
-            LoopAction::Kill => match self.maybe_kill(now, i) {
-                KillDecision::Killing(sig) => format!("; killing with {sig}"),
-                KillDecision::Deferred(why) => format!("; kill deferred: {why}"),
-                KillDecision::No(why) => format!("; not killed: {why}"),
+        let w = &mut self.procs[i].loops;
+        w.alarm = true;
+        w.alarms += 1;
+        let (tail, decision) = match cfg.action {
+            LoopAction::Alarm => (String::new(), "alarm"),
+            LoopAction::Kill => match self.maybe_kill_loop(now, i) {
+                KillDecision::Killing(sig) => (format!("; killing with {sig}"), "killing"),
+                KillDecision::Deferred(why) => (format!("; kill deferred: {why}"), "deferred"),
+                KillDecision::No(why) => (format!("; not killed: {why}"), "not_killed"),
+                KillDecision::Suppressed(r, why) => {
+                    // Counted like a hang's verdict (cops_kills_suppressed_total).
+                    self.suppressed[r as usize] += 1;
+                    (format!("; not killed: {why}"), r.as_str())
+                }
             },
         };
         let (name, pid) = self.name_pid(i);
@@ -372,6 +382,8 @@ impl Engine {
             msg,
             true,
         );
+        let data = self.loop_data(i, cfg, decision);
+        self.event_data(i, data);
     }
 
     /// `loopToleranceBeats` good beats in a row end the alarm.
@@ -493,8 +505,16 @@ impl Engine {
     }
 }
 
+mod view;
+
+pub(super) use view::{loop_metrics, write_loop_row, write_loop_stats};
+pub use view::{LoopCounts, LoopMetrics};
+
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod scale_tests;
+
+#[cfg(test)]
+mod ops_tests;

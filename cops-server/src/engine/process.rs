@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::cycle::Round;
 use super::loops::LoopWatch;
+use super::ops::{KillReason, Ops};
 use super::reply::Rejects;
 use super::State;
 use crate::config::{ProcessConfig, Signal};
@@ -18,6 +19,8 @@ pub(super) struct Kill {
     pub(super) signal: Signal,
     pub(super) sent: Instant,
     pub(super) seq: u64,
+    /// Why it is sent (stats `last_kill`, metric `cops_kills_total`).
+    pub(super) reason: KillReason,
 }
 
 /// Per-process statistics (docs/protocol/cops.md "What COPS serves").
@@ -126,6 +129,9 @@ pub(super) struct Proc {
     pub(super) conflict: Option<u32>,
     /// The work loop's beats, figures and alarm.
     pub(super) loops: LoopWatch,
+    /// What operators see: RTT percentiles, kills, restarts, the decision
+    /// log, a maintenance inhibit (`ops`).
+    pub(super) ops: Ops,
 }
 
 impl Proc {
@@ -161,6 +167,7 @@ impl Proc {
             rejected_pid: None,
             conflict: None,
             loops: LoopWatch::default(),
+            ops: Ops::default(),
         }
     }
 }

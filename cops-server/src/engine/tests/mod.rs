@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod cycle;
 pub(crate) mod fake_loop;
+mod ops;
 mod safety;
 
 use fake_loop::FakeLoop;
