@@ -7,10 +7,12 @@
 //! CI form (part of `cargo test --workspace`): every case once, fast timing
 //! (period 100 ms, deadline 90 ms, allowance 3: bound 390 ms).
 //!
-//! Long form: every case many times, at the fast and the default timing, with a
-//! table of counted outcomes (one row per case and timing):
+//! Long form: every case many times (`COPS_FAULTS_RUNS`, default 10 at the fast
+//! timing and 2 at the default one: period 1 s, allowance 5, bound 5.9 s), with
+//! a table of counted outcomes (one row per case and timing; with
+//! `COPS_FAULTS_REPORT` the rows are also appended to that file):
 //! ```sh
-//! COPS_FAULTS_LONG=1 [COPS_FAULTS_RUNS=10] [COPS_FAULTS_TIMING=fast|default|both] \
+//! COPS_FAULTS_LONG=1 [COPS_FAULTS_RUNS=N] [COPS_FAULTS_TIMING=fast|default|both] \
 //! [COPS_FAULTS_REPORT=/tmp/faults.md] \
 //!     cargo test -p cops-server --test faults -- --test-threads=1 --nocapture
 //! ```
@@ -56,14 +58,15 @@ fn timings() -> Vec<Timing> {
     }
 }
 
-fn runs() -> usize {
+fn runs(t: Timing) -> usize {
     if !long() {
         return 1;
     }
+    let default = if t.name == "fast" { 10 } else { 2 };
     std::env::var("COPS_FAULTS_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(default)
 }
 
 /// Runs `case` (once, or many times in the long form), prints its table rows
@@ -79,7 +82,7 @@ fn run(loud: bool, case: impl Fn(Timing) -> Vec<Outcome>) {
     let mut failed = Vec::new();
     for t in timings() {
         let mut by_case: BTreeMap<String, Vec<Outcome>> = BTreeMap::new();
-        for _ in 0..runs() {
+        for _ in 0..runs(t) {
             for o in case(t) {
                 if !o.passed() {
                     failed.push(o.clone());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::faults::cases::site;
-use crate::faults::harness::{as_nobody, bins, is_root, Decoy, Spec, Timing};
+use crate::faults::harness::{as_nobody, bins, can_run_as_nobody, Decoy, Spec, Timing};
 use crate::faults::outcome::{Outcome, Stalls};
 
 /// Which PIDs the forger names in the victim's (`p0`'s) replies.
@@ -65,8 +65,9 @@ fn free_pid() -> u32 {
 /// `p0` really hangs while the forger goes on (it must be killed within its
 /// bound and come back), then the forger stops (still nothing else killed).
 pub fn forged(t: Timing, kind: Forgery) -> Outcome {
-    if kind.needs_root() && !is_root() {
-        return Outcome::skipped(kind.name(), t.name, "needs root (a process of user nobody)");
+    if kind.needs_root() && !can_run_as_nobody() {
+        let why = "needs root and setpriv (a process of user nobody)";
+        return Outcome::skipped(kind.name(), t.name, why);
     }
     let mut spec = Spec::new(2, t);
     spec.open_socket = kind == Forgery::AsNobody;
@@ -91,7 +92,14 @@ pub fn forged(t: Timing, kind: Forgery) -> Outcome {
     };
     site.notes.push(format!("forged pids {}", pids.join(",")));
     let mut cmd = if kind == Forgery::AsNobody {
-        as_nobody(&bins().helper)
+        // A copy in the site's directory, which `nobody` can reach wherever the
+        // build lives.
+        let copy = site.bus.dir().join("faults_helper");
+        if let Err(e) = std::fs::copy(&bins().helper, &copy) {
+            site.problems
+                .push(format!("copy the helper for nobody: {e}"));
+        }
+        as_nobody(&copy)
     } else {
         Command::new(&bins().helper)
     };

@@ -125,6 +125,19 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether processes can be started as user `nobody` (root and `setpriv`).
+pub fn can_run_as_nobody() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        is_root()
+            && as_nobody(Path::new("true"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    })
+}
+
 /// The command that runs `prog` as user `nobody`.
 pub fn as_nobody(prog: &Path) -> Command {
     let mut c = Command::new("setpriv");
@@ -433,13 +446,13 @@ pub fn start(case: &str, spec: &Spec) -> Result<Site, Box<Outcome>> {
         })
         .collect();
     let mut decoys = vec![Decoy::spawn(
-        "sleep (root)",
-        Command::new("sleep").arg("1000"),
+        "sleep (same user)",
+        Command::new("sleep").arg("100000"),
     )];
-    if is_root() {
+    if can_run_as_nobody() {
         decoys.push(Decoy::spawn(
             "sleep (nobody)",
-            as_nobody(Path::new("sleep")).arg("1000"),
+            as_nobody(Path::new("sleep")).arg("100000"),
         ));
     }
     let config = bus.dir().join("cops.json");

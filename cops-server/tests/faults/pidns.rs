@@ -41,6 +41,22 @@ pub fn pid_reuse(t: Timing) -> Outcome {
     if !is_root() {
         return skipped(t, "needs root (a PID namespace of its own, ns_last_pid)");
     }
+    // Root in a container may still be refused namespaces: say so, do not fail.
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--", "true"])
+        .stdin(Stdio::null())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr).trim().to_owned();
+            return skipped(
+                t,
+                &format!("unshare --pid --fork --mount-proc refused: {err}"),
+            );
+        }
+        Err(e) => return skipped(t, &format!("cannot run unshare: {e}")),
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return Outcome::broken(CASE, t.name, format!("no test binary path: {e}")),
@@ -55,7 +71,7 @@ pub fn pid_reuse(t: Timing) -> Outcome {
         .output();
     let out = match out {
         Ok(o) => o,
-        Err(e) => return skipped(t, &format!("cannot run unshare: {e}")),
+        Err(e) => return Outcome::broken(CASE, t.name, format!("cannot run unshare: {e}")),
     };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let found = stdout
