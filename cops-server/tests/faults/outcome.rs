@@ -48,6 +48,8 @@ pub struct Outcome {
     pub missed_kills: Vec<String>,
     /// Worst hang-to-death time, ms, and the bound it was held to.
     pub worst_ms: Option<(f64, f64)>,
+    /// Every hang-to-death time, ms.
+    pub latencies_ms: Vec<f64>,
     /// Stalls injected.
     pub stalls: usize,
     /// `bus or host stall` alarms seen.
@@ -115,6 +117,7 @@ impl Outcome {
     pub fn kill(&mut self, what: &str, took: Duration, bound: Duration) {
         self.kills += 1;
         let (ms, b) = (ms(took), ms(bound));
+        self.latencies_ms.push(ms);
         if self.worst_ms.is_none_or(|(w, wb)| ms / b > w / wb) {
             self.worst_ms = Some((ms, b));
         }
@@ -152,7 +155,7 @@ pub fn ms(d: Duration) -> f64 {
 }
 
 /// The header of the outcome table.
-pub const TABLE_HEAD: &str = "| case | timing | runs | failed | hangs | killed | false | wrong | late | missed | worst hang->death / bound (ms) | stall alarms / stalls (rule) | s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEAD: &str = "| case | timing | runs | failed | hangs | killed | false | wrong | late | missed | hang->death median / worst / bound (ms) | stall alarms / stalls (rule) | s/run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// One table row summing the runs of one case at one timing.
 pub fn table_row(runs: &[Outcome]) -> String {
@@ -160,11 +163,16 @@ pub fn table_row(runs: &[Outcome]) -> String {
         return String::new();
     };
     let sum = |f: fn(&Outcome) -> usize| runs.iter().map(f).sum::<usize>();
+    let mut all: Vec<f64> = runs.iter().flat_map(|o| o.latencies_ms.clone()).collect();
+    all.sort_by(f64::total_cmp);
+    let median = all
+        .get(all.len() / 2)
+        .map_or("-".into(), |m| format!("{m:.0}"));
     let worst = runs
         .iter()
         .filter_map(|o| o.worst_ms)
         .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)))
-        .map(|(w, b)| format!("{w:.0} / {b:.0}"))
+        .map(|(w, b)| format!("{median} / {w:.0} / {b:.0}"))
         .unwrap_or_else(|| "-".into());
     let secs = runs.iter().map(|o| o.secs).sum::<f64>() / runs.len() as f64;
     format!(
