@@ -5,10 +5,12 @@
 //! - `forge --socket S --uri U --reply-uri R --pids LIST --duration-ms D`:
 //!   a bus client that listens on `U` like the real process and, for every
 //!   `set U/cops/cops_heartbeat H` and every `get U/cops`, sends at once a forged
-//!   reply to `R` (and to the get's replyto) with the right counter `H` and the
-//!   next PID of `LIST` (comma separated; `self` is the forger's own PID). It
-//!   answers on the `set`, before the real process has even seen the `get`, so
-//!   its reply arrives first. Prints `ready` once subscribed; exits 0 after `D` ms.
+//!   reply to `R` (and three to the get's replyto) with the right counter `H`
+//!   and the next PID of `LIST` (comma separated; `self` is the forger's own
+//!   PID). The one sent on the `set` arrives before the real process has even
+//!   seen the `get`; the three sent on the `get` race the real reply into the
+//!   same read of COPS's socket. Prints `ready` once subscribed; exits 0 after
+//!   `D` ms.
 //! - `oneshot --socket S --uri U --stop-pid P`: answers the first complete round
 //!   (a `set` of the counter, then the `get`) with its own PID, but stops
 //!   process `P` (COPS) with SIGSTOP just before sending the reply, then exits 0.
@@ -132,22 +134,24 @@ fn forge() {
             }
             Err(_) => continue,
         };
-        let to = match (method.as_str(), target.as_str()) {
+        let (to, copies) = match (method.as_str(), target.as_str()) {
             ("set", t) if t == hb_uri => match body.parse() {
                 Ok(v) => {
                     h = v;
-                    reply_uri.clone()
+                    (reply_uri.clone(), 1)
                 }
                 Err(_) => continue,
             },
-            ("get", t) if t == get_uri && !replyto.is_empty() => replyto,
+            ("get", t) if t == get_uri && !replyto.is_empty() => (replyto, 3),
             _ => continue,
         };
-        let pid = pids[next % pids.len()];
-        next += 1;
-        let body = reply_body(h, pid, "forged");
-        if c.send(Method::Set, &to, None, body.as_bytes()).is_ok() {
-            sent += 1;
+        for _ in 0..copies {
+            let pid = pids[next % pids.len()];
+            next += 1;
+            let body = reply_body(h, pid, "forged");
+            if c.send(Method::Set, &to, None, body.as_bytes()).is_ok() {
+                sent += 1;
+            }
         }
     }
     eprintln!("faults_helper forge: {sent} forged replies sent");
