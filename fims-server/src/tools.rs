@@ -50,6 +50,16 @@ pub fn body_value(body: &[u8]) -> serde_json::Value {
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
+/// Whether an answer body is an error by the FIMS convention: a JSON string
+/// whose text starts with `Error:` (e.g. `"Error: cops_heartbeat must be a
+/// non-negative integer"`). `fims_send` prints it and exits 1.
+pub fn is_error_answer(body: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<serde_json::Value>(body),
+        Ok(serde_json::Value::String(s)) if s.starts_with("Error:")
+    )
+}
+
 /// One `fims_listen --json` line (without the newline). `replyto` is `null`
 /// when the message has none.
 pub fn json_line(msg: &Message<'_>, time: SystemTime) -> String {
@@ -117,6 +127,22 @@ mod tests {
         assert_eq!(v["body"], "not json");
         assert_eq!(v["replyto"], "/r");
         assert!(!json_line(&text, UNIX_EPOCH).contains('\n'));
+    }
+
+    #[test]
+    fn error_answers() {
+        assert!(is_error_answer(
+            br#""Error: cops_heartbeat must be a non-negative integer""#
+        ));
+        assert!(is_error_answer(b" \"Error:x\"\n"));
+        assert!(!is_error_answer(
+            br#""error: lowercase is not the convention""#
+        ));
+        assert!(!is_error_answer(br#""Errors: 0""#));
+        assert!(!is_error_answer(br#"{"Error":"in an object"}"#));
+        assert!(!is_error_answer(b"Error: not JSON"));
+        assert!(!is_error_answer(b"5"));
+        assert!(!is_error_answer(b""));
     }
 
     #[test]

@@ -1,14 +1,30 @@
 //! A blocking FIMS client: std and libc only, no threads, no runtime.
 //!
-//! Every wait is a `poll(2)` with a deadline; [`Client::as_raw_fd`] lets hosts
-//! with their own poll/epoll loop wait on the socket themselves.
+//! Every wait is a `poll(2)` or a receive timeout with a deadline;
+//! [`Client::as_raw_fd`] lets hosts with their own poll/epoll loop wait on the
+//! socket themselves, and [`Connecting`] sets a connection up step by step for
+//! hosts that must never block at all.
+//!
+//! # Subscriptions
+//! A `sub` replaces the connection's whole subscription set on the existing
+//! broker (and on ours). So the client keeps its complete set and every change
+//! sends the whole set in one `sub`: [`subscribe`](Client::subscribe) adds to
+//! it, [`set_subscriptions`](Client::set_subscriptions) replaces it, the reply
+//! URI of [`request`](Client::request) joins it, and
+//! [`reconnect`](Client::reconnect) sends it again. One `sub` carries at most
+//! 255 URIs: a larger set is refused with [`Error::TooManySubscriptions`]
+//! before anything is sent, and the set stays as it was.
+
+mod connecting;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::codec::{Handshake, Message, Method, OwnedMessage, Subscription};
+pub use connecting::{Connecting, Progress, Wait};
+
+use crate::codec::{Message, Method, OwnedMessage, Subscription};
 use crate::error::{Error, Result};
 use crate::{proto, sys};
 
@@ -21,6 +37,8 @@ pub struct Client {
     max_len: u32,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// The complete subscription set the broker confirmed last (sent whole on
+    /// every change and every reconnect).
     subs: Vec<Subscription>,
     /// Messages that arrived while waiting for a subscribe answer or a reply.
     pending: VecDeque<OwnedMessage>,
@@ -32,44 +50,84 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the broker at [`socket_path()`](crate::socket_path) as `name`.
+    /// Connects to the broker at [`socket_path()`](crate::socket_path) as `name`
+    /// (at most 5 s for the connect and the handshake).
     pub fn connect(name: &str) -> Result<Client> {
         Client::connect_to(crate::socket_path(), name)
     }
 
-    /// Connects to the broker at `path` as `name` (1..=255 bytes).
+    /// Connects to the broker at `path` as `name` (1..=255 bytes), within 5 s
+    /// for the connect and the handshake ([`Error::Timeout`] after that).
     pub fn connect_to(path: impl AsRef<Path>, name: &str) -> Result<Client> {
-        proto::check_name(name)?;
-        let path = path.as_ref().to_path_buf();
-        let (fd, max_len) = handshake(&path, name)?;
-        Ok(Client {
+        Client::connect_timeout(path, name, proto::BROKER_ANSWER_TIMEOUT)
+    }
+
+    /// Connects to the broker at `path` as `name` and runs the handshake,
+    /// never blocking past `timeout` (a broker that accepts but never answers,
+    /// or whose listen backlog is full, gives [`Error::Timeout`] at the deadline).
+    pub fn connect_timeout(
+        path: impl AsRef<Path>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Client> {
+        Connecting::start(path, name, timeout)?.finish()
+    }
+
+    /// Builds a connected client (the end of [`Connecting`]); `rbuf` is reused
+    /// when it holds a whole datagram.
+    fn from_parts(
+        fd: OwnedFd,
+        path: PathBuf,
+        name: String,
+        max_len: u32,
+        subs: Vec<Subscription>,
+        pending: VecDeque<OwnedMessage>,
+        mut rbuf: Vec<u8>,
+    ) -> Client {
+        let need = proto::recv_capacity(max_len);
+        if rbuf.capacity() < need {
+            rbuf = Vec::with_capacity(need);
+        }
+        Client {
             fd,
             path,
-            name: name.to_owned(),
+            name,
             max_len,
-            rbuf: Vec::with_capacity(proto::recv_capacity(max_len)),
+            rbuf,
             wbuf: Vec::new(),
-            subs: Vec::new(),
-            pending: VecDeque::new(),
+            subs,
+            pending,
             current: OwnedMessage::default(),
             replies: proto::ReplyUris::default(),
             rcvtimeo: None,
-        })
+        }
     }
 
     /// Drops the connection and connects again to the same path under the same
-    /// name, restoring every subscription. Messages not yet received are lost.
+    /// name, sending the complete subscription set in one `sub` (at most 5 s in
+    /// all). Messages not yet received are lost. On failure the client keeps
+    /// its set for the next attempt.
     pub fn reconnect(&mut self) -> Result<()> {
-        let (fd, max) = handshake(&self.path, &self.name)?;
-        self.fd = fd;
-        self.rcvtimeo = None;
-        self.max_len = max;
-        self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
-        let subs = std::mem::take(&mut self.subs);
-        self.subscribe_with(&subs)
+        self.reconnect_timeout(proto::BROKER_ANSWER_TIMEOUT)
     }
 
-    /// The body limit the broker announced.
+    /// [`reconnect`](Self::reconnect) within `timeout` for the connect, the
+    /// handshake and the subscription answer together.
+    pub fn reconnect_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let mut c = Connecting::start(&self.path, &self.name, timeout)?;
+        if !self.subs.is_empty() {
+            c = c.with_subscriptions(&self.subs)?;
+        }
+        let fresh = c.finish()?;
+        self.fd = fresh.fd;
+        self.max_len = fresh.max_len;
+        self.rbuf = fresh.rbuf;
+        self.pending = fresh.pending;
+        self.rcvtimeo = None;
+        Ok(())
+    }
+
+    /// The datagram limit the broker announced (whole datagram).
     pub fn max_len(&self) -> u32 {
         self.max_len
     }
@@ -84,27 +142,43 @@ impl Client {
         &self.path
     }
 
-    /// Subscriptions made so far (restored by [`reconnect`](Self::reconnect)).
+    /// The complete subscription set (what the broker confirmed last; sent
+    /// again by [`reconnect`](Self::reconnect)).
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subs
     }
 
-    /// Subscribes to every method on each URI (segment prefix).
+    /// Adds each URI (every method, segment prefix) to the subscription set
+    /// and sends the complete set in one `sub`. An empty list changes nothing.
     pub fn subscribe(&mut self, uris: &[&str]) -> Result<()> {
         let subs: Vec<_> = uris.iter().map(|u| Subscription::all(*u)).collect();
         self.subscribe_with(&subs)
     }
 
-    /// Subscribes, with a pub-only flag per URI, and waits for the broker's answer.
+    /// Adds subscriptions, with a pub-only flag per URI, to the set, sends the
+    /// complete set in one `sub` and waits for the broker's answer. A URI
+    /// already in the set stays pub-only only if the new one is pub-only too.
+    /// An empty list changes nothing (and sends nothing).
     pub fn subscribe_with(&mut self, subs: &[Subscription]) -> Result<()> {
-        for (dg, chunk) in proto::encode_subs(&self.name, subs)?
-            .iter()
-            .zip(subs.chunks(crate::codec::MAX_SUBS_PER_DATAGRAM))
-        {
-            sys::send(self.fd.as_fd(), dg)?;
-            self.wait_sub_answer()?;
-            self.subs.extend_from_slice(chunk);
+        if subs.is_empty() {
+            return Ok(());
         }
+        self.send_set(proto::merged(&self.subs, subs))
+    }
+
+    /// Replaces the whole subscription set with `subs` (1..=255 URIs; the way
+    /// to drop URIs or to make one pub-only) and sends it in one `sub`.
+    pub fn set_subscriptions(&mut self, subs: &[Subscription]) -> Result<()> {
+        self.send_set(proto::merged(&[], subs))
+    }
+
+    /// Sends `set` as the complete set; it becomes the client's set once the
+    /// broker said `SUCCESS` (on any failure the old set stays).
+    fn send_set(&mut self, set: Vec<Subscription>) -> Result<()> {
+        let dg = proto::encode_sub(&self.name, &set)?;
+        sys::send(self.fd.as_fd(), &dg)?;
+        self.wait_sub_answer()?;
+        self.subs = set;
         Ok(())
     }
 
@@ -279,36 +353,4 @@ impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-/// Connects and runs the client side of the handshake.
-fn handshake(path: &Path, name: &str) -> Result<(OwnedFd, u32)> {
-    let fd = sys::connect(path, false).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            Error::BrokerNotRunning {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-        _ => Error::Io(source),
-    })?;
-    let mut buf = Vec::with_capacity(64);
-    let deadline = sys::deadline(Some(proto::BROKER_ANSWER_TIMEOUT));
-    if !sys::wait_readable(fd.as_fd(), deadline)? {
-        return Err(Error::Timeout(
-            proto::BROKER_ANSWER_TIMEOUT.as_millis() as u64
-        ));
-    }
-    if !sys::recv(fd.as_fd(), &mut buf)? {
-        return Err(Error::Closed);
-    }
-    let hs = proto::answer_handshake(&buf)?;
-    sys::set_buffers(fd.as_fd(), proto::recv_capacity(hs.max_len));
-    let ours = Handshake {
-        version: crate::codec::LAYOUT_VERSION,
-        max_len: hs.max_len,
-    };
-    sys::send(fd.as_fd(), &ours.encode())?;
-    sys::send(fd.as_fd(), name.as_bytes())?;
-    Ok((fd, hs.max_len))
 }

@@ -320,7 +320,7 @@ impl Handshake {
 }
 
 /// Most URIs one `sub` datagram may carry.
-pub const MAX_SUBS_PER_DATAGRAM: usize = 64;
+pub const MAX_SUBS_PER_DATAGRAM: usize = 255;
 
 /// One subscription: a URI prefix and whether only `pub` messages are wanted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

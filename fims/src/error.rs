@@ -84,6 +84,26 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A subscription set larger than one `sub` datagram carries. A `sub`
+    /// replaces the connection's whole set, so every URI of a connection must
+    /// fit in one; nothing was sent and the client's set is unchanged.
+    #[error(
+        "{count} subscription URIs: one FIMS `sub` carries at most {max}, and a `sub` \
+         replaces the connection's whole set, so they must all fit in one"
+    )]
+    TooManySubscriptions {
+        /// URIs in the set that was asked for (each URI counted once).
+        count: usize,
+        /// The most one `sub` carries (255).
+        max: usize,
+    },
+    /// A subscription set with no URI: a `sub` carries at least one, and FIMS
+    /// has no unsubscribe (a new connection starts with none).
+    #[error(
+        "no subscription URIs: a FIMS `sub` carries at least one \
+         (there is no unsubscribe; reconnect to start with none)"
+    )]
+    NoSubscriptions,
     /// The broker refused a subscription.
     #[error("subscribe refused by the broker: {0}")]
     SubscribeRefused(String),

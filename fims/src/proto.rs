@@ -6,8 +6,13 @@ use crate::codec::{
 };
 use crate::error::{Error, Result};
 
-/// How long a client waits for the broker's handshake and subscribe answers.
+/// How long a client waits for the broker's handshake and subscribe answers
+/// when the caller gives no deadline of its own.
 pub(crate) const BROKER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pause before connecting again when the broker's listen backlog is full (a
+/// nonblocking Unix connect then fails with `EAGAIN` and there is nothing to poll).
+pub(crate) const CONNECT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Checks a process name for the handshake.
 pub(crate) fn check_name(name: &str) -> Result<()> {
@@ -27,6 +32,30 @@ pub(crate) fn answer_handshake(buf: &[u8]) -> Result<Handshake> {
         return Err(Error::VersionMismatch(hs.version));
     }
     Ok(hs)
+}
+
+/// The 8-byte handshake a client answers with: layout version 1 and the
+/// broker's own `max_len` echoed (the existing broker requires the echo).
+pub(crate) fn our_handshake(broker: &Handshake) -> [u8; Handshake::LEN] {
+    Handshake {
+        version: LAYOUT_VERSION,
+        max_len: broker.max_len,
+    }
+    .encode()
+}
+
+/// The error for a connect that failed at once: nothing listens, or another
+/// socket error.
+pub(crate) fn connect_error(path: &std::path::Path, source: std::io::Error) -> Error {
+    match source.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            Error::BrokerNotRunning {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        _ => Error::Io(source),
+    }
 }
 
 /// Receive buffer capacity for a broker's handshake number (a whole-datagram limit).
@@ -87,31 +116,62 @@ fn method_needs_uri(method: &str) -> bool {
     Method::parse(method).is_some_and(|m| m != Method::Sub)
 }
 
-/// Encodes the `sub` datagrams for `subs` (64 per datagram).
-pub(crate) fn encode_subs(name: &str, subs: &[Subscription]) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for chunk in subs.chunks(MAX_SUBS_PER_DATAGRAM) {
-        for s in chunk {
-            crate::uri::validate(crate::uri::normalize_sub(&s.uri)).map_err(|reason| {
-                Error::InvalidUri {
-                    uri: s.uri.clone(),
-                    reason,
-                }
-            })?;
+/// The subscription set after adding `add` to `current`: `current` in its
+/// order, then each new URI in the order given. URIs are compared without a
+/// trailing `/`; a URI already in the set stays pub-only only when the new
+/// request is pub-only too (a set never loses messages it received before).
+pub(crate) fn merged(current: &[Subscription], add: &[Subscription]) -> Vec<Subscription> {
+    let mut out = current.to_vec();
+    let mut index: std::collections::HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (crate::uri::normalize_sub(&s.uri).to_owned(), i))
+        .collect();
+    for s in add {
+        let key = crate::uri::normalize_sub(&s.uri);
+        match index.get(key) {
+            Some(&i) => out[i].pub_only &= s.pub_only,
+            None => {
+                index.insert(key.to_owned(), out.len());
+                out.push(s.clone());
+            }
         }
-        let mut body = Vec::new();
-        encode_sub_body(chunk, &mut body)?;
-        let msg = Message {
-            method: "sub",
-            process_name: name,
-            body: &body,
-            ..Message::default()
-        };
-        let mut dg = Vec::with_capacity(msg.encoded_len());
-        msg.encode(&mut dg)?;
-        out.push(dg);
     }
-    Ok(out)
+    out
+}
+
+/// Encodes the connection's complete subscription set as one `sub` datagram,
+/// or says why it cannot be sent (before anything is sent): no URI, more than
+/// [`MAX_SUBS_PER_DATAGRAM`] (255), or a URI that is not a valid base URI.
+pub(crate) fn encode_sub(name: &str, set: &[Subscription]) -> Result<Vec<u8>> {
+    if set.is_empty() {
+        return Err(Error::NoSubscriptions);
+    }
+    if set.len() > MAX_SUBS_PER_DATAGRAM {
+        return Err(Error::TooManySubscriptions {
+            count: set.len(),
+            max: MAX_SUBS_PER_DATAGRAM,
+        });
+    }
+    for s in set {
+        crate::uri::validate(crate::uri::normalize_sub(&s.uri)).map_err(|reason| {
+            Error::InvalidUri {
+                uri: s.uri.clone(),
+                reason,
+            }
+        })?;
+    }
+    let mut body = Vec::new();
+    encode_sub_body(set, &mut body)?;
+    let msg = Message {
+        method: "sub",
+        process_name: name,
+        body: &body,
+        ..Message::default()
+    };
+    let mut dg = Vec::with_capacity(msg.encoded_len());
+    msg.encode(&mut dg)?;
+    Ok(dg)
 }
 
 /// Whether `msg` is the broker's answer to a `sub`, and if so what it said.

@@ -5,8 +5,12 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Opens a `SOCK_SEQPACKET` socket and connects it to `path`.
-pub(crate) fn connect(path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
+/// Opens a nonblocking `SOCK_SEQPACKET` socket and connects it to `path`.
+///
+/// Never blocks: a Unix socket connects at once or not at all. `Ok(None)` when
+/// the listener's backlog is full (`EAGAIN`): try again a little later with a
+/// fresh call. Any other failure (`ENOENT`, `ECONNREFUSED`, ...) is returned.
+pub(crate) fn connect(path: &Path) -> io::Result<Option<OwnedFd>> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_os_str().as_bytes();
     // SAFETY: sockaddr_un is plain old data; zeroed is a valid value.
@@ -21,10 +25,7 @@ pub(crate) fn connect(path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
     for (d, s) in addr.sun_path.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    let mut ty = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
-    if nonblocking {
-        ty |= libc::SOCK_NONBLOCK;
-    }
+    let ty = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
     // SAFETY: plain syscall; the result is checked before use.
     let raw = unsafe { libc::socket(libc::AF_UNIX, ty, 0) };
     if raw < 0 {
@@ -33,22 +34,26 @@ pub(crate) fn connect(path: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
     // SAFETY: raw is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: addr is a valid sockaddr_un of at least len bytes.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
+    loop {
+        // SAFETY: addr is a valid sockaddr_un of at least len bytes.
+        let rc = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_un as *const libc::sockaddr,
+                len as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(fd));
+        }
         let e = io::Error::last_os_error();
-        // A nonblocking connect to a Unix socket whose backlog is full says EAGAIN.
-        if !(nonblocking && e.raw_os_error() == Some(libc::EINPROGRESS)) {
-            return Err(e);
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // A nonblocking connect to a Unix listener whose backlog is full.
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(e),
         }
     }
-    Ok(fd)
 }
 
 /// Raises the send and receive buffers to hold `size` bytes (best effort:
@@ -173,6 +178,42 @@ pub(crate) fn set_recv_timeout(fd: BorrowedFd<'_>, timeout: Option<Duration>) ->
 
 /// Waits until `fd` is readable. `None` waits forever. Returns false on timeout.
 pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
+    wait_for(fd, libc::POLLIN, deadline)
+}
+
+/// `Instant::now() + d`, `None` for "forever" and for overflow.
+pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Puts `fd` in nonblocking (`on`) or blocking mode.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a valid descriptor.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let want = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if want != flags && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, want) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is ready for `events` (`POLLIN`/`POLLOUT`) or `deadline`
+/// passes (`None`: forever). Returns false on timeout. Error and hang-up
+/// conditions count as ready: the next call on the socket reports them.
+pub(crate) fn wait_for(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
     loop {
         let timeout_ms: libc::c_int = match deadline {
             None => -1,
@@ -185,7 +226,7 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
         };
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
@@ -204,24 +245,6 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io
             return Err(e);
         }
     }
-}
-
-/// `Instant::now() + d`, `None` for "forever" and for overflow.
-pub(crate) fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
-}
-
-/// Puts `fd` in nonblocking mode.
-#[cfg(feature = "tokio")]
-pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain fcntl calls on a valid descriptor.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Raises this process's open-file soft limit to its hard limit (a broker or a

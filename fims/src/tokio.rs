@@ -4,6 +4,16 @@
 //! socket), so it can sit in a `select!` next to timers. [`Client::sender`] gives a
 //! cloneable [`Sender`] for other tasks; senders belong to one connection, take new
 //! ones after [`Client::reconnect`].
+//!
+//! Connecting never blocks the runtime: the socket is nonblocking from the
+//! start, a full listen backlog is retried on a timer, and the connect, the
+//! handshake and the first answers run under one timeout
+//! ([`Client::connect_timeout`]).
+//!
+//! Subscriptions work as in the blocking client: the client keeps its complete
+//! set and sends it whole, in one `sub`, on every change and every reconnect
+//! (a `sub` replaces the connection's set on the existing broker); at most 255
+//! URIs, a larger set is refused before anything is sent.
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -13,7 +23,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use crate::codec::{Handshake, Message, Method, OwnedMessage, Subscription};
+use crate::codec::{Message, Method, OwnedMessage, Subscription};
 use crate::error::{Error, Result};
 use crate::{proto, sys};
 
@@ -100,16 +110,29 @@ async fn with_timeout<T>(
 }
 
 impl Client {
-    /// Connects to the broker at [`socket_path()`](crate::socket_path) as `name`.
+    /// Connects to the broker at [`socket_path()`](crate::socket_path) as `name`
+    /// (at most 5 s for the connect and the handshake).
     pub async fn connect(name: &str) -> Result<Client> {
         Client::connect_to(crate::socket_path(), name).await
     }
 
-    /// Connects to the broker at `path` as `name` (1..=255 bytes).
+    /// Connects to the broker at `path` as `name` (1..=255 bytes), within 5 s
+    /// for the connect and the handshake.
     pub async fn connect_to(path: impl AsRef<Path>, name: &str) -> Result<Client> {
+        Client::connect_timeout(path, name, proto::BROKER_ANSWER_TIMEOUT).await
+    }
+
+    /// Connects to the broker at `path` as `name`, with the connect and the
+    /// handshake done within `timeout` ([`Error::Timeout`] after that). Never
+    /// blocks the runtime.
+    pub async fn connect_timeout(
+        path: impl AsRef<Path>,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Client> {
         proto::check_name(name)?;
         let path = path.as_ref().to_path_buf();
-        let (io, max_len) = handshake(&path, name).await?;
+        let (io, max_len) = with_timeout(timeout, handshake(&path, name)).await?;
         Ok(Client {
             tx: Sender {
                 io,
@@ -126,18 +149,39 @@ impl Client {
         })
     }
 
-    /// Connects again to the same path under the same name and restores every
-    /// subscription. Senders taken before go stale: take new ones.
+    /// Connects again to the same path under the same name and sends the
+    /// complete subscription set in one `sub` (at most 5 s in all). Senders
+    /// taken before go stale: take new ones. On failure the client keeps its
+    /// set for the next attempt.
     pub async fn reconnect(&mut self) -> Result<()> {
-        let (io, max) = handshake(&self.path, &self.tx.name).await?;
-        self.tx.io = io;
-        self.tx.max_len = max;
-        self.rbuf = Vec::with_capacity(proto::recv_capacity(max));
-        let subs = std::mem::take(&mut self.subs);
-        self.subscribe_with(&subs).await
+        self.reconnect_timeout(proto::BROKER_ANSWER_TIMEOUT).await
     }
 
-    /// The body limit the broker announced.
+    /// [`reconnect`](Self::reconnect) within `timeout` for the connect, the
+    /// handshake and the subscription answer together.
+    pub async fn reconnect_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let sub = match self.subs.is_empty() {
+            true => None,
+            false => Some(proto::encode_sub(&self.tx.name, &self.subs)?),
+        };
+        let (io, max, rbuf, pending) = with_timeout(timeout, async {
+            let (io, max) = handshake(&self.path, &self.tx.name).await?;
+            let mut rbuf = Vec::with_capacity(proto::recv_capacity(max));
+            let mut pending = VecDeque::new();
+            if let Some(dg) = &sub {
+                exchange_sub(&io, dg, &mut rbuf, &mut pending).await?;
+            }
+            Ok((io, max, rbuf, pending))
+        })
+        .await?;
+        self.tx.io = io;
+        self.tx.max_len = max;
+        self.rbuf = rbuf;
+        self.pending = pending;
+        Ok(())
+    }
+
+    /// The datagram limit the broker announced (whole datagram).
     pub fn max_len(&self) -> u32 {
         self.tx.max_len
     }
@@ -147,7 +191,7 @@ impl Client {
         &self.tx.name
     }
 
-    /// Subscriptions made so far.
+    /// The complete subscription set (what the broker confirmed last).
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subs
     }
@@ -160,32 +204,38 @@ impl Client {
         }
     }
 
-    /// Subscribes to every method on each URI.
+    /// Adds each URI (every method) to the set and sends the complete set in
+    /// one `sub`. An empty list changes nothing.
     pub async fn subscribe(&mut self, uris: &[&str]) -> Result<()> {
         let subs: Vec<_> = uris.iter().map(|u| Subscription::all(*u)).collect();
         self.subscribe_with(&subs).await
     }
 
-    /// Subscribes with a pub-only flag per URI and waits for the broker's answer.
+    /// Adds subscriptions with a pub-only flag per URI to the set, sends the
+    /// complete set in one `sub` and waits for the broker's answer. A URI
+    /// already in the set stays pub-only only if the new one is pub-only too.
     pub async fn subscribe_with(&mut self, subs: &[Subscription]) -> Result<()> {
-        for (dg, chunk) in proto::encode_subs(&self.tx.name, subs)?
-            .iter()
-            .zip(subs.chunks(crate::codec::MAX_SUBS_PER_DATAGRAM))
-        {
-            send_dg(&self.tx.io, dg).await?;
-            with_timeout(proto::BROKER_ANSWER_TIMEOUT, async {
-                loop {
-                    recv_dg(&self.tx.io, &mut self.rbuf).await?;
-                    let msg = Message::decode(&self.rbuf)?;
-                    match proto::sub_answer(&msg) {
-                        Some(answer) => return answer,
-                        None => self.pending.push_back(msg.to_owned()),
-                    }
-                }
-            })
-            .await?;
-            self.subs.extend_from_slice(chunk);
+        if subs.is_empty() {
+            return Ok(());
         }
+        self.send_set(proto::merged(&self.subs, subs)).await
+    }
+
+    /// Replaces the whole set with `subs` (1..=255 URIs) and sends it in one `sub`.
+    pub async fn set_subscriptions(&mut self, subs: &[Subscription]) -> Result<()> {
+        self.send_set(proto::merged(&[], subs)).await
+    }
+
+    /// Sends `set` as the complete set; it becomes the client's set once the
+    /// broker said `SUCCESS` (on any failure the old set stays).
+    async fn send_set(&mut self, set: Vec<Subscription>) -> Result<()> {
+        let dg = proto::encode_sub(&self.tx.name, &set)?;
+        with_timeout(
+            proto::BROKER_ANSWER_TIMEOUT,
+            exchange_sub(&self.tx.io, &dg, &mut self.rbuf, &mut self.pending),
+        )
+        .await?;
+        self.subs = set;
         Ok(())
     }
 
@@ -267,30 +317,45 @@ impl AsRawFd for Client {
     }
 }
 
-async fn handshake(path: &Path, name: &str) -> Result<(Arc<AsyncFd<OwnedFd>>, u32)> {
-    let fd = sys::connect(path, false).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            Error::BrokerNotRunning {
-                path: path.to_path_buf(),
-                source,
-            }
+/// Sends a `sub` datagram and waits for the broker's answer, keeping other
+/// messages that arrive meanwhile in `pending`.
+async fn exchange_sub(
+    io: &AsyncFd<OwnedFd>,
+    dg: &[u8],
+    rbuf: &mut Vec<u8>,
+    pending: &mut VecDeque<OwnedMessage>,
+) -> Result<()> {
+    send_dg(io, dg).await?;
+    loop {
+        recv_dg(io, rbuf).await?;
+        let msg = Message::decode(rbuf)?;
+        match proto::sub_answer(&msg) {
+            Some(answer) => return answer,
+            None => pending.push_back(msg.to_owned()),
         }
-        _ => Error::Io(source),
-    })?;
-    sys::set_nonblocking(fd.as_fd())?;
+    }
+}
+
+/// Connects (nonblocking; a full listen backlog is retried on a timer, never
+/// waited for in a blocking call) and runs the client side of the handshake.
+/// The caller bounds it with a timeout.
+async fn handshake(path: &Path, name: &str) -> Result<(Arc<AsyncFd<OwnedFd>>, u32)> {
+    let fd = loop {
+        match sys::connect(path) {
+            Ok(Some(fd)) => break fd,
+            Ok(None) => tokio::time::sleep(proto::CONNECT_RETRY).await,
+            Err(e) => return Err(proto::connect_error(path, e)),
+        }
+    };
     // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it (and so keeps it
     // open and unchanged) until the AsyncFd is dropped.
     let io = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
     let io = Arc::new(io);
     let mut buf = Vec::with_capacity(64);
-    with_timeout(proto::BROKER_ANSWER_TIMEOUT, recv_dg(&io, &mut buf)).await?;
+    recv_dg(&io, &mut buf).await?;
     let hs = proto::answer_handshake(&buf)?;
     sys::set_buffers(io.get_ref().as_fd(), proto::recv_capacity(hs.max_len));
-    let ours = Handshake {
-        version: crate::codec::LAYOUT_VERSION,
-        max_len: hs.max_len,
-    };
-    send_dg(&io, &ours.encode()).await?;
+    send_dg(&io, &proto::our_handshake(&hs)).await?;
     send_dg(&io, name.as_bytes()).await?;
     Ok((io, hs.max_len))
 }

@@ -64,18 +64,6 @@ fn pub_only_subscription() {
 }
 
 #[test]
-fn more_than_64_subscriptions_go_in_several_datagrams() {
-    let b = Broker::start();
-    let uris: Vec<String> = (0..150).map(|i| format!("/many/{i}")).collect();
-    let refs: Vec<&str> = uris.iter().map(String::as_str).collect();
-    let mut rx = client(&b, "rx", &refs);
-    assert_eq!(rx.subscriptions().len(), 150);
-    let mut tx = client(&b, "tx", &[]);
-    tx.send(Method::Pub, "/many/149", None, b"last").unwrap();
-    assert_eq!(next(&mut rx).body, b"last");
-}
-
-#[test]
 fn request_answer_and_other_messages_kept() {
     let b = Broker::start();
     let mut svc = client(&b, "svc", &["/svc"]);

@@ -3,7 +3,10 @@
 //! child process dies with the test.
 //!
 //! Tests never use the fixed default socket path: every broker here lives in a
-//! fresh temp directory, so tests run in parallel.
+//! fresh temp directory, so tests run in parallel. [`fake_broker`] records the
+//! exact datagrams a client sends, for what a real broker does not show.
+
+pub mod fake_broker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

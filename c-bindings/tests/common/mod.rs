@@ -28,8 +28,14 @@ pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The SONAME of `libcops_responder.so` (cops-responder/build.rs), the file a
+/// program linked against it asks the loader for.
+pub const SONAME: &str = "libcops_responder.so.0";
+
 /// Builds the workspace (once per test process) and returns the directory
-/// holding `libcops_responder.a` and `libcops_responder.so`.
+/// holding `libcops_responder.a` and `libcops_responder.so`, with the
+/// `libcops_responder.so.0` link next to them that programs linked against
+/// the `.so` load (cargo makes only the unversioned file).
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -41,8 +47,24 @@ pub fn lib_dir() -> &'static Path {
             Some(dir.as_path()),
             "both libraries side by side"
         );
+        soname_link(&dir);
         dir
     })
+}
+
+/// `dir/libcops_responder.so.0 -> libcops_responder.so`. Several test
+/// processes may race here: whoever loses finds the link made.
+fn soname_link(dir: &Path) {
+    let link = dir.join(SONAME);
+    if std::fs::read_link(&link).is_ok_and(|t| t == Path::new("libcops_responder.so")) {
+        return;
+    }
+    let _ = std::fs::remove_file(&link);
+    match std::os::unix::fs::symlink("libcops_responder.so", &link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("cannot link {}: {e}", link.display()),
+    }
 }
 
 /// A temp dir for compiled programs, alive for the whole test process.

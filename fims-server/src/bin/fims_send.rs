@@ -1,8 +1,9 @@
 //! `fims_send`: sends one FIMS message; for `get`, or with `-r`, waits for the
 //! answer and prints its body.
 //!
-//! Exit status: 0 sent (and answered), 1 failed (no broker, timeout, refused),
-//! 2 bad usage.
+//! Exit status: 0 sent (and answered); 1 failed (no broker, timeout, refused)
+//! or the answer, printed as usual, is an error (a JSON string starting with
+//! `Error:`, the convention of docs/protocol/fims.md); 2 bad usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +13,9 @@ use clap::Parser;
 use fims::blocking::Client;
 use fims::Method;
 
-/// Send one FIMS message.
+/// Send one FIMS message; for get (or with -r) wait for the answer and print it.
 #[derive(Debug, Parser)]
-#[command(name = "fims_send", version, about)]
+#[command(name = "fims_send", version)]
 struct Args {
     /// Method: set, get, pub, post or del.
     #[arg(short, long)]
@@ -86,7 +87,11 @@ fn main() -> ExitCode {
             let _ = out.write_all(&body);
             let _ = out.write_all(b"\n");
             let _ = out.flush();
-            ExitCode::SUCCESS
+            if fims_server::tools::is_error_answer(&body) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,7 +8,11 @@ use fims_server::{Config, Server, ShutdownHandle};
 
 /// The FIMS message broker.
 #[derive(Debug, Parser)]
-#[command(name = "fims_server", version, about)]
+#[command(
+    name = "fims_server",
+    version,
+    about = "The FIMS message broker: routes messages between the processes of a site"
+)]
 struct Args {
     /// Socket path [default: $FIMS_SOCKET, else /tmp/FlexGen_FIMS_Server.socket].
     #[arg(long)]
