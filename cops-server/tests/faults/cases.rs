@@ -174,9 +174,7 @@ pub fn kill_budget(t: Timing) -> Outcome {
     // Held to the last one's bound here; each rank's own bound is checked below.
     let last = t.bound() + window * 2 + SLACK;
     let hangs = site.hang_with(&[0, 1, 2], &[last; 3]);
-    let all_died = site.wait_kills(&hangs);
-    let mut late = Vec::new();
-    if all_died {
+    if site.wait_kills(&hangs) {
         let mut deaths: Vec<(std::time::Instant, usize)> = hangs
             .iter()
             .filter_map(|h| {
@@ -191,7 +189,7 @@ pub fn kill_budget(t: Timing) -> Outcome {
         for (rank, &(at, p)) in deaths.iter().enumerate() {
             let bound = t.bound() + window * rank as u32 + SLACK;
             if at - at0 > bound {
-                late.push(format!(
+                site.late.push(format!(
                     "p{p}: kill #{} {:.0} ms after the hang, its bound {:.0} ms",
                     rank + 1,
                     (at - at0).as_secs_f64() * 1000.0,
@@ -210,9 +208,7 @@ pub fn kill_budget(t: Timing) -> Outcome {
         site.expect_ready("after the kills");
     }
     site.periods(t.allowance + 2);
-    let mut out = site.finish(Stalls::None, 0);
-    out.late_kills.extend(late);
-    out
+    site.finish(Stalls::None, 0)
 }
 
 /// The kills must follow the order of the verdicts (`<name> (pid P) hung (`).

@@ -421,6 +421,8 @@ pub struct Site {
     pub problems: Vec<String>,
     /// Wrong kills found along the way (decoys retired early).
     pub wrong: Vec<String>,
+    /// Late kills a case found by its own rule (the kill budget's ranks).
+    pub late: Vec<String>,
     /// Notes for the report.
     pub notes: Vec<String>,
 }
@@ -483,6 +485,7 @@ pub fn start(case: &str, spec: &Spec) -> Result<Site, Box<Outcome>> {
         hangs: Vec::new(),
         problems: Vec::new(),
         wrong: Vec::new(),
+        late: Vec::new(),
         notes: Vec::new(),
     };
     match site.wait_ready(Duration::from_secs(20)) {
@@ -661,6 +664,7 @@ impl Site {
             hangs: self.hangs.len(),
             problems: std::mem::take(&mut self.problems),
             wrong_kills: std::mem::take(&mut self.wrong),
+            late_kills: std::mem::take(&mut self.late),
             notes: std::mem::take(&mut self.notes),
             ..Outcome::default()
         };
