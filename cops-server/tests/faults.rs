@@ -26,6 +26,7 @@ mod faults {
     pub mod harness;
     pub mod observe;
     pub mod outcome;
+    pub mod parts;
     pub mod pidns;
     pub mod supervise;
 }
