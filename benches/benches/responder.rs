@@ -1,6 +1,6 @@
 //! The responder turning `get <uri>/cops` into its answer bytes, and one naked
 //! SET, through the Rust API and through the C ABI (`cops_responder_handle`
-//! called from Rust exactly as a C host calls it).
+//! called from Rust exactly as a C host calls it); and the work loop's tick.
 
 use std::time::Instant;
 
@@ -65,5 +65,18 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// One end-of-iteration tick: the core with the time given, and the C ABI
+/// (which reads the clock itself).
+fn tick(c: &mut Criterion) {
+    let r = cops_benches::responder::bench_responder().expect("responder");
+    let mut cr = CResponder::new().expect("C responder");
+    let now = Instant::now();
+    let mut g = c.benchmark_group("responder_loop_tick");
+    g.bench_function("rust_loop_tick", |b| b.iter(|| r.loop_tick(black_box(now))));
+    g.bench_function("c_abi_tick", |b| b.iter(|| cr.tick()));
+    g.bench_function("clock_read", |b| b.iter(Instant::now));
+    g.finish();
+}
+
+criterion_group!(benches, bench, tick);
 criterion_main!(benches);

@@ -80,6 +80,17 @@ impl CResponder {
     }
 }
 
+impl CResponder {
+    /// One `cops_responder_tick` call.
+    pub fn tick(&mut self) -> Result<()> {
+        // SAFETY: live responder.
+        match unsafe { ffi::cops_responder_tick(self.ptr) } {
+            ffi::cops_status::COPS_OK => Ok(()),
+            other => Err(err!("cops_responder_tick: {other:?}")),
+        }
+    }
+}
+
 impl Drop for CResponder {
     fn drop(&mut self) {
         // SAFETY: ptr came from cops_responder_new and is freed once.

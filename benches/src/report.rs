@@ -17,7 +17,7 @@ pub struct Figure {
 }
 
 /// The keys of the JSON object, in order.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 14] = [
     "rtt_floor_us",
     "rtt_broker_us",
     "rtt_ratio",
@@ -25,6 +25,9 @@ pub const KEYS: [&str; 11] = [
     "throughput_broker_mps",
     "throughput_ratio",
     "handle_ns",
+    "cabi_overhead_ns",
+    "tick_ns",
+    "tick_c_ns",
     "cops_cpu_pct",
     "cops_rss_mb",
     "false_kills",

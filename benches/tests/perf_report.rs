@@ -50,6 +50,10 @@ fn quick_json_report_has_every_figure() {
             .unwrap_or_else(|| panic!("{k} is not a number: {stdout}\n{stderr}"));
         if k == "false_kills" {
             assert!(x >= 0.0, "{k} = {x}");
+        } else if k == "cabi_overhead_ns" {
+            // A difference of two timings (C call minus Rust call): on a loaded
+            // machine noise can push a small overhead below zero.
+            assert!(x.is_finite() && x > -1000.0, "{k} = {x}");
         } else {
             assert!(x > 0.0, "{k} = {x} is not positive");
         }

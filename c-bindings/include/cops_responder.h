@@ -7,7 +7,8 @@
  * Rules: every function accepts NULL pointers (it returns an error, NULL or 0)
  * and no Rust panic ever crosses into C (COPS_ERR_PANIC or NULL instead).
  * A responder is used from one thread at a time, the thread that does the
- * process's real work (its main loop).
+ * process's real work (its main loop); only cops_responder_tick may also run
+ * on another thread (the work loop's) while that one polls or handles.
  */
 
 #ifndef COPS_RESPONDER_H
@@ -84,7 +85,9 @@ void cops_responder_free(struct cops_responder *r);
 
 /**
  * Sets the version strings answered in `get <base_uri>/cops` (version_tag,
- * version_commit, version_build). An empty string leaves that field out.
+ * version_commit, version_build). All three are always answered; an empty
+ * string is answered as "" (set real values: the existing COPS logs an
+ * error for every reply with an empty or missing one).
  * COPS_ERR_NULL when any pointer is NULL, COPS_ERR_INVALID when a string is
  * not UTF-8; nothing is changed then.
  *
@@ -142,11 +145,44 @@ enum cops_status cops_responder_handle(struct cops_responder *r,
                                        size_t *reply_len);
 
 /**
+ * Turns the liveness gate on (`window_ms` > 0) or off (0, the default).
+ * With a window the responder answers only while the last
+ * `cops_responder_tick` is at most `window_ms` old (never ticked counts as
+ * stale; a good heartbeat `set` is still stored while it is silent). For hosts
+ * whose FIMS I/O runs on another thread than the work loop: tick from the
+ * work loop, and choose a window a little above its longest normal
+ * iteration. COPS_ERR_NULL for NULL.
+ *
+ * # Safety
+ * `r` is NULL or a live responder.
+ */
+enum cops_status cops_responder_set_liveness_window(struct cops_responder *r, uint32_t window_ms);
+
+/**
+ * Marks the end of one iteration of the host's work loop (and pets the
+ * liveness gate). Call it once per iteration from the work loop; it may run
+ * on that thread while another thread calls `cops_responder_poll` or
+ * `cops_responder_handle` on the same responder (it only updates atomics: no
+ * lock, no allocation, one clock read). From the first tick on, the answer
+ * to `get <base_uri>/cops` carries `"loop":{"count":N,"max_us":M,"p99_us":P}`
+ * (iterations since the previous answer, the longest of them, and the 99th
+ * percentile over the last minute), and `get <base_uri>/cops/loop` answers
+ * every figure. COPS_ERR_NULL for NULL.
+ *
+ * # Safety
+ * `r` is NULL or a live responder (not being freed by another thread).
+ */
+enum cops_status cops_responder_tick(struct cops_responder *r);
+
+/**
  * Mode B: gives the responder a FIMS connection of its own at `socket_path`
  * (NULL: $FIMS_SOCKET, else /tmp/FlexGen_FIMS_Server.socket), connected as
  * the process name and subscribed to `<base_uri>/cops`. Replaces any earlier
  * connection. COPS_ERR_IO when the broker can not be reached now: the path is
  * kept and every `cops_responder_poll` tries again, so this is not fatal.
+ * The first attempt runs now and waits for the broker's answers up to 5 s in
+ * all (a broker that is not running fails at once); later attempts, in
+ * `cops_responder_poll`, never block past its timeout.
  *
  * # Safety
  * `r` is NULL or a live responder; `socket_path` is NULL or NUL-terminated.
@@ -164,6 +200,14 @@ enum cops_status cops_responder_connect(struct cops_responder *r, const char *so
  * Errors (negative cops_status): COPS_ERR_NULL; COPS_ERR_INVALID when
  * `cops_responder_connect` was never called; COPS_ERR_IO when the connection
  * broke or an answer could not be sent (reported once; the next poll reconnects).
+ *
+ * How long it may block: waiting for messages, pausing between reconnect
+ * attempts and advancing an attempt (connect, handshakes, subscription and
+ * its answer, step by step without blocking, across as many polls as it
+ * needs; abandoned and retried after 5 s) all stay within `timeout_ms`, so
+ * `poll(r, 0)` returns at once even while a broker that accepted the
+ * connection does not answer. The one step that can take longer is sending
+ * an answer while the broker's receive queue is full.
  *
  * # Safety
  * `r` is NULL or a live responder.

@@ -42,7 +42,9 @@ fn check_heartbeat_cycle(mut child: ChildGuard, broker: &Broker, uri: &str) {
     );
     assert_eq!(obj["pid"], child.pid(), "{obj}");
     assert_eq!(obj["cops_heartbeat"], 0, "{obj}");
-    assert!(obj["version_tag"].is_string(), "{obj}");
+    for f in ["version_tag", "version_commit", "version_build"] {
+        assert!(obj[f].as_str().is_some_and(|s| !s.is_empty()), "{f}: {obj}");
+    }
 
     let hb = format!("{cops}/cops_heartbeat");
     c.send(Method::Set, &hb, None, b"17")

@@ -60,6 +60,8 @@ fn header_has_the_names_of_cops_md() {
         "} cops_status;",
         "COPS_ERR_BUFFER_TOO_SMALL = -3,",
         "const char *cops_status_str(cops_status s);",
+        "enum cops_status cops_responder_set_liveness_window(struct cops_responder *r, uint32_t window_ms);",
+        "enum cops_status cops_responder_tick(struct cops_responder *r);",
         "extern \"C\" {",
     ] {
         assert!(h.contains(needle), "header lacks {needle:?}:\n{h}");

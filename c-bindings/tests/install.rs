@@ -45,9 +45,14 @@ fn needed(exe: &Path) -> Vec<String> {
 
 /// Installs into a fresh temp prefix; returns (temp dir guard, prefix).
 fn install() -> (tempfile::TempDir, PathBuf) {
-    let lib_dir = common::lib_dir();
-    let profile = lib_dir.file_name().expect("profile name").to_string_lossy();
-    let target = lib_dir.parent().expect("target dir");
+    common::lib_dir(); // the workspace build
+                       // make install takes the libraries from TARGET_DIR/PROFILE, not deps/.
+    let profile_dir = testkit::profile_dir();
+    let profile = profile_dir
+        .file_name()
+        .expect("profile name")
+        .to_string_lossy();
+    let target = profile_dir.parent().expect("target dir");
     let tmp = tempfile::tempdir().expect("temp dir");
     let prefix = tmp.path().join("prefix");
     sh(Command::new("make")

@@ -2,10 +2,16 @@
 //!
 //! ```text
 //! cargo run -p cops-responder --example minimal -- --name NAME --uri URI [--socket PATH]
+//!     [--version-tag TAG] [--version-commit COMMIT] [--version-build BUILD]
 //! ```
 //! The socket is `--socket`, else `$FIMS_SOCKET`, else the default path. It
 //! waits for the broker if there is none yet, reconnects when it restarts, and
 //! exits 0 on SIGTERM or SIGINT.
+//!
+//! It answers all three version strings (the existing COPS logs an error for
+//! every reply that lacks one): by default the crate's version, and the commit
+//! and build number given at build time in `COPS_VERSION_COMMIT` and
+//! `COPS_VERSION_BUILD` (`unknown` and `dev` without them); the flags override.
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,18 +29,25 @@ struct Args {
     name: String,
     uri: String,
     socket: Option<String>,
+    /// Tag, commit, build.
+    version: [String; 3],
 }
 
-const USAGE: &str = "usage: minimal --name NAME --uri URI [--socket PATH]";
+const USAGE: &str = "usage: minimal --name NAME --uri URI [--socket PATH] \
+                     [--version-tag TAG] [--version-commit COMMIT] [--version-build BUILD]";
 
 fn parse_args() -> Result<Args, String> {
     let (mut name, mut uri, mut socket) = (None, None, None);
+    let (mut tag, mut commit, mut build) = (None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let slot = match flag.as_str() {
             "--name" => &mut name,
             "--uri" => &mut uri,
             "--socket" => &mut socket,
+            "--version-tag" => &mut tag,
+            "--version-commit" => &mut commit,
+            "--version-build" => &mut build,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         };
@@ -47,6 +60,15 @@ fn parse_args() -> Result<Args, String> {
         name: name.ok_or_else(|| format!("--name is required\n{USAGE}"))?,
         uri: uri.ok_or_else(|| format!("--uri is required\n{USAGE}"))?,
         socket,
+        version: [
+            tag.unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            commit.unwrap_or_else(|| {
+                option_env!("COPS_VERSION_COMMIT")
+                    .unwrap_or("unknown")
+                    .into()
+            }),
+            build.unwrap_or_else(|| option_env!("COPS_VERSION_BUILD").unwrap_or("dev").into()),
+        ],
     })
 }
 
@@ -65,7 +87,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    responder.set_version(env!("CARGO_PKG_VERSION"), "", "");
+    let [tag, commit, build] = &args.version;
+    responder.set_version(tag, commit, build);
     for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {

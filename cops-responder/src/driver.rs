@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fims::blocking::Client;
-use fims::{Message, Method};
+use fims::blocking::{Client, Connecting, Progress};
+use fims::{Message, Method, Subscription};
 
 use crate::pet::PetHandle;
 use crate::responder::{Outcome, Responder};
@@ -19,6 +19,12 @@ pub const MAX_PER_POLL: usize = 256;
 pub const RECONNECT_MIN: Duration = Duration::from_millis(50);
 /// Longest pause between reconnect attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_millis(500);
+/// Longest one connection attempt may take (connect, handshakes, subscription
+/// and its answer) before it is abandoned and retried after the pause.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// While an attempt is under way, how soon a host with its own poll loop
+/// should call [`Driver::poll`] again ([`Driver::reconnect_at`]).
+const CONNECTING_STEP: Duration = Duration::from_millis(10);
 
 /// One message the responder took, as shown to a [`Driver::poll_with`] observer.
 #[derive(Debug, Clone, Copy)]
@@ -43,18 +49,24 @@ pub struct Event<'a> {
 /// later polls reconnect (first at once, then with a pause doubling from
 /// 50 ms to 500 ms), sleeping between attempts within their timeout. A
 /// failed attempt is not an error: `poll` returns `Ok(0)` at its deadline and
-/// [`last_error`](Self::last_error) says why. A connect to a broker that accepts but never answers its handshake
-/// can hold one poll for up to the FIMS client's 5 s handshake timeout.
+/// [`last_error`](Self::last_error) says why. An attempt (connect, the
+/// handshakes, the subscription and its answer) advances step by step without
+/// blocking ([`fims::blocking::Connecting`]), across as many polls as it needs,
+/// each within its own timeout: a broker that accepts but never answers costs
+/// no poll more than its timeout, and the attempt is abandoned after
+/// [`CONNECT_TIMEOUT`]. What can still block is sending an answer while the
+/// broker's receive queue is full.
 #[derive(Debug)]
 pub struct Driver {
     responder: Responder,
     path: PathBuf,
     client: Option<Client>,
+    /// An attempt under way while `client` is `None`.
+    connecting: Option<Connecting>,
     connects: u64,
     next_attempt: Instant,
     backoff: Duration,
     last_error: Option<fims::Error>,
-    pets: Option<PetHandle>,
     dropped: u64,
     reply: Vec<u8>,
     replyto: String,
@@ -68,18 +80,19 @@ impl Driver {
             responder,
             path: socket.into(),
             client: None,
+            connecting: None,
             connects: 0,
             next_attempt: Instant::now(),
             backoff: RECONNECT_MIN,
             last_error: None,
-            pets: None,
             dropped: 0,
             reply: Vec::with_capacity(256),
             replyto: String::with_capacity(64),
         }
     }
 
-    /// A driver connected and subscribed now: fails when no broker runs.
+    /// A driver connected and subscribed now (blocking up to
+    /// [`CONNECT_TIMEOUT`]): fails when no broker runs.
     pub fn connect(responder: Responder, socket: impl Into<PathBuf>) -> fims::Result<Driver> {
         let mut d = Driver::new(responder, socket);
         d.open()?;
@@ -106,10 +119,20 @@ impl Driver {
         self.responder.pet(Instant::now());
     }
 
-    /// A handle for pets from another thread; applied before each message.
-    /// Only needed when `poll` does not run on the work thread.
+    /// One iteration of the work loop ended now (see [`Responder::loop_tick`]).
+    pub fn tick(&mut self) {
+        self.responder.loop_tick(Instant::now());
+    }
+
+    /// A handle for pets and ticks from another thread. Only needed when
+    /// `poll` does not run on the work thread.
     pub fn pet_handle(&mut self) -> PetHandle {
-        self.pets.get_or_insert_with(PetHandle::new).clone()
+        self.responder.pet_handle()
+    }
+
+    /// Gives the responder back, closing the connection.
+    pub fn into_responder(self) -> Responder {
+        self.responder
     }
 
     /// Whether the driver holds a connection now.
@@ -130,10 +153,15 @@ impl Driver {
         self.connects
     }
 
-    /// While disconnected: when the next reconnect attempt is due (hosts with
-    /// their own loop call `poll` by then). `None` while connected.
+    /// While disconnected: when the next reconnect attempt is due, or, while
+    /// one is under way, when to advance it again (hosts with their own loop
+    /// call `poll` by then). `None` while connected.
     pub fn reconnect_at(&self) -> Option<Instant> {
-        self.client.is_none().then_some(self.next_attempt)
+        match (&self.client, &self.connecting) {
+            (Some(_), _) => None,
+            (None, Some(_)) => Some(Instant::now() + CONNECTING_STEP),
+            (None, None) => Some(self.next_attempt),
+        }
     }
 
     /// Answers dropped because FIMS could not carry them (a replyto that is not
@@ -195,9 +223,6 @@ impl Driver {
             Err(fims::Error::Decode(_)) => return Ok(Some(false)),
             Err(e) => return Err(e),
         };
-        if let Some(p) = &self.pets {
-            p.apply(&mut self.responder);
-        }
         let outcome = self
             .responder
             .handle_message(Instant::now(), &msg, &mut self.reply);
@@ -227,37 +252,88 @@ impl Driver {
         e
     }
 
-    /// Reconnects, attempting whenever one is due before `deadline` and
-    /// sleeping in between. Returns whether the driver is connected; when not,
-    /// the deadline has passed.
+    /// Reconnects, attempting whenever one is due before `deadline`, sleeping
+    /// in between and advancing an attempt under way without blocking past
+    /// `deadline`. Returns whether the driver is connected; when not, the
+    /// deadline has passed.
     fn wait_and_reconnect(&mut self, deadline: Option<Instant>) -> bool {
         loop {
-            let now = Instant::now();
-            if let Some(d) = deadline.filter(|d| *d < self.next_attempt) {
-                std::thread::sleep(d.saturating_duration_since(now));
-                return false;
-            }
-            std::thread::sleep(self.next_attempt.saturating_duration_since(now));
-            match self.open() {
-                Ok(()) => return true,
-                Err(e) => {
-                    self.last_error = Some(e);
-                    self.next_attempt = Instant::now() + self.backoff;
-                    self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+            let Some(attempt) = self.connecting.take() else {
+                let now = Instant::now();
+                if let Some(d) = deadline.filter(|d| *d < self.next_attempt) {
+                    std::thread::sleep(d.saturating_duration_since(now));
+                    return false;
                 }
+                std::thread::sleep(self.next_attempt.saturating_duration_since(now));
+                match self.start_attempt() {
+                    Ok(c) => self.connecting = Some(c),
+                    Err(e) => self.attempt_failed(e),
+                }
+                continue;
+            };
+            match attempt.advance() {
+                Ok(Progress::Ready(client)) => {
+                    self.connected(client);
+                    return true;
+                }
+                Ok(Progress::Pending(next)) => {
+                    let until = deadline.map_or(next.deadline(), |d| d.min(next.deadline()));
+                    match next.wait_until(until) {
+                        Ok(_) => self.connecting = Some(next),
+                        Err(e) => self.attempt_failed(e),
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        // Not done within this poll: the next poll goes on.
+                        return false;
+                    }
+                }
+                // Refused, closed, or past CONNECT_TIMEOUT: pause, then a new attempt.
+                Err(e) => self.attempt_failed(e),
             }
         }
     }
 
-    /// Connects and subscribes to `<uri>/cops`.
-    fn open(&mut self) -> fims::Result<()> {
-        let mut client = Client::connect_to(&self.path, self.responder.process_name())?;
-        client.subscribe(&[self.responder.cops_uri()])?;
+    /// A new attempt: connect and subscribe to `<uri>/cops`, step by step.
+    fn start_attempt(&self) -> fims::Result<Connecting> {
+        Connecting::start(&self.path, self.responder.process_name(), CONNECT_TIMEOUT)?
+            .with_subscriptions(&[Subscription::all(self.responder.cops_uri())])
+    }
+
+    fn attempt_failed(&mut self, e: fims::Error) {
+        self.connecting = None;
+        self.last_error = Some(e);
+        self.next_attempt = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+    }
+
+    fn connected(&mut self, client: Client) {
         self.client = Some(client);
+        self.connecting = None;
         self.connects += 1;
         self.backoff = RECONNECT_MIN;
         self.last_error = None;
+    }
+
+    /// Connects and subscribes to `<uri>/cops` now, blocking up to
+    /// [`CONNECT_TIMEOUT`].
+    fn open(&mut self) -> fims::Result<()> {
+        let client = self.start_attempt()?.finish()?;
+        self.connected(client);
         Ok(())
+    }
+
+    /// One attempt now, waiting for it up to [`CONNECT_TIMEOUT`] (the C ABI's
+    /// `cops_responder_connect`). Whether it connected; when not,
+    /// [`last_error`](Self::last_error) says why and polls retry as usual.
+    pub(crate) fn connect_now(&mut self) -> bool {
+        self.connecting = None;
+        match self.open() {
+            Ok(()) => true,
+            Err(e) => {
+                self.attempt_failed(e);
+                false
+            }
+        }
     }
 }
 

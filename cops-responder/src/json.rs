@@ -1,8 +1,64 @@
 //! The few bits of JSON the responder writes and reads, by hand so the hot path
 //! never allocates: integers, escaped strings, and the naked-integer fast path.
 
+/// Where an answer is written: a growing `Vec`, or a fixed buffer (the C
+/// host's own, so the C ABI needs no copy).
+pub(crate) trait Out {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends one byte.
+    fn byte(&mut self, b: u8);
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// A fixed buffer that takes what fits and counts everything: `len()` is the
+/// size the whole answer needs, which may exceed the buffer.
+pub(crate) struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> SliceOut<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> SliceOut<'a> {
+        SliceOut { buf, len: 0 }
+    }
+
+    /// Bytes the answer needs (written only when `len() <= capacity`).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Out for SliceOut<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        if let Some(dst) = self.buf.get_mut(self.len) {
+            *dst = b;
+        }
+        self.len += 1;
+    }
+}
+
 /// Appends the decimal digits of `n` (what `itoa` does, without the dependency).
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_u64<O: Out + ?Sized>(out: &mut O, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -13,18 +69,18 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    out.put(&buf[i..]);
 }
 
 /// Appends `s` as a JSON string literal, quotes included.
-pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
+pub(crate) fn push_str<O: Out + ?Sized>(out: &mut O, s: &str) {
+    out.byte(b'"');
     push_escaped(out, s);
-    out.push(b'"');
+    out.byte(b'"');
 }
 
 /// Appends the JSON escaping of `s` without quotes.
-pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_escaped<O: Out + ?Sized>(out: &mut O, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -38,17 +94,17 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
             0..=0x1f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
+        out.put(&bytes[start..i]);
         if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            out.put(b"\\u00");
+            out.byte(HEX[usize::from(b >> 4)]);
+            out.byte(HEX[usize::from(b & 0xf)]);
         } else {
-            out.extend_from_slice(esc);
+            out.put(esc);
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
+    out.put(&bytes[start..]);
 }
 
 /// Why a heartbeat body was refused.

@@ -1,80 +1,69 @@
-//! A cloneable, lock-free liveness signal for hosts whose FIMS I/O runs on
-//! another thread or task than the work loop.
+//! A cloneable, lock-free handle on the responder's liveness signal and loop
+//! meter, for hosts whose FIMS I/O runs on another thread or task than the
+//! work loop.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Pets the liveness gate from the work loop while a driver answers elsewhere.
+use crate::meter::{LoopStats, Meter};
+
+/// Pets the liveness gate and ticks the loop meter of one
+/// [`Responder`](crate::Responder) from the work loop while a driver answers
+/// elsewhere. Get one from [`Responder::pet_handle`](crate::Responder::pet_handle)
+/// (or a driver's `pet_handle`).
 ///
-/// Clones share one signal. [`pet`](Self::pet) is one atomic store: call it
-/// from the loop that does the process's real work, every iteration. The
-/// driver that owns the [`Responder`](crate::Responder) applies the latest pet
-/// before it handles each message.
-#[derive(Debug, Clone)]
+/// Clones share the responder's signal. [`pet`](Self::pet) is one atomic
+/// operation and [`tick`](Self::tick) a handful: call one of them from the loop
+/// that does the process's real work, every iteration (a tick pets too). The
+/// responder reads them when it handles each message: nothing to apply.
+#[derive(Clone)]
 pub struct PetHandle {
-    base: Instant,
-    /// Nanoseconds since `base` plus one; 0 means never petted.
-    last: Arc<AtomicU64>,
+    meter: Arc<Meter>,
 }
 
-impl Default for PetHandle {
-    fn default() -> Self {
-        PetHandle::new()
+impl std::fmt::Debug for PetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PetHandle")
+            .field("meter", &self.meter)
+            .finish()
     }
 }
 
 impl PetHandle {
-    /// A handle that was never petted.
-    pub fn new() -> PetHandle {
-        PetHandle {
-            base: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
-        }
+    pub(crate) fn new(meter: Arc<Meter>) -> PetHandle {
+        PetHandle { meter }
     }
 
     /// The work loop is alive now.
     pub fn pet(&self) {
-        self.pet_at(Instant::now());
+        self.meter.pet(Instant::now());
     }
 
     /// The work loop was alive at `now`.
     pub fn pet_at(&self, now: Instant) {
-        let nanos = now.saturating_duration_since(self.base).as_nanos();
-        let v = u64::try_from(nanos)
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1);
-        self.last.fetch_max(v, Ordering::Relaxed);
+        self.meter.pet(now);
     }
 
-    /// The latest pet, if any.
+    /// One iteration of the work loop ended now (it pets too). Call it from
+    /// one thread, the work loop's.
+    pub fn tick(&self) {
+        self.meter.tick(Instant::now());
+    }
+
+    /// One iteration of the work loop ended at `now` (a clock reading the loop
+    /// already has saves reading it again).
+    pub fn tick_at(&self, now: Instant) {
+        self.meter.tick(now);
+    }
+
+    /// The latest pet or tick, if any.
     pub fn last_pet(&self) -> Option<Instant> {
-        match self.last.load(Ordering::Relaxed) {
-            0 => None,
-            v => self.base.checked_add(Duration::from_nanos(v - 1)),
-        }
+        self.meter.last_alive()
     }
 
-    /// Applies the latest pet to `responder`.
-    pub(crate) fn apply(&self, responder: &mut crate::Responder) {
-        if let Some(t) = self.last_pet() {
-            responder.pet(t);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pets_move_forward_only() {
-        let h = PetHandle::new();
-        assert_eq!(h.last_pet(), None);
-        let t = Instant::now() + Duration::from_millis(5);
-        h.clone().pet_at(t);
-        assert_eq!(h.last_pet(), Some(t));
-        h.pet_at(t - Duration::from_millis(1));
-        assert_eq!(h.last_pet(), Some(t));
+    /// The loop figures now (`None` until the first tick), without resetting
+    /// the per-beat ones.
+    pub fn loop_stats(&self) -> Option<LoopStats> {
+        self.meter.stats()
     }
 }

@@ -1,9 +1,12 @@
 //! The sans-IO core: no sockets, no clock reads, no threads.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::json;
+use crate::json::{self, Out};
+use crate::meter::{Beat, LoopStats, Meter};
+use crate::pet::PetHandle;
 
 /// Longest echo of a wire-supplied name or method inside an error answer.
 const MAX_ECHO: usize = 64;
@@ -66,6 +69,7 @@ enum Field {
     Tag,
     Commit,
     Build,
+    Loop,
 }
 
 impl Field {
@@ -76,6 +80,7 @@ impl Field {
             "version_tag" => Field::Tag,
             "version_commit" => Field::Commit,
             "version_build" => Field::Build,
+            "loop" => Field::Loop,
             _ => return None,
         })
     }
@@ -87,6 +92,7 @@ impl Field {
             Field::Tag => "version_tag",
             Field::Commit => "version_commit",
             Field::Build => "version_build",
+            Field::Loop => "loop",
         }
     }
 
@@ -104,10 +110,14 @@ impl Field {
 ///
 /// Method kinds: getters ([`heartbeat`](Self::heartbeat), [`cops_uri`](Self::cops_uri),
 /// ...), configuration ([`set_version`](Self::set_version),
-/// [`set_liveness_window`](Self::set_liveness_window)), the liveness input
-/// [`pet`](Self::pet), and the one message input [`handle`](Self::handle) /
-/// [`handle_message`](Self::handle_message), which writes the answer into a
-/// caller-owned buffer.
+/// [`set_liveness_window`](Self::set_liveness_window)), the work loop's inputs
+/// [`pet`](Self::pet) and [`loop_tick`](Self::loop_tick) (also through a
+/// [`PetHandle`] from another thread), and the one message input
+/// [`handle`](Self::handle) / [`handle_message`](Self::handle_message), which
+/// writes the answer into a caller-owned buffer.
+///
+/// Clones share the liveness signal and the loop meter (pets and ticks reach
+/// every clone, and one clone's heartbeat answer starts the next beat for all).
 #[derive(Debug, Clone)]
 pub struct Responder {
     process_name: String,
@@ -115,12 +125,17 @@ pub struct Responder {
     /// `<base_uri>/cops`.
     cops_uri: String,
     heartbeat: u64,
-    /// Tag, commit, build; empty means unset.
+    /// Tag, commit, build; empty means unset (answered as `""`).
     version: [String; 3],
-    /// `,"version_tag":"..",...` for the set fields, escaped once at configuration.
+    /// `,"version_tag":"..","version_commit":"..","version_build":".."`,
+    /// escaped once at configuration.
     version_json: Vec<u8>,
     window: Option<Duration>,
-    last_pet: Option<Instant>,
+    /// Pets, ticks and the loop histogram, shared with [`PetHandle`]s.
+    meter: Arc<Meter>,
+    /// What the last heartbeat answer took from the meter, until the next
+    /// message (so a C host whose buffer was too small can ask again).
+    last_beat: Option<Beat>,
 }
 
 impl Responder {
@@ -153,53 +168,67 @@ impl Responder {
             cops_uri: format!("{base_uri}/cops"),
             heartbeat: 0,
             version: Default::default(),
-            version_json: Vec::new(),
+            version_json: version_json(["", "", ""]),
             window: None,
-            last_pet: None,
+            meter: Arc::new(Meter::new()),
+            last_beat: None,
         })
     }
 
     /// Sets the version strings answered in the object and by
-    /// `get <uri>/cops/version_*`. An empty string leaves that field unset:
-    /// it is left out of the object, and a `get` of it answers an error.
+    /// `get <uri>/cops/version_*`. All three are always in the object: an
+    /// empty string is answered as `""` (the existing COPS logs an error for
+    /// every reply that lacks one).
     pub fn set_version(&mut self, tag: &str, commit: &str, build: &str) {
         self.version = [tag.to_owned(), commit.to_owned(), build.to_owned()];
-        self.version_json.clear();
-        for (field, value) in [Field::Tag, Field::Commit, Field::Build]
-            .into_iter()
-            .zip([tag, commit, build])
-        {
-            if !value.is_empty() {
-                self.version_json.extend_from_slice(b",\"");
-                self.version_json.extend_from_slice(field.name().as_bytes());
-                self.version_json.extend_from_slice(b"\":");
-                json::push_str(&mut self.version_json, value);
-            }
-        }
+        self.version_json = version_json([tag, commit, build]);
     }
 
     /// Turns the liveness gate on (`Some(window)`) or off (`None`, the default).
     /// With a window the responder answers only while the last [`pet`](Self::pet)
-    /// is at most `window` old; never petted counts as stale.
+    /// or [`loop_tick`](Self::loop_tick) is at most `window` old; never petted
+    /// counts as stale.
     pub fn set_liveness_window(&mut self, window: Option<Duration>) {
         self.window = window;
     }
 
     /// Tells the responder the work loop is alive at `now`. Call it from the
-    /// loop that does the process's real work.
-    pub fn pet(&mut self, now: Instant) {
-        self.last_pet = Some(match self.last_pet {
-            Some(last) if last > now => last,
-            _ => now,
-        });
+    /// loop that does the process's real work. An older instant than the
+    /// latest pet does not move it back.
+    pub fn pet(&self, now: Instant) {
+        self.meter.pet(now);
+    }
+
+    /// Marks the end of one iteration of the work loop at `now` (it pets too).
+    ///
+    /// From the first tick on, the heartbeat answer carries
+    /// `"loop":{"count":N,"max_us":M,"p99_us":P}`: the iterations since the
+    /// previous answer, the longest of them, and the 99th percentile over the
+    /// rolling minute (see [`LoopStats`]). The first tick only starts the
+    /// clock. A few relaxed atomic operations, no allocation, no lock; call it
+    /// from one thread (the work loop's), through a [`PetHandle`] when the
+    /// responder lives on another.
+    #[inline]
+    pub fn loop_tick(&self, now: Instant) {
+        self.meter.tick(now);
+    }
+
+    /// A handle for pets and ticks from another thread or task.
+    pub fn pet_handle(&self) -> PetHandle {
+        PetHandle::new(Arc::clone(&self.meter))
+    }
+
+    /// The loop figures now (`None` until the first tick). Reading them does
+    /// not start a new beat; only the heartbeat answer does.
+    pub fn loop_stats(&self) -> Option<LoopStats> {
+        self.meter.stats()
     }
 
     /// Whether the responder would answer at `now` (always, without a window).
     pub fn is_live(&self, now: Instant) -> bool {
-        match (self.window, self.last_pet) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(w), Some(last)) => now.saturating_duration_since(last) <= w,
+        match self.window {
+            None => true,
+            Some(w) => self.meter.alive_within(now, w),
         }
     }
 
@@ -251,6 +280,27 @@ impl Responder {
         reply: &mut Vec<u8>,
     ) -> Outcome {
         reply.clear();
+        self.handle_into(now, method, uri, replyto, body, reply)
+    }
+
+    /// The longest answer [`handle`](Self::handle) can write for a message
+    /// whose method and URI are this long: error answers echo both (escaped,
+    /// at most 6 bytes per byte), the object carries the version strings.
+    pub(crate) fn answer_bound(&self, method_len: usize, uri_len: usize) -> usize {
+        256 + self.version_json.len() + 6 * (method_len.min(MAX_ECHO) + uri_len)
+    }
+
+    /// [`handle`](Self::handle) writing into any [`Out`] (empty on entry).
+    pub(crate) fn handle_into<O: Out>(
+        &mut self,
+        now: Instant,
+        method: &str,
+        uri: &str,
+        replyto: Option<&str>,
+        body: &[u8],
+        reply: &mut O,
+    ) -> Outcome {
+        self.last_beat = None;
         let Some(rest) = uri.strip_prefix(self.cops_uri.as_str()) else {
             return Outcome::NotMine;
         };
@@ -271,7 +321,7 @@ impl Responder {
             }
             match parsed {
                 Ok(_) => json::push_u64(reply, self.heartbeat),
-                Err(e) => reply.extend_from_slice(e.answer().as_bytes()),
+                Err(e) => reply.put(e.answer().as_bytes()),
             }
             return Outcome::Reply;
         }
@@ -288,11 +338,11 @@ impl Responder {
                 None => write_unknown(reply, &self.cops_uri, name),
             },
             _ => {
-                reply.extend_from_slice(b"\"Error: method '");
+                reply.put(b"\"Error: method '");
                 json::push_escaped(reply, truncate(method, MAX_ECHO));
-                reply.extend_from_slice(b"' is not supported on ");
+                reply.put(b"' is not supported on ");
                 json::push_escaped(reply, uri);
-                reply.push(b'"');
+                reply.byte(b'"');
             }
         }
         Outcome::Reply
@@ -312,48 +362,106 @@ impl Responder {
         replyto.is_some_and(|r| !r.is_empty()) && self.is_live(now)
     }
 
-    /// `{"cops_heartbeat":N,"pid":P,"version_tag":..}`, the answer to `get <uri>/cops`.
-    fn write_object(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"cops_heartbeat\":");
+    /// `{"cops_heartbeat":N,"pid":P,"version_tag":..}`, the answer to `get
+    /// <uri>/cops`, with `"loop":{..}` once the host ticks. It starts a new beat.
+    fn write_object<O: Out>(&mut self, out: &mut O) {
+        out.put(b"{\"cops_heartbeat\":");
         json::push_u64(out, self.heartbeat);
-        out.extend_from_slice(b",\"pid\":");
+        out.put(b",\"pid\":");
         json::push_u64(out, u64::from(crate::pid::current()));
-        out.extend_from_slice(&self.version_json);
-        out.push(b'}');
+        out.put(&self.version_json);
+        if self.meter.ticks() > 0 {
+            let beat = self.meter.take_beat();
+            out.put(b",\"loop\":{\"count\":");
+            json::push_u64(out, beat.count);
+            out.put(b",\"max_us\":");
+            json::push_u64(out, beat.max_us);
+            out.put(b",\"p99_us\":");
+            json::push_u64(out, self.meter.p99());
+            out.byte(b'}');
+            self.last_beat = Some(beat);
+        }
+        out.byte(b'}');
     }
 
-    fn write_field(&self, f: Field, out: &mut Vec<u8>) {
+    /// Gives back to the meter what the last message's heartbeat answer took,
+    /// when that answer was not delivered (a C host's buffer was too small and
+    /// it asks again): the next answer then covers the same iterations.
+    pub(crate) fn answer_not_sent(&mut self) {
+        if let Some(beat) = self.last_beat.take() {
+            self.meter.restore_beat(&beat);
+        }
+    }
+
+    /// The meter, for the C ABI's tick from another thread.
+    pub(crate) fn meter(&self) -> &Arc<Meter> {
+        &self.meter
+    }
+
+    fn write_field<O: Out>(&self, f: Field, out: &mut O) {
         match f {
             Field::Heartbeat => json::push_u64(out, self.heartbeat),
             Field::Pid => json::push_u64(out, u64::from(crate::pid::current())),
+            Field::Loop => match self.meter.stats() {
+                Some(s) => write_stats(out, &s),
+                None => write_error(out, &["loop is not measured: the host never ticks"]),
+            },
             _ => {
                 let i = f.version_index().unwrap_or(0);
-                match self.version[i].as_str() {
-                    "" => write_error(out, &[f.name(), " is not set"]),
-                    v => json::push_str(out, v),
-                }
+                json::push_str(out, &self.version[i]);
             }
         }
     }
 }
 
+/// `,"version_tag":"..","version_commit":"..","version_build":".."`.
+fn version_json(values: [&str; 3]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for (field, value) in [Field::Tag, Field::Commit, Field::Build]
+        .into_iter()
+        .zip(values)
+    {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(field.name().as_bytes());
+        out.extend_from_slice(b"\":");
+        json::push_str(&mut out, value);
+    }
+    out
+}
+
+/// The answer to `get <uri>/cops/loop`: every figure, nothing reset.
+fn write_stats<O: Out>(out: &mut O, s: &LoopStats) {
+    let fields = [
+        ("{\"ticks\":", s.ticks),
+        (",\"count\":", s.count),
+        (",\"max_us\":", s.max_us),
+        (",\"minute_count\":", s.minute_count),
+        (",\"p50_us\":", s.p50_us),
+        (",\"p99_us\":", s.p99_us),
+        (",\"minute_max_us\":", s.minute_max_us),
+    ];
+    for (key, value) in fields {
+        out.put(key.as_bytes());
+        json::push_u64(out, value);
+    }
+    out.byte(b'}');
+}
+
 /// Writes `"Error: <parts...>"` (the parts are trusted text, escaped anyway).
-fn write_error(out: &mut Vec<u8>, parts: &[&str]) {
-    out.extend_from_slice(b"\"Error: ");
+fn write_error<O: Out>(out: &mut O, parts: &[&str]) {
+    out.put(b"\"Error: ");
     for p in parts {
         json::push_escaped(out, p);
     }
-    out.push(b'"');
+    out.byte(b'"');
 }
 
-fn write_unknown(out: &mut Vec<u8>, cops_uri: &str, name: &str) {
-    out.extend_from_slice(b"\"Error: no field '");
+fn write_unknown<O: Out>(out: &mut O, cops_uri: &str, name: &str) {
+    out.put(b"\"Error: no field '");
     json::push_escaped(out, truncate(name, MAX_ECHO));
-    out.extend_from_slice(b"' under ");
+    out.put(b"' under ");
     json::push_escaped(out, cops_uri);
-    out.extend_from_slice(
-        b"; known: cops_heartbeat, pid, version_tag, version_commit, version_build\"",
-    );
+    out.put(b"; known: cops_heartbeat, pid, version_tag, version_commit, version_build, loop\"");
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.

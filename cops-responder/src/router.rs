@@ -22,7 +22,6 @@ pub struct Router {
     reply: Vec<u8>,
     replyto: String,
     pending: bool,
-    pets: Option<PetHandle>,
 }
 
 impl Router {
@@ -33,7 +32,6 @@ impl Router {
             reply: Vec::with_capacity(256),
             replyto: String::with_capacity(64),
             pending: false,
-            pets: None,
         }
     }
 
@@ -52,10 +50,15 @@ impl Router {
         self.responder.pet(Instant::now());
     }
 
-    /// A handle for pets from another thread or task (when the routing loop is
-    /// not the work loop); the latest pet is applied before each offer.
+    /// One iteration of the work loop ended now (see [`Responder::loop_tick`]).
+    pub fn tick(&mut self) {
+        self.responder.loop_tick(Instant::now());
+    }
+
+    /// A handle for pets and ticks from another thread or task (when the
+    /// routing loop is not the work loop).
     pub fn pet_handle(&mut self) -> PetHandle {
-        self.pets.get_or_insert_with(PetHandle::new).clone()
+        self.responder.pet_handle()
     }
 
     /// Offers one received message. `false`: not the responder's, the host
@@ -68,9 +71,6 @@ impl Router {
     /// [`offer`](Self::offer) at a given instant.
     pub fn offer_at(&mut self, now: Instant, msg: &Message<'_>) -> bool {
         self.pending = false;
-        if let Some(p) = &self.pets {
-            p.apply(&mut self.responder);
-        }
         match self.responder.handle_message(now, msg, &mut self.reply) {
             Outcome::NotMine => false,
             Outcome::Handled => true,

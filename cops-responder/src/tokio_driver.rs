@@ -24,7 +24,6 @@ use crate::responder::{Outcome, Responder};
 pub struct TokioDriver {
     responder: Responder,
     path: PathBuf,
-    pets: PetHandle,
     reply: Vec<u8>,
     connects: u64,
     dropped: u64,
@@ -36,16 +35,15 @@ impl TokioDriver {
         TokioDriver {
             responder,
             path: socket.into(),
-            pets: PetHandle::new(),
             reply: Vec::with_capacity(256),
             connects: 0,
             dropped: 0,
         }
     }
 
-    /// The handle the work loop pets (clone it freely).
+    /// The handle the work loop pets or ticks (clone it freely).
     pub fn pet_handle(&self) -> PetHandle {
-        self.pets.clone()
+        self.responder.pet_handle()
     }
 
     /// The responder.
@@ -139,7 +137,6 @@ impl TokioDriver {
                 Err(fims::Error::Decode(_)) => continue,
                 Err(e) => return Some(e),
             };
-            self.pets.apply(&mut self.responder);
             let outcome = self
                 .responder
                 .handle_message(Instant::now(), &msg, &mut self.reply);

@@ -366,3 +366,65 @@ fn answer_to_an_unusable_replyto_is_dropped_not_an_error() {
     assert_eq!((n, d.dropped_answers()), (1, 1));
     assert!(d.is_connected());
 }
+
+/// A broker that accepts the connection but never answers its handshake costs
+/// `poll(0)` nothing: the attempt advances without blocking, poll after poll.
+#[test]
+fn poll_zero_does_not_block_on_a_silent_broker() {
+    use testkit::fake_broker::SeqpacketListener;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("silent.sock");
+    // Listens (so connect succeeds through the backlog) but never accepts or answers.
+    let _silent = SeqpacketListener::bind(&path, 16);
+    let r = Responder::new("silent_test", "/silent").expect("valid");
+    let mut d = Driver::new(r, &path);
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(d.poll(Duration::ZERO).expect("no error"), 0);
+        assert!(!d.is_connected());
+        let next = d.reconnect_at().expect("disconnected: a time to come back");
+        assert!(
+            next <= Instant::now() + Duration::from_millis(600),
+            "{next:?}"
+        );
+    }
+    // 20 polls, far from the 5 s the handshake used to hold one of them
+    // (a generous bound for a loaded machine).
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A poll with a timeout waits about that long, not 5 s.
+    let t = Instant::now();
+    assert_eq!(d.poll(Duration::from_millis(100)).expect("no error"), 0);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+/// Polls of 0 alone connect to a real broker and answer.
+#[test]
+fn polls_of_zero_alone_connect_and_answer() {
+    use fims::blocking::Client;
+    use fims::Method;
+
+    let broker = testkit::Broker::start();
+    let mut d = Driver::new(Responder::new("p0", "/p0").expect("valid"), broker.socket());
+    let connected = testkit::wait_for(Duration::from_secs(10), || {
+        let _ = d.poll(Duration::ZERO);
+        d.is_connected()
+    });
+    assert!(connected, "last error: {:?}", d.last_error());
+    let asker = std::thread::spawn({
+        let sock = broker.socket().to_path_buf();
+        move || {
+            let mut c = Client::connect_to(&sock, "asker").expect("client");
+            c.request(Method::Get, "/p0/cops/pid", b"", Duration::from_secs(5))
+                .expect("answer")
+                .body_text()
+        }
+    });
+    let mut answered = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while answered == 0 && Instant::now() < end {
+        answered += d.poll(Duration::ZERO).expect("poll");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(asker.join().expect("asker"), std::process::id().to_string());
+}

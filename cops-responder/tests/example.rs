@@ -13,7 +13,7 @@ fn minimal_answers_and_stops_on_sigterm() {
     let exe = testkit::example("cops-responder", "minimal");
     let mut child = ChildGuard::spawn(
         Command::new(exe)
-            .args(["--name", "mini", "--uri", "/mini"])
+            .args(["--name", "mini", "--uri", "/mini", "--version-build", "77"])
             .arg("--socket")
             .arg(broker.socket())
             .env_remove("FIMS_SOCKET")
@@ -37,6 +37,13 @@ fn minimal_answers_and_stops_on_sigterm() {
     );
     let v = answer;
     assert_eq!(v["pid"], child.pid(), "pid of the example process");
+    // All three version strings, non-empty: the crate's version by default.
+    assert_eq!(v["version_tag"], env!("CARGO_PKG_VERSION"), "{v}");
+    assert!(
+        v["version_commit"].as_str().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v["version_build"], "77", "{v}");
     child.signal(libc::SIGTERM);
     let status = child
         .wait_timeout(Duration::from_secs(5))

@@ -1,5 +1,6 @@
 //! Once warm, handling `get <uri>/cops` (and the other hot messages) allocates
-//! nothing, in the core and in the blocking driver's answer path: checked with
+//! nothing, in the core and in the blocking driver's answer path, nor does a
+//! loop tick, nor the answer that carries the loop figures: checked with
 //! a counting global allocator that counts per thread (so other test threads
 //! and the asking client do not disturb the count).
 
@@ -54,9 +55,12 @@ fn warm_hot_path_does_not_allocate() {
     let mut reply = Vec::new();
     let mut hb = u64::MAX - 2000;
     let mut body = Vec::with_capacity(32);
+    let ticks = r.pet_handle();
     let cycle = |r: &mut Responder, reply: &mut Vec<u8>, body: &mut Vec<u8>, hb: u64| {
         let now = Instant::now();
         r.pet(now);
+        r.loop_tick(now);
+        ticks.tick();
         body.clear();
         // Format the body without allocating either (u64 Display writes into a stack buffer).
         use std::io::Write;
@@ -64,6 +68,9 @@ fn warm_hot_path_does_not_allocate() {
         let o = r.handle(now, "set", "/site/cops/cops_heartbeat", None, body, reply);
         assert_eq!(o, Outcome::Handled);
         let o = r.handle(now, "get", "/site/cops", replyto, b"", reply);
+        assert_eq!(o, Outcome::Reply);
+        assert!(reply.ends_with(b"}}"), "the answer carries the loop object");
+        let o = r.handle(now, "get", "/site/cops/loop", replyto, b"", reply);
         assert_eq!(o, Outcome::Reply);
         let o = r.handle(now, "get", "/site/cops/cops_heartbeat", replyto, b"", reply);
         assert_eq!(o, Outcome::Reply);
@@ -145,6 +152,8 @@ fn warm_driver_answers_without_allocating() {
     let mut before = None;
     let end = Instant::now() + Duration::from_secs(20);
     while answered < 4 * ROUNDS && Instant::now() < end {
+        // The work loop ticks: the answers carry the loop figures.
+        d.tick();
         answered += d.poll(Duration::from_millis(50)).expect("poll");
         if before.is_none() && answered >= 2 * ROUNDS {
             // Warm: the rest must not allocate.

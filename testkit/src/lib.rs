@@ -236,16 +236,18 @@ pub fn seqpacket_accepts(path: &Path) -> bool {
 }
 
 /// Path of `file` (e.g. `libcops_responder.a`) after building the workspace:
-/// in the profile directory when cargo copied it there in this build, else in
-/// its `deps/` directory, where cargo always leaves it (C libraries of crates
-/// with a `cdylib`/`staticlib` type carry no hash in their names).
+/// in the profile's `deps/` directory, which the workspace build always
+/// refreshes (C libraries of crates with a `cdylib`/`staticlib` type carry no
+/// hash in their names). The copy cargo puts in the profile directory itself is
+/// only refreshed by a `cargo build` of that package, so it can be stale; it is
+/// used only when `deps/` has none.
 pub fn lib(package: &str, file: &str) -> PathBuf {
     build_workspace();
-    let top = profile_dir().join(file);
-    let out = if top.exists() {
-        top
+    let deps = profile_dir().join("deps").join(file);
+    let out = if deps.exists() {
+        deps
     } else {
-        profile_dir().join("deps").join(file)
+        profile_dir().join(file)
     };
     build_once(&format!("library {file} of {package}"), out)
 }

@@ -231,33 +231,8 @@ fn run(args: &Args) -> Figures {
     let f_tr = fig("throughput_ratio", "x", ">= 0.5", ratio(&f_tb, &f_tf));
     out.headline.extend([f_tf, f_tb, f_tr]);
 
-    log(args, "responder handle");
-    let handle = measure_handle(args);
-    if let Ok((ns, allocs)) = &handle {
-        out.notes.push(format!(
-            "responder: {allocs} heap allocations in the timed handle() calls (target: 0 once warm)"
-        ));
-        match measure_c_handle(args) {
-            Ok((c_ns, c_allocs)) => out.notes.push(format!(
-                "C ABI cops_responder_handle: {c_ns:.1} ns, {:.2}x the Rust call (target <= 1.2x), \
-                 {c_allocs} allocations",
-                c_ns / ns.max(1e-9)
-            )),
-            Err(e) => out.notes.push(format!("C ABI handle: not measured ({e})")),
-        }
-        if let Ok(rtt) = &out.headline[1].value {
-            out.notes.push(format!(
-                "responder handle is {:.2}% of the broker heartbeat round trip (target < 2%)",
-                100.0 * ns / 1000.0 / rtt.max(1e-9)
-            ));
-        }
-    }
-    out.headline.push(fig(
-        "handle_ns",
-        "ns",
-        "<= 1000, no allocation",
-        handle.map(|(ns, _)| ns),
-    ));
+    log(args, "responder handle, C ABI and loop tick");
+    responder_figures(args, &mut out);
 
     log(args, "cops at scale");
     let plan = cops_plan(args, args.processes(), args.window());
@@ -387,65 +362,64 @@ fn median_f(v: &mut [f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Median ns per call of `call` over batches of 10,000 (after 10,000 warm-up
-/// calls), and the heap allocations counted during the timed batches.
-fn time_calls(args: &Args, mut call: impl FnMut()) -> (f64, u64) {
-    for _ in 0..10_000 {
-        call();
-    }
+/// `handle_ns`, `cabi_overhead_ns`, `tick_ns`, `tick_c_ns` and their notes.
+fn responder_figures(args: &Args, out: &mut Figures) {
     let batches = if args.quick { 20 } else { 100 };
-    let per = 10_000u32;
-    let mut ns = Vec::with_capacity(batches);
-    let before = ALLOCS.load(Ordering::Relaxed);
-    for _ in 0..batches {
-        let t = Instant::now();
-        for _ in 0..per {
-            call();
-        }
-        ns.push(t.elapsed().as_nanos() as f64 / f64::from(per));
-    }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-    (median_f(&mut ns), allocs)
-}
-
-/// `handle(get /bench/cops)` through the Rust API: ns per call and allocations.
-fn measure_handle(args: &Args) -> Result<(f64, u64)> {
-    let mut r = cops_benches::responder::bench_responder()?;
-    let mut reply = Vec::with_capacity(512);
-    let now = Instant::now();
-    Ok(time_calls(args, || {
-        let o = r.handle(
-            now,
-            std::hint::black_box("get"),
-            std::hint::black_box(msgs::COPS_URI),
-            Some(msgs::REPLY_URI),
-            b"",
-            &mut reply,
-        );
-        let _ = std::hint::black_box((o, &reply));
-    }))
-}
-
-/// The same through `cops_responder_handle`, called as a C host calls it.
-fn measure_c_handle(args: &Args) -> Result<(f64, u64)> {
-    use cops_benches::cabi;
-    let mut r = cabi::CResponder::new()?;
-    let mut failed = false;
-    let timing = time_calls(args, || {
-        let res = r.handle(
-            std::hint::black_box(cabi::METHOD_GET),
-            std::hint::black_box(cabi::COPS_URI),
-            Some(cabi::REPLY_URI),
-            b"",
-        );
-        failed |= std::hint::black_box(res).is_err();
-    });
-    if failed {
-        return Err(cops_benches::err!(
-            "cops_responder_handle did not return COPS_OK"
+    let allocs = || ALLOCS.load(Ordering::Relaxed);
+    let m = cops_benches::responder::measure_handle(batches, &allocs);
+    if let Ok(m) = &m {
+        out.notes.push(format!(
+            "responder: {} heap allocations in the timed handle() calls, {} in the ticks \
+             (target: 0 once warm); the answer carries the loop object",
+            m.rust.allocs,
+            m.tick.allocs + m.c_tick.allocs
         ));
+        out.notes.push(format!(
+            "C ABI cops_responder_handle: {:.1} ns vs Rust {:.1} ns in alternating batches: \
+             {:+.1} ns per call ({:.2}x), {} allocations; goal <= 10 ns; figures under load \
+             need a quiet re-run",
+            m.c.ns,
+            m.rust.ns,
+            m.overhead_ns,
+            m.c.ns / m.rust.ns.max(1e-9),
+            m.c.allocs
+        ));
+        out.notes.push(format!(
+            "loop tick: core {:.1} ns (time given), C cops_responder_tick {:.1} ns, of which \
+             its clock read (Instant::now) {:.1} ns",
+            m.tick.ns, m.c_tick.ns, m.clock.ns
+        ));
+        if let Ok(rtt) = &out.headline[1].value {
+            out.notes.push(format!(
+                "responder handle is {:.2}% of the broker heartbeat round trip (target < 2%)",
+                100.0 * m.rust.ns / 1000.0 / rtt.max(1e-9)
+            ));
+        }
     }
-    Ok(timing)
+    let pick = |f: fn(&cops_benches::responder::HandleFigures) -> f64| {
+        m.as_ref().map(f).map_err(|e| cops_benches::err!("{e}"))
+    };
+    out.headline.extend([
+        fig(
+            "handle_ns",
+            "ns",
+            "<= 1000, no allocation",
+            pick(|m| m.rust.ns),
+        ),
+        fig(
+            "cabi_overhead_ns",
+            "ns",
+            "<= 10 (C - Rust)",
+            pick(|m| m.overhead_ns),
+        ),
+        fig("tick_ns", "ns", "< 20, no allocation", pick(|m| m.tick.ns)),
+        fig(
+            "tick_c_ns",
+            "ns",
+            "(tick_ns + a clock read)",
+            pick(|m| m.c_tick.ns),
+        ),
+    ]);
 }
 
 fn cops_plan(args: &Args, processes: usize, window: Duration) -> cops_benches::cops::Plan {

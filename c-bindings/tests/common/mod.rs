@@ -36,6 +36,11 @@ pub const SONAME: &str = "libcops_responder.so.0";
 /// holding `libcops_responder.a` and `libcops_responder.so`, with the
 /// `libcops_responder.so.0` link next to them that programs linked against
 /// the `.so` load (cargo makes only the unversioned file).
+///
+/// That is `target/<profile>/deps` (testkit::lib): cargo writes the libraries
+/// there on every build (their names carry no hash), while the copies in
+/// `target/<profile>` are refreshed only when `cops-responder` itself is the
+/// package asked for, so after a build of another feature set they can be stale.
 pub fn lib_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
