@@ -1,8 +1,9 @@
 //! The subscription index: which connections want a message URI.
 //!
-//! Subscriptions are stored under their normalized URI. A message URI `U` is
-//! matched by looking up `/` and each of its segment prefixes (`/a`, `/a/b`, ...,
-//! `U` itself), which is exactly [`fims::uri::matches`] (see the property test).
+//! Subscriptions are stored under their collapsed URI ([`fims::uri::normalize`]:
+//! no empty segment, no trailing `/`). A collapsed message URI `U` is matched by
+//! looking up `/` and each of its segment prefixes (`/a`, `/a/b`, ..., `U`
+//! itself), which is exactly [`fims::uri::routes`] (see the property test).
 //! Pure data structure, no I/O.
 
 use std::collections::HashMap;
@@ -24,24 +25,21 @@ pub(crate) struct SubIndex {
 }
 
 impl SubIndex {
-    /// Adds a subscription; returns the normalized key when it is new for `conn`
-    /// (the caller keeps it to remove it on close). Subscribing twice to the same
-    /// URI keeps one entry; it is pub-only only when every request was.
-    pub(crate) fn add(&mut self, conn: ConnId, uri: &str, pub_only: bool) -> Option<Box<str>> {
-        let key = fims::uri::normalize_sub(uri);
+    /// Adds `conn` under `key`, a collapsed URI ([`fims::uri::normalize`]).
+    /// Adding the same key twice keeps one entry; it is pub-only only when
+    /// every request was.
+    pub(crate) fn insert(&mut self, conn: ConnId, key: &str, pub_only: bool) {
         let list = match self.map.get_mut(key) {
             Some(l) => l,
             None => self.map.entry(key.into()).or_default(),
         };
-        if let Some(e) = list.iter_mut().find(|e| e.conn == conn) {
-            e.pub_only &= pub_only;
-            return None;
+        match list.iter_mut().find(|e| e.conn == conn) {
+            Some(e) => e.pub_only &= pub_only,
+            None => list.push(Entry { conn, pub_only }),
         }
-        list.push(Entry { conn, pub_only });
-        Some(key.into())
     }
 
-    /// Removes `conn` from the subscribers of `key` (a key returned by [`add`](Self::add)).
+    /// Removes `conn` from the subscribers of `key`.
     pub(crate) fn remove(&mut self, conn: ConnId, key: &str) {
         if let Some(list) = self.map.get_mut(key) {
             list.retain(|e| e.conn != conn);
@@ -51,7 +49,20 @@ impl SubIndex {
         }
     }
 
-    /// Calls `f` for every entry whose subscription matches `uri`. A connection
+    /// Whether `conn` is subscribed under `key` (invariant checks).
+    pub(crate) fn contains(&self, conn: ConnId, key: &str) -> bool {
+        self.map
+            .get(key)
+            .is_some_and(|l| l.iter().any(|e| e.conn == conn))
+    }
+
+    /// Number of (connection, key) entries (invariant checks).
+    pub(crate) fn entries(&self) -> usize {
+        self.map.values().map(Vec::len).sum()
+    }
+
+    /// Calls `f` for every entry whose subscription matches `uri`, a collapsed
+    /// URI (the broker collapses message URIs with empty segments first). A connection
     /// with several matching subscriptions is seen several times: the caller
     /// de-duplicates (the broker uses a per-message generation stamp).
     pub(crate) fn for_each_match(&self, uri: &str, mut f: impl FnMut(Entry)) {
@@ -94,13 +105,17 @@ mod tests {
         v
     }
 
+    fn add(idx: &mut SubIndex, conn: ConnId, uri: &str, pub_only: bool) {
+        idx.insert(conn, &fims::uri::normalize(uri), pub_only);
+    }
+
     #[test]
     fn prefix_rules() {
         let mut idx = SubIndex::default();
-        idx.add(1, "/site", false);
-        idx.add(2, "/sites/", false);
-        idx.add(3, "/", true);
-        idx.add(4, "/site/cops/", false);
+        add(&mut idx, 1, "/site", false);
+        add(&mut idx, 2, "/sites/", false);
+        add(&mut idx, 3, "/", true);
+        add(&mut idx, 4, "/site//cops/", false);
         assert_eq!(matched(&idx, "/site"), [(1, false), (3, true)]);
         assert_eq!(
             matched(&idx, "/site/cops"),
@@ -113,15 +128,16 @@ mod tests {
     #[test]
     fn duplicate_subscription_merges() {
         let mut idx = SubIndex::default();
-        assert!(idx.add(1, "/a", true).is_some());
-        assert!(idx.add(1, "/a/", false).is_none());
+        add(&mut idx, 1, "/a", true);
+        add(&mut idx, 1, "/a/", false);
         assert_eq!(matched(&idx, "/a"), [(1, false)]);
+        assert_eq!(idx.entries(), 1);
         idx.remove(1, "/a");
         assert_eq!(idx.len(), 0);
     }
 
     fn uri_strategy() -> impl Strategy<Value = String> {
-        proptest::collection::vec(prop_oneof!["a", "b", "ab", "", "a/"], 0..5)
+        proptest::collection::vec(prop_oneof!["a", "b", "ab", "", "a/", "/"], 0..6)
             .prop_map(|segs| format!("/{}", segs.join("/")))
     }
 
@@ -133,13 +149,14 @@ mod tests {
         ) {
             let mut idx = SubIndex::default();
             for (i, s) in subs.iter().enumerate() {
-                idx.add(i, s, false);
+                add(&mut idx, i, s, false);
             }
-            let got: Vec<_> = matched(&idx, &uri).into_iter().map(|(c, _)| c).collect();
+            let key = fims::uri::normalize(&uri);
+            let got: Vec<_> = matched(&idx, &key).into_iter().map(|(c, _)| c).collect();
             let want: Vec<_> = subs
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| fims::uri::matches(s, &uri))
+                .filter(|(_, s)| fims::uri::routes(s, &uri))
                 .map(|(i, _)| i)
                 .collect();
             prop_assert_eq!(got, want);

@@ -5,29 +5,40 @@
 //!   accept, handshake, subscribe, route, bounded per-connection queues.
 //! - `listener`: binding the socket file (stale file replaced, live broker
 //!   refused) and [`ServeError`].
-//! - `index`: the subscription index (pure), `conn`: one connection's state and
-//!   outbound queue, `stats`: [`Stats`] counters and the warning rate limiter,
-//!   `sys`: the socket syscalls (the only `unsafe`).
+//! - `core`, `subscribe`, `route`: the broker's logic without I/O (sans-IO):
+//!   handshake state machine and deadlines, `sub` (replaces the set), routing,
+//!   per-connection queues under a broker-wide memory budget. It sends through a
+//!   `Link` (a socket in the server, a fake in [`sim`], which the fuzz targets drive).
+//! - `index`: the subscription index (pure), `conn`: one connection's state,
+//!   `queue`: its outbound queue, `stats`: [`Stats`] counters and the warning
+//!   rate limiter, `sys`: the socket syscalls (the only `unsafe`).
 //! - [`tools`]: formatting shared by the `fims_send` / `fims_listen` binaries.
 //! - [`spawn`]: runs a broker on a thread of this process (tests, benches).
 //!
 //! # I/O and time
 //! All I/O happens in [`Server::run`] on the thread that called [`Server::bind`].
-//! The clock is read only to rate-limit warnings (one per kind per second).
+//! The clock is read once per loop turn while a handshake deadline or an
+//! accept retry is pending, and to rate-limit warnings (one per kind per second).
 //!
 //! `docs/protocol/fims.md` is the contract; `README.md` lists the choices made
 //! where it left one open.
 #![warn(missing_docs)]
 
 mod conn;
+mod core;
 mod index;
 mod listener;
+mod queue;
+mod route;
 mod server;
+pub mod sim;
 mod stats;
+mod subscribe;
 mod sys;
 pub mod tools;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use listener::ServeError;
 pub use server::{Server, ShutdownHandle};
@@ -37,6 +48,12 @@ pub use stats::Stats;
 pub const DEFAULT_QUEUE_DATAGRAMS: usize = 4096;
 /// Default outbound queue bound per connection, in bytes (one datagram is always allowed).
 pub const DEFAULT_QUEUE_BYTES: usize = 32 << 20;
+/// Default budget for the bytes queued for all slow receivers together.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 256 << 20;
+/// Default time a new connection has to send its handshake and name.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit of subscriptions one connection holds.
+pub const DEFAULT_MAX_SUBS_PER_CONN: usize = 4096;
 
 /// How a broker is set up.
 #[derive(Debug, Clone)]
@@ -45,17 +62,29 @@ pub struct Config {
     pub socket: PathBuf,
     /// Permissions of the socket file.
     pub mode: u32,
-    /// Largest body accepted and delivered (announced in the handshake).
+    /// Largest whole datagram accepted and delivered (announced in the handshake).
     pub max_len: u32,
     /// Outbound queue bound per connection, in datagrams.
     pub queue_datagrams: usize,
-    /// Outbound queue bound per connection, in bytes.
+    /// Outbound queue bound per connection, in bytes (at most `max_queued_bytes`).
     pub queue_bytes: usize,
+    /// Budget for the bytes queued for all receivers together; when it is
+    /// full the largest queues lose datagrams first.
+    pub max_queued_bytes: usize,
+    /// Time a new connection has to complete its handshake and name before it
+    /// is closed; zero waits forever.
+    pub handshake_timeout: Duration,
+    /// Most subscriptions one connection holds (a `sub` with more distinct URIs
+    /// is answered `FAILURE: too many subscriptions`).
+    pub max_subs_per_conn: usize,
+    /// Most connections one Unix uid may hold open; zero for no limit.
+    pub max_conns_per_uid: usize,
 }
 
 impl Config {
-    /// Defaults (mode 0660, max_len 924288 (whole datagram), 4096 datagrams / 32 MiB of queue)
-    /// at `socket`.
+    /// Defaults (mode 0660, max_len 924288 (whole datagram), 4096 datagrams / 32 MiB of
+    /// queue per connection, 256 MiB for all queues, 5 s handshake deadline,
+    /// 4096 subscriptions per connection, no limit per uid) at `socket`.
     pub fn new(socket: impl Into<PathBuf>) -> Config {
         Config {
             socket: socket.into(),
@@ -63,6 +92,10 @@ impl Config {
             max_len: fims::DEFAULT_MAX_LEN,
             queue_datagrams: DEFAULT_QUEUE_DATAGRAMS,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_subs_per_conn: DEFAULT_MAX_SUBS_PER_CONN,
+            max_conns_per_uid: 0,
         }
     }
 }

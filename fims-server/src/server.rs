@@ -1,9 +1,10 @@
-//! The broker's event loop: accept, handshake, subscribe, route.
+//! The broker's event loop: accept (surviving descriptor exhaustion), read,
+//! and hand every datagram to the sans-IO core (`core.rs`).
 //!
-//! Single-threaded, edge-triggered epoll (mio). One shared receive buffer; each
-//! message is sent to its receivers straight from that buffer (header and
-//! strings rewritten in a small side buffer, body by reference); only a
-//! receiver whose socket is full gets a copy, shared by all such receivers.
+//! Single-threaded, edge-triggered epoll (mio). One shared receive buffer;
+//! each connection is read once per turn, at most [`READ_BUDGET`] datagrams
+//! while others have something to read too ([`ALONE_BUDGET`] when it is the
+//! only one), so a flooding client cannot starve the rest.
 
 use std::collections::HashMap;
 use std::io;
@@ -15,28 +16,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fims::codec::{
-    decode_sub_body, Handshake, Message, Method, HEADER_LEN, LAYOUT_VERSION, MAX_OVERHEAD,
-};
-use fims::DecodeError;
+use fims::codec::HEADER_LEN;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::{Conn, Delivery, QueueLimit, State};
-use crate::index::{ConnId, SubIndex};
+use crate::core::Broker;
+use crate::index::ConnId;
 use crate::listener::{listen, ServeError};
-use crate::stats::{DropKind, RateLimiter, Stats};
+use crate::stats::Stats;
 use crate::{sys, Config};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
-/// Datagrams read from one connection before the others get a turn.
-const READ_BUDGET: usize = 64;
+/// Datagrams read from one connection per loop turn before the others get
+/// theirs, when several connections have something to read (a connection
+/// still readable after that is read again next turn).
+const READ_BUDGET: usize = 32;
+/// The same when only one connection has something to read: nobody waits, so
+/// it is read in bigger batches (fewer wakeups for a lone fast sender).
+const ALONE_BUDGET: usize = 128;
+/// How often `accept` is retried while descriptors are exhausted (it is also
+/// retried as soon as any connection closes).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// Stops a running [`Server`] from another thread.
+/// Stops a running [`Server`] (or asks it to log its counters) from another thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     flag: Arc<AtomicBool>,
+    report: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
 
@@ -47,29 +54,43 @@ impl ShutdownHandle {
         // A failed wake means the loop is gone already.
         let _ = self.waker.wake();
     }
+
+    /// Asks the server to log its counters and current holdings once
+    /// (`fims_server` does this on SIGUSR1).
+    pub fn log_stats(&self) {
+        self.report.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Where accepting stands while descriptors are exhausted.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<Instant>,
+    retry_at: Option<Instant>,
 }
 
 /// The broker. Create with [`Server::bind`], then [`Server::run`] on the same thread.
 #[derive(Debug)]
 pub struct Server {
     cfg: Config,
-    limit: QueueLimit,
     poll: Poll,
     listener: OwnedFd,
     socket_id: (u64, u64),
-    conns: Vec<Option<Conn>>,
-    free: Vec<ConnId>,
-    index: SubIndex,
+    core: Broker<OwnedFd>,
     rbuf: Box<[u8]>,
-    obuf: Vec<u8>,
-    gen: u64,
-    stats: Stats,
-    limiter: RateLimiter,
     again: Vec<ConnId>,
-    to_close: Vec<ConnId>,
-    outcomes: Vec<(ConnId, Delivery)>,
+    /// Loop turn number, and the turn each connection slot was last read in:
+    /// a connection is read at most once (READ_BUDGET datagrams) per turn.
+    turn: u64,
+    read_in: Vec<u64>,
+    /// Datagrams each connection may be read this turn.
+    budget: usize,
+    interest: Vec<ConnId>,
+    stall: Stall,
     users: HashMap<u32, Rc<str>>,
     stop: Arc<AtomicBool>,
+    report: Arc<AtomicBool>,
     waker: Arc<Waker>,
 }
 
@@ -93,33 +114,36 @@ impl Server {
             Interest::READABLE,
         )?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let limit = QueueLimit {
-            datagrams: cfg.queue_datagrams.max(1),
-            bytes: cfg.queue_bytes,
-        };
+        if cfg.queue_bytes > cfg.max_queued_bytes {
+            tracing::warn!(
+                queue_bytes = cfg.queue_bytes,
+                max_queued_bytes = cfg.max_queued_bytes,
+                "the per-connection queue bound is over the broker-wide budget; using the budget"
+            );
+        }
         // The handshake number limits the whole datagram, as in the existing broker.
         let rbuf = vec![0u8; (cfg.max_len as usize).max(HEADER_LEN)].into_boxed_slice();
         tracing::info!(socket = %path.display(), mode = format_args!("{:o}", cfg.mode),
-            max_len = cfg.max_len, "fims_server listening");
+            max_len = cfg.max_len, max_queued_bytes = cfg.max_queued_bytes,
+            handshake_timeout_ms = cfg.handshake_timeout.as_millis() as u64,
+            max_subs_per_conn = cfg.max_subs_per_conn,
+            max_conns_per_uid = cfg.max_conns_per_uid, "fims_server listening");
         Ok(Server {
+            core: Broker::new(&cfg),
             cfg,
-            limit,
             poll,
             listener,
             socket_id: (meta.dev(), meta.ino()),
-            conns: Vec::new(),
-            free: Vec::new(),
-            index: SubIndex::default(),
             rbuf,
-            obuf: Vec::with_capacity(MAX_OVERHEAD),
-            gen: 0,
-            stats: Stats::default(),
-            limiter: RateLimiter::new(Duration::from_secs(1)),
             again: Vec::new(),
-            to_close: Vec::new(),
-            outcomes: Vec::new(),
+            turn: 0,
+            read_in: Vec::new(),
+            budget: READ_BUDGET,
+            interest: Vec::new(),
+            stall: Stall::default(),
             users: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            report: Arc::new(AtomicBool::new(false)),
             waker,
         })
     }
@@ -128,13 +152,14 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             flag: Arc::clone(&self.stop),
+            report: Arc::clone(&self.report),
             waker: Arc::clone(&self.waker),
         }
     }
 
     /// What the broker counted so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        self.core.stats
     }
 
     /// The socket path.
@@ -147,29 +172,24 @@ impl Server {
     pub fn run(mut self) -> Result<Stats, ServeError> {
         let result = self.event_loop();
         self.remove_socket_file();
-        let s = self.stats;
-        tracing::info!(
-            accepted = s.accepted,
-            handshakes = s.handshakes,
-            sub_refused = s.sub_refused,
-            routed = s.routed,
-            delivered = s.delivered,
-            overflow = s.overflow,
-            malformed = s.malformed,
-            unknown_method = s.unknown_method,
-            oversize = s.oversize,
-            bad_handshakes = s.bad_handshakes,
-            send_errors = s.send_errors,
-            "fims_server stopped"
-        );
+        let s = self.core.stats;
+        log_stats(&s, "fims_server stopped");
         result.map(|()| s)
     }
 
     fn event_loop(&mut self) -> Result<(), ServeError> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::SeqCst) {
+            if self.report.swap(false, Ordering::SeqCst) {
+                log_stats(&self.core.stats, "fims_server counters");
+            }
+            self.turn += 1;
             let again = std::mem::take(&mut self.again);
-            let timeout = (!again.is_empty()).then_some(Duration::ZERO);
+            let timeout = if again.is_empty() {
+                self.timeout()
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     self.again = again;
@@ -177,27 +197,98 @@ impl Server {
                 }
                 return Err(e.into());
             }
+            self.budget = if contended(&events, &again) {
+                READ_BUDGET
+            } else {
+                ALONE_BUDGET
+            };
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
                     Token(id) => {
                         if ev.is_writable() {
-                            self.flush(id);
+                            self.core.writable(id);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                             self.read(id);
                         }
                     }
                 }
-                self.close_marked();
+                self.sync();
             }
             for id in again {
                 self.read(id);
-                self.close_marked();
+                self.sync();
             }
+            self.timers();
         }
         Ok(())
+    }
+
+    /// How long the next poll may wait: until the next handshake deadline or
+    /// accept retry, forever when there is none.
+    fn timeout(&self) -> Option<Duration> {
+        let next = match (self.core.next_deadline(), self.stall.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        // Rounded up, so the loop does not wake a hair early and spin.
+        let left = next.saturating_duration_since(Instant::now());
+        Some(left + Duration::from_millis(1))
+    }
+
+    /// Closes connections past their handshake deadline and retries a stalled
+    /// accept when due. Reads the clock only while one of those is pending.
+    fn timers(&mut self) {
+        if self.core.next_deadline().is_none() && self.stall.retry_at.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        self.core.expire(now);
+        self.sync();
+        if self.stall.retry_at.is_some_and(|t| t <= now) {
+            self.accept_all();
+            self.sync();
+        }
+    }
+
+    /// Applies what the core changed: writable interest, closed connections.
+    fn sync(&mut self) {
+        self.core.take_interest(&mut self.interest);
+        for id in self.interest.drain(..) {
+            let Some(conn) = self.core.conn(id) else {
+                continue;
+            };
+            let interest = if conn.want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let fd = conn.link.as_raw_fd();
+            let r = self
+                .poll
+                .registry()
+                .reregister(&mut SourceFd(&fd), Token(id), interest);
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cannot change a connection's events; closing it");
+                self.core.hangup(id);
+            }
+        }
+        let mut freed = false;
+        for fd in self.core.take_closed() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+            drop(fd);
+            freed = true;
+        }
+        if freed && self.stall.since.is_some() {
+            // Descriptors just came back: take the waiting clients now.
+            self.accept_all();
+            self.sync();
+        }
     }
 
     fn remove_socket_file(&self) {
@@ -212,373 +303,159 @@ impl Server {
         }
     }
 
-    fn warn_drop(&mut self, kind: DropKind, count: u64, detail: &dyn std::fmt::Display) {
-        if let Some(suppressed) = self.limiter.allow(kind, Instant::now()) {
-            tracing::warn!(kind = ?kind, total = count, suppressed, detail = %detail, "datagram dropped");
-        }
-    }
-
+    /// Accepts every waiting connection. The listener stays registered
+    /// whatever happens; when `accept` fails for want of descriptors (or
+    /// kernel memory) the clients wait in the backlog and accepting is retried
+    /// every [`ACCEPT_RETRY`] and whenever a connection closes. One episode
+    /// (logged once) lasts until the backlog is empty again.
     fn accept_all(&mut self) {
         loop {
             match sys::accept(self.listener.as_fd()) {
                 Ok(fd) => self.add_conn(fd),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    if let Some(suppressed) = self.limiter.allow(DropKind::Accept, Instant::now()) {
-                        tracing::error!(error = %e, suppressed, "accept failed");
-                    }
-                    return;
-                }
+                // The backlog is empty: an exhaustion episode, if any, is over.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return self.end_stall(),
+                // The client gave up while in the backlog: next one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO)) => {}
+                Err(e) => return self.start_stall(e),
             }
         }
     }
 
-    fn user_of(&mut self, fd: &OwnedFd) -> Rc<str> {
-        let uid = match sys::peer_uid(fd.as_fd()) {
-            Ok(uid) => uid,
-            Err(e) => {
-                tracing::warn!(error = %e, "SO_PEERCRED failed; username left as ?");
-                return "?".into();
+    fn start_stall(&mut self, e: io::Error) {
+        let now = Instant::now();
+        if self.stall.since.is_none() {
+            self.stall.since = Some(now);
+            self.core.stats.accept_stalls += 1;
+            tracing::error!(error = %e, open = self.core.stats.connections,
+                episode = self.core.stats.accept_stalls,
+                "cannot accept connections; new clients wait in the backlog, retried every 100 ms and whenever a connection closes");
+        }
+        self.stall.retry_at = Some(now + ACCEPT_RETRY);
+    }
+
+    fn end_stall(&mut self) {
+        if let Some(since) = self.stall.since.take() {
+            tracing::warn!(
+                stalled_ms = since.elapsed().as_millis() as u64,
+                "accepting connections again"
+            );
+        }
+        self.stall.retry_at = None;
+    }
+
+    fn user_of(&mut self, uid: u32) -> Rc<str> {
+        if let Some(name) = self.users.get(&uid) {
+            return Rc::clone(name);
+        }
+        match sys::user_name(uid) {
+            Ok(name) => {
+                let name: Rc<str> = name.unwrap_or_else(|| uid.to_string()).into();
+                self.users.insert(uid, Rc::clone(&name));
+                name
             }
-        };
-        Rc::clone(
-            self.users
-                .entry(uid)
-                .or_insert_with(|| sys::user_name(uid).into()),
-        )
+            // Not remembered: the lookup may work next time (it needs a descriptor).
+            Err(e) => {
+                tracing::warn!(uid, error = %e, "cannot look up the user name; using the uid");
+                uid.to_string().into()
+            }
+        }
     }
 
     fn add_conn(&mut self, fd: OwnedFd) {
-        self.stats.accepted += 1;
         fims::socket::set_buffers(fd.as_fd(), self.cfg.max_len as usize);
-        let user = self.user_of(&fd);
-        let hs = Handshake {
-            version: LAYOUT_VERSION,
-            max_len: self.cfg.max_len,
-        }
-        .encode();
-        if let Err(e) = sys::send_parts(fd.as_fd(), &[&hs]) {
-            tracing::debug!(error = %e, "client left before the handshake");
-            return;
-        }
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                self.conns.push(None);
-                self.conns.len() - 1
+        let (uid, user) = match sys::peer_uid(fd.as_fd()) {
+            Ok(uid) => (uid, self.user_of(uid)),
+            Err(e) => {
+                tracing::warn!(error = %e, "SO_PEERCRED failed; username left as ?");
+                (u32::MAX, "?".into())
             }
         };
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&fd.as_raw_fd()),
-            Token(id),
-            Interest::READABLE,
-        ) {
-            tracing::error!(error = %e, "cannot register a connection");
-            self.free.push(id);
-            return;
-        }
-        self.conns[id] = Some(Conn::new(fd, user));
-    }
-
-    /// Marks `id` for closing at the next [`close_marked`](Self::close_marked).
-    fn mark_close(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(id).and_then(Option::as_mut) {
-            if !c.closing {
-                c.closing = true;
-                self.to_close.push(id);
-            }
-        }
-    }
-
-    fn close_marked(&mut self) {
-        while let Some(id) = self.to_close.pop() {
-            let Some(conn) = self.conns.get_mut(id).and_then(Option::take) else {
-                continue;
-            };
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&conn.fd.as_raw_fd()));
-            for key in &conn.subs {
-                self.index.remove(id, key);
-            }
-            if conn.overflow > 0 {
-                tracing::info!(name = %conn.name, overflow = conn.overflow, "slow receiver closed");
-            }
-            tracing::debug!(name = %conn.name, "connection closed");
-            self.free.push(id);
-        }
-    }
-
-    fn flush(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
+        let raw = fd.as_raw_fd();
+        let Ok(id) = self.core.open(fd, uid, user, Instant::now()) else {
             return;
         };
-        match conn.flush() {
-            Err(()) => self.mark_close(id),
-            Ok(failed) => {
-                self.stats.send_errors += failed;
-                if conn.queued() == 0 && conn.want_writable {
-                    conn.want_writable = false;
-                    let _ = self.poll.registry().reregister(
-                        &mut SourceFd(&conn.fd.as_raw_fd()),
-                        Token(id),
-                        Interest::READABLE,
-                    );
-                }
-            }
+        let r = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&raw), Token(id), Interest::READABLE);
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot register a connection; closing it");
+            self.core.hangup(id);
         }
     }
 
     fn read(&mut self, id: ConnId) {
-        let mut rbuf = std::mem::take(&mut self.rbuf);
-        self.read_with(id, &mut rbuf);
-        self.rbuf = rbuf;
-    }
-
-    fn read_with(&mut self, id: ConnId, rbuf: &mut [u8]) {
-        for _ in 0..READ_BUDGET {
-            let Some(conn) = self.conns.get(id).and_then(Option::as_ref) else {
+        if self.read_in.len() <= id {
+            self.read_in.resize(id + 1, 0);
+        }
+        if std::mem::replace(&mut self.read_in[id], self.turn) == self.turn {
+            // Had its share this turn; if it is still readable it is in `again`.
+            return;
+        }
+        for _ in 0..self.budget {
+            let Server { core, rbuf, .. } = self;
+            let Some(conn) = core.conn(id).filter(|c| !c.closing) else {
                 return;
             };
-            if conn.closing {
-                return;
-            }
-            match sys::recv(conn.fd.as_fd(), rbuf) {
-                Ok(0) if sys::peer_hung_up(conn.fd.as_fd()) => return self.mark_close(id),
-                Ok(n) => self.on_datagram(id, rbuf, n),
+            let fd = conn.link.as_fd();
+            match sys::recv(fd, rbuf) {
+                Ok(0) if sys::peer_hung_up(fd) => return core.hangup(id),
+                Ok(n) => core.datagram(id, &rbuf[..], n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "recv failed; closing");
-                    return self.mark_close(id);
+                    return core.hangup(id);
                 }
             }
         }
         self.again.push(id);
     }
+}
 
-    fn on_datagram(&mut self, id: ConnId, rbuf: &[u8], n: usize) {
-        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        match conn.state {
-            State::AwaitHandshake => {
-                let hs = rbuf.get(..n).and_then(|b| Handshake::decode(b).ok());
-                match hs {
-                    Some(hs) if hs.version == LAYOUT_VERSION => conn.state = State::AwaitName,
-                    _ => self.bad_handshake(id, n, "handshake is not 8 bytes of version 1"),
-                }
-            }
-            State::AwaitName => match rbuf.get(..n).map(std::str::from_utf8) {
-                Some(Ok(name)) if (1..=255).contains(&n) => {
-                    conn.name = name.into();
-                    conn.state = State::Ready;
-                    self.stats.handshakes += 1;
-                    tracing::debug!(name, user = %conn.user, "client connected");
-                }
-                _ => self.bad_handshake(id, n, "process name must be 1..=255 bytes of UTF-8"),
-            },
-            State::Ready => {
-                if n > rbuf.len() {
-                    self.stats.oversize += 1;
-                    let c = self.stats.oversize;
-                    return self.warn_drop(DropKind::Oversize, c, &format_args!("{n} bytes"));
-                }
-                self.on_message(id, &rbuf[..n]);
-            }
-        }
-    }
-
-    fn bad_handshake(&mut self, id: ConnId, n: usize, why: &str) {
-        self.stats.bad_handshakes += 1;
-        let c = self.stats.bad_handshakes;
-        self.warn_drop(
-            DropKind::BadHandshake,
-            c,
-            &format_args!("{why} ({n} bytes); closing that connection"),
-        );
-        self.mark_close(id);
-    }
-
-    fn on_message(&mut self, id: ConnId, dg: &[u8]) {
-        let checked = Message::decode(dg).and_then(|m| m.check_data().map(|meth| (m, meth)));
-        let (msg, method) = match checked {
-            Ok(ok) => ok,
-            Err(DecodeError::UnknownMethod) => {
-                self.stats.unknown_method += 1;
-                let c = self.stats.unknown_method;
-                let m = String::from_utf8_lossy(dg.get(12..12 + usize::from(dg[0])).unwrap_or(&[]))
-                    .into_owned();
-                return self.warn_drop(DropKind::UnknownMethod, c, &format_args!("method {m:?}"));
-            }
-            Err(e) => {
-                self.stats.malformed += 1;
-                let c = self.stats.malformed;
-                return self.warn_drop(DropKind::Malformed, c, &e);
-            }
-        };
-        if method == Method::Sub {
-            self.subscribe(id, &msg);
-        } else {
-            self.route(id, &msg, method);
-        }
-    }
-
-    fn subscribe(&mut self, id: ConnId, msg: &Message<'_>) {
-        let answer = match decode_sub_body(msg.body) {
-            Ok(list) => {
-                let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-                    return;
-                };
-                for (uri, pub_only) in list {
-                    if let Some(key) = self.index.add(id, uri, pub_only) {
-                        conn.subs.push(key);
-                    }
-                }
-                tracing::debug!(name = %conn.name, subs = conn.subs.len(), "subscribed");
-                "SUCCESS".to_owned()
-            }
-            Err(e) => {
-                self.stats.sub_refused += 1;
-                tracing::debug!(error = %e, "subscribe refused");
-                format!("FAILURE: {e}")
-            }
-        };
-        let reply = Message {
-            process_name: "fims_server",
-            body: answer.as_bytes(),
-            ..Message::default()
-        };
-        let mut out = Vec::with_capacity(reply.encoded_len());
-        // Cannot fail: every string is short and the body small.
-        if reply.encode(&mut out).is_ok() {
-            self.deliver_to(id, &[&out]);
-        }
-    }
-
-    /// Delivers one datagram to one connection (used for broker answers).
-    fn deliver_to(&mut self, id: ConnId, parts: &[&[u8]]) {
-        let limit = self.limit;
-        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        let outcome = conn.deliver(parts, &mut None, limit);
-        self.after_delivery(id, outcome);
-    }
-
-    fn after_delivery(&mut self, id: ConnId, outcome: Delivery) {
-        match outcome {
-            Delivery::Sent => self.stats.delivered += 1,
-            Delivery::Queued { first } => {
-                self.stats.delivered += 1;
-                if first {
-                    self.want_writable(id);
-                }
-            }
-            Delivery::Overflow => {
-                self.stats.overflow += 1;
-                if let Some(suppressed) = self.limiter.allow(DropKind::Overflow, Instant::now()) {
-                    let name = self.conn_name(id);
-                    tracing::warn!(receiver = %name, total = self.stats.overflow, suppressed,
-                        "outbound queue full; message dropped for this receiver");
-                }
-            }
-            Delivery::Gone => self.mark_close(id),
-            Delivery::Failed(errno) => {
-                self.stats.send_errors += 1;
-                let c = self.stats.send_errors;
-                let detail = format_args!("send failed: {}", io::Error::from_raw_os_error(errno));
-                self.warn_drop(DropKind::SendError, c, &detail);
-            }
-        }
-    }
-
-    fn conn_name(&self, id: ConnId) -> String {
-        self.conns
-            .get(id)
-            .and_then(Option::as_ref)
-            .map(|c| c.name.to_string())
-            .unwrap_or_default()
-    }
-
-    fn want_writable(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else {
-            return;
-        };
-        if !conn.want_writable {
-            conn.want_writable = true;
-            let r = self.poll.registry().reregister(
-                &mut SourceFd(&conn.fd.as_raw_fd()),
-                Token(id),
-                Interest::READABLE | Interest::WRITABLE,
-            );
-            if let Err(e) = r {
-                tracing::error!(error = %e, "cannot ask for writable events; closing");
-                self.mark_close(id);
-            }
-        }
-    }
-
-    fn route(&mut self, from: ConnId, msg: &Message<'_>, method: Method) {
-        self.gen += 1;
-        let gen = self.gen;
-        let Some(sender) = self.conns.get_mut(from).and_then(Option::as_mut) else {
-            return;
-        };
-        sender.stamp = gen;
-        let pname = if msg.process_name.is_empty() {
-            &*sender.name
-        } else {
-            msg.process_name
-        };
-        let obuf = &mut self.obuf;
-        obuf.clear();
-        let strs = [msg.method, msg.uri, msg.replyto, pname, &*sender.user];
-        // Every string is at most 255 bytes: decoded ones by the format, the
-        // handshake name and the user name by their checks.
-        obuf.extend(strs.iter().map(|s| s.len() as u8));
-        obuf.extend_from_slice(&[0, 0, 0]);
-        obuf.extend_from_slice(&(msg.body.len() as u32).to_le_bytes());
-        for s in strs {
-            obuf.extend_from_slice(s.as_bytes());
-        }
-        let out_len = obuf.len() + msg.body.len();
-        if out_len > self.cfg.max_len as usize {
-            // Within 255 bytes of the limit, the stamped user name pushed it over:
-            // receivers size their buffers by the handshake number.
-            self.stats.oversize += 1;
-            let c = self.stats.oversize;
-            let detail = format_args!("{out_len} bytes once the user name is written in");
-            return self.warn_drop(DropKind::Oversize, c, &detail);
-        }
-        self.stats.routed += 1;
-        let obuf = std::mem::take(&mut self.obuf);
-        let parts: [&[u8]; 2] = [&obuf, msg.body];
-        let mut shared = None;
-        let mut outcomes = std::mem::take(&mut self.outcomes);
-        let (index, conns, limit) = (&self.index, &mut self.conns, self.limit);
-        index.for_each_match(msg.uri, |e| {
-            if e.pub_only && method != Method::Pub {
-                return;
-            }
-            let Some(conn) = conns.get_mut(e.conn).and_then(Option::as_mut) else {
-                return;
-            };
-            if conn.stamp == gen || conn.closing || conn.state != State::Ready {
-                return;
-            }
-            conn.stamp = gen;
-            let outcome = conn.deliver(&parts, &mut shared, limit);
-            if outcome != Delivery::Sent {
-                outcomes.push((e.conn, outcome));
-            } else {
-                self.stats.delivered += 1;
-            }
+/// Whether more than one connection has something to read this turn.
+fn contended(events: &Events, again: &[ConnId]) -> bool {
+    let readable = events
+        .iter()
+        .filter(|e| e.is_readable() || e.is_read_closed() || e.is_error())
+        .filter_map(|e| match e.token() {
+            LISTENER | WAKER => None,
+            Token(id) => Some(id),
         });
-        for (id, outcome) in outcomes.drain(..) {
-            self.after_delivery(id, outcome);
+    let mut first = None;
+    for id in readable.chain(again.iter().copied()) {
+        match first {
+            None => first = Some(id),
+            Some(f) if f != id => return true,
+            Some(_) => {}
         }
-        self.outcomes = outcomes;
-        self.obuf = obuf;
     }
+    false
+}
+
+/// Logs every counter and holding of `s` in one line.
+fn log_stats(s: &Stats, what: &str) {
+    tracing::info!(
+        accepted = s.accepted,
+        handshakes = s.handshakes,
+        connections = s.connections,
+        subscriptions = s.subscriptions,
+        queued_bytes = s.queued_bytes,
+        peak_queued_bytes = s.peak_queued_bytes,
+        sub_refused = s.sub_refused,
+        too_many_subs = s.too_many_subs,
+        routed = s.routed,
+        unrouted = s.unrouted,
+        delivered = s.delivered,
+        overflow = s.overflow,
+        shed = s.shed,
+        malformed = s.malformed,
+        unknown_method = s.unknown_method,
+        oversize = s.oversize,
+        bad_handshakes = s.bad_handshakes,
+        handshake_timeouts = s.handshake_timeouts,
+        uid_refused = s.uid_refused,
+        accept_stalls = s.accept_stalls,
+        send_errors = s.send_errors,
+        "{what}"
+    );
 }

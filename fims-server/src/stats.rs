@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-/// What the broker counted since it started.
+/// What the broker counted since it started, and how much it holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Connections accepted.
@@ -11,25 +11,50 @@ pub struct Stats {
     pub handshakes: u64,
     /// Connections closed because of a bad handshake.
     pub bad_handshakes: u64,
+    /// Connections closed because they had not finished the handshake and
+    /// name within the handshake deadline.
+    pub handshake_timeouts: u64,
+    /// Connections closed at accept because their uid had reached the
+    /// connections-per-uid limit.
+    pub uid_refused: u64,
+    /// Times `accept` ran out of descriptors (or kernel memory) and the broker
+    /// waited for some to free up (one per episode, not per failed call).
+    pub accept_stalls: u64,
     /// Datagrams dropped because they were not well formed (or had a bad uri).
     pub malformed: u64,
     /// Datagrams dropped because of an unknown method.
     pub unknown_method: u64,
     /// Datagrams dropped because they were larger than max_len allows.
     pub oversize: u64,
-    /// `sub` datagrams refused (answered `FAILURE: ...`).
+    /// `sub` datagrams refused (answered `FAILURE: ...`), all reasons.
     pub sub_refused: u64,
+    /// Of those, refused for holding more URIs than the per-connection limit.
+    pub too_many_subs: u64,
     /// Data messages routed.
     pub routed: u64,
+    /// Of those, messages no connection subscribed to (read, then forgotten).
+    pub unrouted: u64,
     /// Datagrams handed to receivers (sent or queued).
     pub delivered: u64,
     /// Deliveries dropped because a receiver's outbound queue was full.
     pub overflow: u64,
+    /// Deliveries dropped to keep the queued bytes of all receivers within the
+    /// broker-wide budget (taken from the largest queues first).
+    pub shed: u64,
     /// Deliveries dropped because the send failed (other than a full socket).
     pub send_errors: u64,
+    /// Open connections now (handshaken or not).
+    pub connections: u64,
+    /// Subscriptions held by all connections now.
+    pub subscriptions: u64,
+    /// Bytes queued for slow receivers now, as counted against the budget
+    /// (each receiver's copy, plus 64 bytes of bookkeeping per datagram).
+    pub queued_bytes: u64,
+    /// The most `queued_bytes` ever reached.
+    pub peak_queued_bytes: u64,
 }
 
-/// The kinds of dropped datagram that are logged at most once per interval.
+/// The kinds of event that are logged at most once per interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DropKind {
     Malformed = 0,
@@ -38,11 +63,24 @@ pub(crate) enum DropKind {
     Overflow = 3,
     SendError = 4,
     BadHandshake = 5,
-    Accept = 6,
+    Shed = 6,
+    HandshakeTimeout = 7,
+    UidLimit = 8,
+    TooManySubs = 9,
 }
 
 impl DropKind {
-    pub(crate) const COUNT: usize = 7;
+    pub(crate) const COUNT: usize = 10;
+
+    /// What happened, for the log line.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            DropKind::BadHandshake | DropKind::HandshakeTimeout => "connection closed",
+            DropKind::UidLimit => "connection refused",
+            DropKind::TooManySubs => "subscribe refused",
+            _ => "datagram dropped",
+        }
+    }
 }
 
 /// Allows one warning per kind per interval and counts the ones it held back.

@@ -126,8 +126,10 @@ pub(crate) fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(cred.uid)
 }
 
-/// The user name of `uid`, or the number when it has none.
-pub(crate) fn user_name(uid: u32) -> String {
+/// The user name of `uid`: `None` when the uid has none (or an unusable
+/// one), `Err` when the lookup itself failed (e.g. no descriptor to read the
+/// user database with).
+pub(crate) fn user_name(uid: u32) -> io::Result<Option<String>> {
     let mut buf = vec![0u8; 1024];
     loop {
         // SAFETY: passwd is plain old data; zeroed is a valid value.
@@ -147,15 +149,19 @@ pub(crate) fn user_name(uid: u32) -> String {
             buf.resize(buf.len() * 4, 0);
             continue;
         }
+        // "Not found" is rc 0 with no result (glibc may also say ENOENT/ESRCH).
+        if rc != 0 && !matches!(rc, libc::ENOENT | libc::ESRCH) {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
         if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return uid.to_string();
+            return Ok(None);
         }
         // SAFETY: on success pw_name points at a NUL-terminated string inside buf.
         let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return match name.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= 255 => s.to_owned(),
-            _ => uid.to_string(),
-        };
+        return Ok(match name.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= 255 => Some(s.to_owned()),
+            _ => None,
+        });
     }
 }
 

@@ -319,7 +319,8 @@ impl Handshake {
     }
 }
 
-/// Most URIs one `sub` datagram may carry.
+/// Most URIs one `sub` datagram may carry (the existing broker's limit: the
+/// count is one byte).
 pub const MAX_SUBS_PER_DATAGRAM: usize = 255;
 
 /// One subscription: a URI prefix and whether only `pub` messages are wanted.
@@ -348,7 +349,7 @@ impl Subscription {
     }
 }
 
-/// Encodes the body of a `sub` datagram (1..=64 URIs of at most 255 bytes).
+/// Encodes the body of a `sub` datagram (1..=255 URIs of at most 255 bytes).
 pub fn encode_sub_body(subs: &[Subscription], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     if subs.is_empty() || subs.len() > MAX_SUBS_PER_DATAGRAM {
         return Err(EncodeError::StringTooLong {
@@ -381,8 +382,9 @@ pub fn decode_sub_body(body: &[u8]) -> Result<Vec<(&str, bool)>, DecodeError> {
         .split_first()
         .ok_or(DecodeError::SubBody("empty body"))?;
     let count = usize::from(count);
-    if count == 0 || count > MAX_SUBS_PER_DATAGRAM {
-        return Err(DecodeError::SubBody("count must be 1..=64"));
+    if count == 0 {
+        // The count is one byte, so 255 (MAX_SUBS_PER_DATAGRAM) is the most it can say.
+        return Err(DecodeError::SubBody("count must be 1..=255"));
     }
     let table = rest
         .get(..2 * count)

@@ -176,6 +176,28 @@ fn sub_body_errors() {
     assert!(encode_sub_body(&[], &mut Vec::new()).is_err());
 }
 
+#[test]
+fn sub_body_holds_255_uris_as_the_existing_broker() {
+    let subs: Vec<_> = (0..255)
+        .map(|i| Subscription {
+            uri: format!("/u/{i}"),
+            pub_only: i % 2 == 1,
+        })
+        .collect();
+    let mut body = Vec::new();
+    encode_sub_body(&subs, &mut body).expect("255 URIs fit one sub");
+    assert_eq!(body[0], 255);
+    let back = decode_sub_body(&body).expect("decodes");
+    assert_eq!(back.len(), 255);
+    assert_eq!(back[254], ("/u/254", false));
+    assert_eq!(back[253], ("/u/253", true));
+    let more = [subs.clone(), vec![Subscription::all("/x")]].concat();
+    assert!(
+        encode_sub_body(&more, &mut Vec::new()).is_err(),
+        "256 do not"
+    );
+}
+
 fn arb_str() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[a-z/_0-9é]{0,80}").expect("regex")
 }

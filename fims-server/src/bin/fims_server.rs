@@ -20,15 +20,29 @@ struct Args {
     /// Permissions of the socket file, octal.
     #[arg(long, default_value = "0660", value_parser = parse_octal)]
     mode: u32,
-    /// Largest message body accepted and delivered (announced in the handshake).
+    /// Largest whole datagram accepted and delivered (announced in the handshake).
     #[arg(long, default_value_t = fims::DEFAULT_MAX_LEN)]
     max_len: u32,
     /// Outbound queue bound per connection, in datagrams.
     #[arg(long, default_value_t = fims_server::DEFAULT_QUEUE_DATAGRAMS)]
     queue_datagrams: usize,
-    /// Outbound queue bound per connection, in bytes.
+    /// Outbound queue bound per connection, in bytes (at most --max-queued-bytes).
     #[arg(long, default_value_t = fims_server::DEFAULT_QUEUE_BYTES)]
     queue_bytes: usize,
+    /// Budget for the bytes queued for all slow receivers together; when full,
+    /// the largest queues lose messages first.
+    #[arg(long, default_value_t = fims_server::DEFAULT_MAX_QUEUED_BYTES)]
+    max_queued_bytes: usize,
+    /// Milliseconds a new connection has to send its handshake and name before
+    /// it is closed (0: wait forever).
+    #[arg(long, default_value_t = fims_server::DEFAULT_HANDSHAKE_TIMEOUT.as_millis() as u64)]
+    handshake_timeout_ms: u64,
+    /// Most subscriptions one connection holds (a larger `sub` is refused).
+    #[arg(long, default_value_t = fims_server::DEFAULT_MAX_SUBS_PER_CONN)]
+    max_subs_per_conn: usize,
+    /// Most connections one Unix user may hold open (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_conns_per_uid: usize,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -39,8 +53,8 @@ fn parse_octal(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts) and
-/// returns the set, for a thread that waits on it with `sigwait`.
+/// Blocks SIGTERM, SIGINT and SIGUSR1 in this thread (and the threads it
+/// starts) and returns the set, for a thread that waits on it with `sigwait`.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: sigset_t is plain old data, initialised by sigemptyset; the
     // calls only touch the set and this thread's mask.
@@ -49,17 +63,27 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
 }
 
+/// SIGUSR1 logs the broker's counters; SIGTERM or SIGINT stops it.
 fn wait_for_signal(set: libc::sigset_t, handle: ShutdownHandle) {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: set is initialised and sig valid for writing.
-    while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-    tracing::info!(signal = sig, "stopping");
-    handle.shutdown();
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: set is initialised and sig valid for writing.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        if sig == libc::SIGUSR1 {
+            handle.log_stats();
+            continue;
+        }
+        tracing::info!(signal = sig, "stopping");
+        return handle.shutdown();
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,6 +102,10 @@ fn main() -> ExitCode {
     cfg.max_len = args.max_len;
     cfg.queue_datagrams = args.queue_datagrams;
     cfg.queue_bytes = args.queue_bytes;
+    cfg.max_queued_bytes = args.max_queued_bytes;
+    cfg.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
+    cfg.max_subs_per_conn = args.max_subs_per_conn;
+    cfg.max_conns_per_uid = args.max_conns_per_uid;
     let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {

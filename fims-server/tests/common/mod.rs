@@ -208,3 +208,135 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn raise_nofile_limit() {
     let _ = fims::socket::raise_nofile_limit();
 }
+
+/// A `fims_server` child process with its stderr in a log file, optionally
+/// with a lowered open-file limit (soft and hard, so it cannot raise it).
+pub struct BrokerProc {
+    pub dir: tempfile::TempDir,
+    pub sock: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    pub child: testkit::ChildGuard,
+}
+
+impl BrokerProc {
+    /// Starts the broker with `args` and waits until it accepts.
+    pub fn start(args: &[&str], nofile: Option<u64>) -> BrokerProc {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sock = dir.path().join("fims.sock");
+        let log = dir.path().join("broker.log");
+        let mut cmd = std::process::Command::new(testkit::bin("fims-server", "fims_server"));
+        cmd.arg("--socket")
+            .arg(&sock)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(n) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only touches the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = testkit::ChildGuard::spawn(&mut cmd);
+        assert!(
+            testkit::wait_for(Duration::from_secs(20), || testkit::seqpacket_accepts(
+                &sock
+            )),
+            "fims_server did not come up"
+        );
+        BrokerProc {
+            dir,
+            sock,
+            log,
+            child,
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the broker (SIGTERM) and returns its log, which ends with the
+    /// counters line.
+    pub fn stop(mut self) -> String {
+        self.child.signal(libc::SIGTERM);
+        assert!(
+            self.child
+                .wait_timeout(Duration::from_secs(20))
+                .expect("broker stops")
+                .success(),
+            "broker exit status"
+        );
+        self.log_text()
+    }
+}
+
+/// The value of counter `key` in the broker's last counters line of `log`
+/// (`key=value`, as tracing writes fields).
+pub fn counter(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("fims_server stopped") || l.contains("fims_server counters"))
+        .unwrap_or_else(|| panic!("no counters line in {log}"));
+    let pat = format!(" {key}=");
+    let start = line
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + pat.len();
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number in {line}"))
+}
+
+/// A `sub` datagram for `uris` (none pub-only).
+pub fn sub_datagram(uris: &[&str]) -> Vec<u8> {
+    let subs: Vec<_> = uris.iter().map(|u| Subscription::all(*u)).collect();
+    let mut body = Vec::new();
+    fims::codec::encode_sub_body(&subs, &mut body).expect("sub body");
+    let m = Message {
+        method: "sub",
+        body: &body,
+        ..Message::default()
+    };
+    let mut out = Vec::new();
+    m.encode(&mut out).expect("encode");
+    out
+}
+
+impl Raw {
+    /// Sends a `sub` for `uris` and returns the broker's answer body.
+    pub fn subscribe(&self, uris: &[&str]) -> String {
+        self.send(&sub_datagram(uris)).expect("send sub");
+        match self.recv(WAIT) {
+            Got::Datagram(d) => {
+                let m = Message::decode(&d).expect("answer decodes");
+                String::from_utf8_lossy(m.body).into_owned()
+            }
+            other => panic!("no sub answer: {other:?}"),
+        }
+    }
+}
+
+/// Peak resident memory of process `pid` in KiB (VmHWM).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line")
+}
