@@ -1,9 +1,10 @@
 //! Request/answer round trip and publisher-to-subscriber throughput through a
 //! real `fims_server`, each next to its bare-socket floor measured in the same run.
 //!
-//! Round trip (all processes pinned to one CPU): 4 hops either way (client -> relay/broker -> answerer -> relay/broker
-//! -> client), three processes either way. Throughput: 1 hop for the floor, 2
-//! through the broker.
+//! Round trip (all processes pinned to one CPU): 4 hops either way (client ->
+//! relay/broker -> answerer -> relay/broker -> client), three processes either
+//! way. Throughput: 1 hop for the floor; 2 through a bare relay process (the
+//! floor with the broker's hops) and through the broker.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,7 @@ fn throughput(c: &mut Criterion) {
     const BURST: u64 = 10_000;
     let msg = msgs::status_pub();
     let mut fl = floor::ThroughputFloor::start().expect("floor starts");
+    let mut relay = floor::ThroughputFloor::start_relayed().expect("relay floor starts");
     let broker_exe = bins::sibling("fims-server", "fims_server", true).expect("fims_server builds");
     let broker = bus::BrokerProc::start(&broker_exe).expect("broker starts");
     let mut bt = bus::BusThroughput::start(&broker, &peer_exe()).expect("sink peer");
@@ -51,6 +53,9 @@ fn throughput(c: &mut Criterion) {
     // counted them; the time is scaled so that lost messages count against it.
     g.bench_function("floor_socketpair", |b| {
         b.iter_custom(|iters| burst_time(iters, BURST, |n| fl.burst(&msg, n)))
+    });
+    g.bench_function("relay_floor", |b| {
+        b.iter_custom(|iters| burst_time(iters, BURST, |n| relay.burst(&msg, n)))
     });
     g.bench_function("broker", |b| {
         b.iter_custom(|iters| burst_time(iters, BURST, |n| bt.burst(&msg, n)))

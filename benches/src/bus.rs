@@ -269,7 +269,7 @@ impl BusThroughput {
 }
 
 /// `"<seq> <count>"` when `seq` matches.
-fn parse_ack(body: &[u8], seq: &str) -> Option<u64> {
+pub fn parse_ack(body: &[u8], seq: &str) -> Option<u64> {
     let text = std::str::from_utf8(body).ok()?;
     let (s, count) = text.split_once(' ')?;
     (s == seq).then(|| count.parse().ok())?

@@ -5,7 +5,9 @@
 //! all others the PID of one decoy `sleep`); and `cops` with the configuration
 //! `cops-sim --write-config` writes. Once every process is alive (checked with
 //! `get /cops/summary`), the sim's hang instant starts the window: CPU time and
-//! RSS of `cops` come from `/proc` over it. `cops` really kills the hung
+//! RSS of `cops` come from `/proc` over it, and so do the CPU of the broker
+//! (which carries every heartbeat: with `cops`, what supervision costs the
+//! site) and of `cops-sim` (the stand-in for N responders, in the notes only). `cops` really kills the hung
 //! processes' sleepers; the sim times each from the hang to its death (its
 //! "hang to signal", plus delivery) and counts false kills (the decoy or a
 //! sleeper dying before the hang). `/events` is watched for stall alarms and
@@ -70,6 +72,8 @@ impl Plan {
 pub struct CopsFigures {
     /// Percent of one core over the window.
     pub cpu_pct: f64,
+    /// The broker's CPU over the same window, percent of one core.
+    pub broker_cpu_pct: f64,
     /// Resident MB (MiB) at the end of the window.
     pub rss_mb: f64,
     /// Processes killed that never hung (as `cops-sim` counts them).
@@ -78,6 +82,14 @@ pub struct CopsFigures {
     pub max_detect_ms: Result<f64>,
     /// One line for the report's notes.
     pub note: String,
+}
+
+impl CopsFigures {
+    /// `cops` plus the broker over the window: what supervision costs the site
+    /// (the responders' own share is not in it).
+    pub fn supervision_cpu_pct(&self) -> f64 {
+        self.cpu_pct + self.broker_cpu_pct
+    }
 }
 
 /// The binaries a run needs.
@@ -105,44 +117,12 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     };
     let broker = BrokerProc::start(exes.broker)?;
     let config = broker.dir().join("cops.json");
-    let sizes = [
-        "--count".to_string(),
-        n.to_string(),
-        "--connections".to_string(),
-        plan.connections.to_string(),
-        "--period-ms".to_string(),
-        plan.period_ms.to_string(),
-        "--allowance".to_string(),
-        ALLOWANCE.to_string(),
-    ];
-    let status = Command::new(exes.sim)
-        .args(&sizes)
-        .arg("--write-config")
-        .arg(&config)
-        .status()
-        .map_err(|e| err!("running cops-sim --write-config: {e}"))?;
-    if !status.success() {
-        return Err(err!("cops-sim --write-config failed ({status})"));
-    }
+    let sizes = sim_sizes(plan, n);
+    write_config(exes.sim, &sizes, &config)?;
     let mut events = Client::connect_to(broker.socket(), "perf_events")?;
     events.subscribe(&["/events"])?;
     let sim_start = Instant::now();
-    let mut simp = SimProc(
-        Command::new(exes.sim)
-            .args(&sizes)
-            .arg("--socket")
-            .arg(broker.socket())
-            .args(["--hang-percent", &HANG_PERCENT.to_string()])
-            .args(["--hang-at-ms", &plan.hang_at().as_millis().to_string()])
-            .args([
-                "--duration-ms",
-                &plan.sim_duration().as_millis().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| err!("starting cops-sim: {e}"))?,
-    );
+    let mut simp = SimProc::start(exes.sim, &sizes, plan, broker.socket())?;
     let log = broker.dir().join("cops.log");
     let mut cops = CopsProc::start(exes.cops, &config, broker.socket(), &log)?;
     step("waiting until every process is alive");
@@ -150,10 +130,12 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     wait_all_alive(&mut events, &mut cops, n, hang)?;
     std::thread::sleep(hang.saturating_duration_since(Instant::now()));
     step("hang; measuring");
-    let mark = CpuMark::now(cops.pid())?;
+    // cops, the broker, the sim: the same window for all three.
+    let pids = [cops.pid(), broker.pid(), simp.0.id()];
+    let marks = pids.map(CpuMark::now);
     let mut tally = Tally::default();
     collect(&mut events, &mut tally, Instant::now() + plan.window)?;
-    let cpu_pct = mark.pct_since(cops.pid())?;
+    let cpu = pcts(marks, pids)?;
     let rss_kib = procstat::rss_kib(cops.pid())?;
     let hwm_kib = procstat::hwm_kib(cops.pid()).unwrap_or(rss_kib);
     step("window over; waiting for the sim's report");
@@ -166,6 +148,57 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     let report = simp.report(sim_end)?;
     cops.check_running()?;
     step("done");
+    Ok(summarize(
+        plan,
+        &Window {
+            cpu,
+            rss_kib,
+            hwm_kib,
+            tally,
+        },
+        &report,
+    ))
+}
+
+/// The sizes `cops-sim` takes both to write the config and to run.
+fn sim_sizes(plan: &Plan, n: usize) -> Vec<String> {
+    [
+        ("--count", n.to_string()),
+        ("--connections", plan.connections.to_string()),
+        ("--period-ms", plan.period_ms.to_string()),
+        ("--allowance", ALLOWANCE.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect()
+}
+
+/// `cops-sim <sizes> --write-config <config>`.
+fn write_config(sim: &Path, sizes: &[String], config: &Path) -> Result<()> {
+    let status = Command::new(sim)
+        .args(sizes)
+        .arg("--write-config")
+        .arg(config)
+        .status()
+        .map_err(|e| err!("running cops-sim --write-config: {e}"))?;
+    if !status.success() {
+        return Err(err!("cops-sim --write-config failed ({status})"));
+    }
+    Ok(())
+}
+
+/// What the measurement window saw.
+struct Window {
+    /// Percent of one core: `cops`, the broker, `cops-sim`.
+    cpu: [f64; 3],
+    rss_kib: u64,
+    hwm_kib: u64,
+    tally: Tally,
+}
+
+/// The figures and the note, from the window and the sim's JSON report.
+fn summarize(plan: &Plan, w: &Window, report: &serde_json::Value) -> CopsFigures {
+    let n = plan.processes.max(1);
     let num = |k: &str| {
         report
             .get(k)
@@ -188,34 +221,66 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
         .filter(|i| i % (100.0 / HANG_PERCENT).round().max(1.0) as usize == 0)
         .map(|i| format!("sim{i}"))
         .collect();
-    let false_hung = tally.hung.difference(&hung_names).count();
+    let false_hung = w.tally.hung.difference(&hung_names).count();
+    let [cpu_pct, broker_cpu_pct, sim_cpu_pct] = w.cpu;
     let note = format!(
         "cops: {n} processes over {} connections, period {} ms, window {:.1} s: \
-         CPU {cpu_pct:.2}% of one core, RSS {:.1} MB (peak {:.1} MB); {killed} of {hung} hung \
+         CPU {cpu_pct:.2}% of one core (+ broker {broker_cpu_pct:.2}% = supervision {:.2}%; \
+         cops-sim {sim_cpu_pct:.2}%), RSS {:.1} MB (peak {:.1} MB); {killed} of {hung} hung \
          killed, hang-to-death max {} ms (bound {:.0} ms), {false_kills} false kills, \
          {false_hung} hung verdicts for processes that answered, {} stall alarms",
         plan.connections,
         plan.period_ms,
         plan.window.as_secs_f64(),
-        rss_kib as f64 / 1024.0,
-        hwm_kib as f64 / 1024.0,
+        cpu_pct + broker_cpu_pct,
+        w.rss_kib as f64 / 1024.0,
+        w.hwm_kib as f64 / 1024.0,
         max.map_or("-".into(), |m| format!("{m:.0}")),
         plan.detect_bound_ms(),
-        tally.stalls,
+        w.tally.stalls,
     );
-    Ok(CopsFigures {
+    CopsFigures {
         cpu_pct,
-        rss_mb: rss_kib as f64 / 1024.0,
+        broker_cpu_pct,
+        rss_mb: w.rss_kib as f64 / 1024.0,
         false_kills,
         max_detect_ms,
         note,
-    })
+    }
+}
+
+/// Percent of one core each of `pids` used since its mark (same order).
+fn pcts(marks: [Result<CpuMark>; 3], pids: [u32; 3]) -> Result<[f64; 3]> {
+    let mut out = [0.0; 3];
+    for (i, (m, pid)) in marks.into_iter().zip(pids).enumerate() {
+        out[i] = m?.pct_since(pid)?;
+    }
+    Ok(out)
 }
 
 /// The running `cops-sim`, killed on drop.
 struct SimProc(Child);
 
 impl SimProc {
+    /// Starts `cops-sim <sizes>` on `socket` with the plan's hang and duration.
+    fn start(sim: &Path, sizes: &[String], plan: &Plan, socket: &Path) -> Result<SimProc> {
+        let child = Command::new(sim)
+            .args(sizes)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--hang-percent", &HANG_PERCENT.to_string()])
+            .args(["--hang-at-ms", &plan.hang_at().as_millis().to_string()])
+            .args([
+                "--duration-ms",
+                &plan.sim_duration().as_millis().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| err!("starting cops-sim: {e}"))?;
+        Ok(SimProc(child))
+    }
+
     /// Waits (until `deadline`) for the sim to finish and parses its JSON report.
     fn report(&mut self, deadline: Instant) -> Result<serde_json::Value> {
         loop {
@@ -363,6 +428,42 @@ fn classify(msg: &str, tally: &mut Tally) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_counts_kills_and_adds_the_broker() {
+        let plan = Plan {
+            processes: 200,
+            window: Duration::from_secs(12),
+            period_ms: 1000,
+            connections: 4,
+            verbose: false,
+        };
+        let mut tally = Tally::default();
+        tally.hung.insert("sim100".into());
+        tally.hung.insert("sim7".into()); // did not hang: a false verdict
+        let w = Window {
+            cpu: [2.0, 1.5, 3.0],
+            rss_kib: 2048,
+            hwm_kib: 4096,
+            tally,
+        };
+        let report = serde_json::json!({"hung": 2, "killed": 2, "not_killed": 0,
+            "false_kills": 0, "latency_ms": {"max": 5800.5}});
+        let f = summarize(&plan, &w, &report);
+        assert_eq!(f.supervision_cpu_pct(), 3.5);
+        assert_eq!(f.rss_mb, 2.0);
+        assert_eq!(f.max_detect_ms.unwrap(), 5800.5);
+        assert!(f.note.contains("= supervision 3.50%"), "{}", f.note);
+        assert!(f
+            .note
+            .contains("1 hung verdicts for processes that answered"));
+        let missed = serde_json::json!({"hung": 2, "killed": 1, "not_killed": 1});
+        assert!(summarize(&plan, &w, &missed).max_detect_ms.is_err());
+        assert_eq!(
+            sim_sizes(&plan, 200)[..4],
+            ["--count", "200", "--connections", "4"]
+        );
+    }
 
     #[test]
     fn classifies_events() {

@@ -6,6 +6,11 @@
 //! - [`floor`]: the bare-socket floors: a 4-hop request/answer over socket pairs
 //!   relayed by forked processes, and a 1-hop publisher-to-subscriber stream.
 //! - [`bus`]: the same two measurements through a real `fims_server` child.
+//! - [`rtt`]: the round-trip figures (floor, broker, echo; medians and p99).
+//! - [`throughput`]: the 1-hop floor, the 2-hop relay floor and the broker,
+//!   in interleaved bursts.
+//! - [`load`]: the broker's CPU under a steady, paced load to two subscribers.
+//! - [`pace`]: absolute-deadline pacing of a publisher.
 //! - [`peer`]: the child-process roles (`echo`, `responder`, `sink`) that
 //!   `perf-report --peer ROLE` runs on the broker side.
 //! - [`cabi`]: the responder through its C ABI, called as a C host would.
@@ -28,14 +33,18 @@ pub mod bus;
 pub mod cabi;
 pub mod cops;
 pub mod floor;
+pub mod load;
 pub mod msgs;
+pub mod pace;
 pub mod peer;
 pub mod procstat;
 pub mod report;
 pub mod responder;
+pub mod rtt;
 pub mod scale;
 pub mod stats;
 pub mod sys;
+pub mod throughput;
 
 /// Errors of the measurement helpers: what failed, in words.
 #[derive(Debug, Clone)]

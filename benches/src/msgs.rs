@@ -85,6 +85,31 @@ pub fn status_pub() -> Vec<u8> {
     })
 }
 
+/// Size of one message of the steady load (`broker_cpu_pct_20k`).
+pub const LOAD_PUB_BYTES: usize = 150;
+
+/// The steady load's message: a status `pub` to [`TP_DATA_URI`] of exactly
+/// [`LOAD_PUB_BYTES`] bytes on the wire (state of charge, status, power and a
+/// zero-padded sequence field that fills it to size).
+pub fn load_pub() -> Vec<u8> {
+    const OPEN: &[u8] =
+        br#"{"soc":{"value":55.25},"status":"Running","active_power":{"value":-1250.5},"seq":""#;
+    const CLOSE: &[u8] = br#""}"#;
+    let head = status_pub().len() - PUB_BODY.len();
+    let digits = LOAD_PUB_BYTES.saturating_sub(head + OPEN.len() + CLOSE.len());
+    let mut body = OPEN.to_vec();
+    body.extend(std::iter::repeat_n(b'0', digits));
+    body.extend_from_slice(CLOSE);
+    encode(&Message {
+        method: "pub",
+        uri: TP_DATA_URI,
+        replyto: "",
+        process_name: "bench_publisher",
+        username: "root",
+        body: &body,
+    })
+}
+
 /// A larger published message (1 KiB JSON body).
 pub fn big_pub() -> Vec<u8> {
     let mut body = String::from("{\"points\":[");
@@ -105,4 +130,19 @@ pub fn big_pub() -> Vec<u8> {
         username: "root",
         body: body.as_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_message_is_150_bytes_of_json_pub() {
+        let m = load_pub();
+        assert_eq!(m.len(), LOAD_PUB_BYTES);
+        let d = Message::decode(&m).unwrap();
+        assert_eq!((d.method, d.uri), ("pub", TP_DATA_URI));
+        let v: serde_json::Value = serde_json::from_slice(d.body).unwrap();
+        assert_eq!(v["status"], "Running");
+    }
 }

@@ -6,7 +6,10 @@
 //!   (no responder logic: the broker-only part of a round trip);
 //! - `responder`: answers through `cops_responder::Responder` (the real thing);
 //! - `sink`: counts messages under `/bench/tp`; on `/bench/tp/end` with body
-//!   `<seq>` answers `<seq> <count>` on the replyto.
+//!   `<seq>` answers `<seq> <count>` on the replyto, `count` being the messages
+//!   since the previous end marker. Its connection (and so the process name of
+//!   its answers) is `bench_sink`, or `bench_sink_<id>` with `--peer-id <id>`,
+//!   so that several sinks can answer one publisher.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,12 +20,12 @@ use fims::Method;
 use crate::msgs;
 use crate::{err, Result};
 
-/// Runs role `role` against the broker at `socket`.
-pub fn run(role: &str, socket: &Path) -> Result<()> {
+/// Runs role `role` against the broker at `socket`; `id` tells sinks apart.
+pub fn run(role: &str, socket: &Path, id: Option<u32>) -> Result<()> {
     match role {
         "echo" => echo(socket),
         "responder" => responder(socket),
-        "sink" => sink(socket),
+        "sink" => sink(socket, &sink_name(id)),
         other => Err(err!("unknown peer role {other:?} (echo, responder, sink)")),
     }
 }
@@ -64,8 +67,16 @@ fn responder(socket: &Path) -> Result<()> {
     crate::responder::serve(socket, ready)
 }
 
-fn sink(socket: &Path) -> Result<()> {
-    let mut c = Client::connect_to(socket, "bench_sink")?;
+/// The connection name of sink `id`.
+pub fn sink_name(id: Option<u32>) -> String {
+    match id {
+        Some(i) => format!("bench_sink_{i}"),
+        None => "bench_sink".into(),
+    }
+}
+
+fn sink(socket: &Path, name: &str) -> Result<()> {
+    let mut c = Client::connect_to(socket, name)?;
     c.subscribe(&[msgs::TP_URI])?;
     ready()?;
     let mut count: u64 = 0;

@@ -1,5 +1,6 @@
 //! The figures of `perf-report`: values that may be absent (with the reason),
-//! printed as one JSON object or as a table beside their targets.
+//! printed as one JSON object or as a table beside their targets; the parts
+//! (`--only`) and their keys; the machine and its load average.
 
 use std::fmt::Write;
 
@@ -17,22 +18,82 @@ pub struct Figure {
 }
 
 /// The keys of the JSON object, in order.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 22] = [
     "rtt_floor_us",
     "rtt_broker_us",
     "rtt_ratio",
+    "rtt_floor_p99_us",
+    "rtt_broker_p99_us",
     "throughput_floor_mps",
     "throughput_broker_mps",
     "throughput_ratio",
+    "throughput_relay_floor_mps",
+    "throughput_relay_ratio",
+    "broker_cpu_pct_20k",
+    "broker_us_per_msg",
+    "relay_cpu_pct_20k",
     "handle_ns",
     "cabi_overhead_ns",
     "tick_ns",
     "tick_c_ns",
     "cops_cpu_pct",
+    "supervision_cpu_pct",
     "cops_rss_mb",
     "false_kills",
     "max_detect_ms",
 ];
+
+/// The parts of a report (`perf-report --only NAME,...`) and their keys, in
+/// [`KEYS`] order.
+pub const SECTIONS: [(&str, &[&str]); 5] = [
+    (
+        "rtt",
+        &[
+            "rtt_floor_us",
+            "rtt_broker_us",
+            "rtt_ratio",
+            "rtt_floor_p99_us",
+            "rtt_broker_p99_us",
+        ],
+    ),
+    (
+        "throughput",
+        &[
+            "throughput_floor_mps",
+            "throughput_broker_mps",
+            "throughput_ratio",
+            "throughput_relay_floor_mps",
+            "throughput_relay_ratio",
+        ],
+    ),
+    (
+        "load",
+        &[
+            "broker_cpu_pct_20k",
+            "broker_us_per_msg",
+            "relay_cpu_pct_20k",
+        ],
+    ),
+    (
+        "responder",
+        &["handle_ns", "cabi_overhead_ns", "tick_ns", "tick_c_ns"],
+    ),
+    (
+        "cops",
+        &[
+            "cops_cpu_pct",
+            "supervision_cpu_pct",
+            "cops_rss_mb",
+            "false_kills",
+            "max_detect_ms",
+        ],
+    ),
+];
+
+/// The keys of section `name`, when there is one.
+pub fn section_keys(name: &str) -> Option<&'static [&'static str]> {
+    SECTIONS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
 
 /// One JSON object, keys in [`KEYS`] order; an absent figure is `null`.
 pub fn to_json(figs: &[Figure]) -> String {
@@ -57,10 +118,13 @@ pub fn to_json(figs: &[Figure]) -> String {
     s
 }
 
+/// Width of the table's key column (the longest key).
+const W: usize = 26;
+
 /// A readable table: key, value, unit, target; absent figures with their reason.
 pub fn to_table(figs: &[Figure]) -> String {
     let mut s = format!(
-        "{:<22} {:>14} {:<6} {}\n",
+        "{:<W$} {:>14} {:<6} {}\n",
         "figure", "value", "unit", "target"
     );
     for f in figs {
@@ -68,7 +132,7 @@ pub fn to_table(figs: &[Figure]) -> String {
             Ok(v) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>14} {:<6} {}",
+                    "{:<W$} {:>14} {:<6} {}",
                     f.key,
                     fmt_num(*v),
                     f.unit,
@@ -78,7 +142,7 @@ pub fn to_table(figs: &[Figure]) -> String {
             Err(why) => {
                 let _ = writeln!(
                     s,
-                    "{:<22} {:>14} {:<6} {}\n{:<22} ({why})",
+                    "{:<W$} {:>14} {:<6} {}\n{:<W$} ({why})",
                     f.key, "absent", f.unit, f.target, ""
                 );
             }
@@ -95,6 +159,35 @@ fn fmt_num(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+/// The machine and its load average (1, 5, 15 min), which every figure depends on.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cores} cores, {cpu}, Linux {kernel}, load average {} at the end",
+        load_average()
+    )
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
@@ -119,5 +212,25 @@ mod tests {
         ];
         assert_eq!(to_json(&figs), r#"{"a":1.235,"b":0,"c":null}"#);
         assert!(to_table(&figs).contains("absent"));
+    }
+
+    #[test]
+    fn sections_cover_the_keys_in_order() {
+        let all: Vec<&str> = SECTIONS
+            .iter()
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        assert_eq!(all, KEYS);
+        assert_eq!(section_keys("load"), Some(&KEYS[10..13]));
+        assert_eq!(section_keys("nope"), None);
+    }
+
+    #[test]
+    fn keys_are_unique_and_fit_the_table() {
+        let mut k = KEYS.to_vec();
+        k.sort_unstable();
+        k.dedup();
+        assert_eq!(k.len(), KEYS.len());
+        assert!(KEYS.iter().all(|k| k.len() <= W));
     }
 }

@@ -54,19 +54,20 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Waits until one of `fds` is readable (or hung up); returns the readiness
-/// bits per descriptor in `revents`.
-pub fn poll_readable(fds: &[RawFd; 2], revents: &mut [i16; 2]) -> io::Result<()> {
+/// bits per descriptor in `revents`. Allocation-free (safe after `fork`).
+pub fn poll_readable<const N: usize>(fds: &[RawFd; N], revents: &mut [i16; N]) -> io::Result<()> {
     let mut p = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     });
     loop {
-        // SAFETY: p is an array of two valid pollfd.
-        let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        // SAFETY: p is an array of N valid pollfd.
+        let rc = unsafe { libc::poll(p.as_mut_ptr(), N as libc::nfds_t, -1) };
         if rc > 0 {
-            revents[0] = p[0].revents;
-            revents[1] = p[1].revents;
+            for (r, q) in revents.iter_mut().zip(&p) {
+                *r = q.revents;
+            }
             return Ok(());
         }
         let e = io::Error::last_os_error();
@@ -198,5 +199,180 @@ impl Drop for Pinned {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: previous is the valid set read at creation.
         unsafe { libc::sched_setaffinity(0, size, &self.previous) };
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock `Instant` reads on Linux).
+pub fn mono_ns() -> u64 {
+    // SAFETY: timespec is plain data; zeroed is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until CLOCK_MONOTONIC reads `deadline_ns` (an absolute deadline:
+/// time lost to a late wakeup is not added to the next sleep); retries on EINTR.
+pub fn sleep_until_ns(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: ts is a valid timespec; no remaining-time output with TIMER_ABSTIME.
+        let rc = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+        // clock_nanosleep returns the error number instead of setting errno.
+        if rc != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// While alive, this thread's timer slack is 1 ns, so an absolute-deadline
+/// sleep wakes on time rather than up to 50 us late (the default slack); the
+/// previous slack comes back on drop.
+#[derive(Debug)]
+pub struct TightTimers {
+    previous: libc::c_ulong,
+}
+
+impl TightTimers {
+    /// Sets this thread's timer slack to 1 ns.
+    pub fn new() -> TightTimers {
+        // SAFETY: PR_GET_TIMERSLACK takes no pointer and returns the slack.
+        let previous = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
+        // SAFETY: PR_SET_TIMERSLACK takes the slack in ns by value.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+        TightTimers {
+            previous: previous.max(1) as libc::c_ulong,
+        }
+    }
+}
+
+impl Default for TightTimers {
+    fn default() -> Self {
+        TightTimers::new()
+    }
+}
+
+impl Drop for TightTimers {
+    fn drop(&mut self) {
+        // SAFETY: as in new.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, self.previous, 0, 0, 0) };
+    }
+}
+
+/// Preallocated `recvmmsg`/`sendmmsg` buffers: `n` slots of `slot` bytes.
+/// Build it before `fork`; the child only re-points and reuses it (no
+/// allocation after the fork).
+#[derive(Debug)]
+pub struct Batch {
+    bufs: Vec<u8>,
+    slot: usize,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Batch {
+    /// `n` slots of `slot` bytes each.
+    pub fn new(n: usize, slot: usize) -> Batch {
+        let n = n.max(1);
+        Batch {
+            bufs: vec![0u8; n * slot],
+            slot,
+            iov: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                n
+            ],
+            // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+            hdrs: vec![unsafe { std::mem::zeroed() }; n],
+        }
+    }
+
+    /// Points header `i` at slot `i` with `len` bytes.
+    fn point(&mut self, i: usize, len: usize) {
+        let base = self.bufs[i * self.slot..].as_mut_ptr();
+        self.iov[i] = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_iov = &mut self.iov[i];
+        h.msg_iovlen = 1;
+    }
+
+    /// Receives up to all slots' worth of datagrams without waiting (at
+    /// least one must be ready for a non-zero count); `Ok(0)` when none was.
+    /// A datagram of length 0 is the peer closing (SOCK_SEQPACKET).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        for i in 0..self.hdrs.len() {
+            self.point(i, self.slot);
+        }
+        loop {
+            // SAFETY: every header points at a valid iovec over its own slot.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    self.hdrs.as_mut_ptr(),
+                    self.hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Length of received datagram `i`.
+    pub fn len_of(&self, i: usize) -> usize {
+        self.hdrs[i].msg_len as usize
+    }
+
+    /// Sends the first `n` received datagrams to `fd` with `sendmmsg`,
+    /// blocking until all are sent.
+    pub fn send(&mut self, fd: RawFd, n: usize) -> io::Result<()> {
+        for i in 0..n {
+            let len = self.len_of(i);
+            self.point(i, len);
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: headers done..n point at valid iovecs over their slots.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..n].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if sent < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            done += sent as usize;
+        }
+        Ok(())
     }
 }

@@ -30,6 +30,8 @@ fn quick_json_report_has_every_figure() {
             "200",
             "--tp-messages",
             "2000",
+            "--load-ms",
+            "1000",
         ])
         .output()
         .expect("perf-report runs");
@@ -58,6 +60,18 @@ fn quick_json_report_has_every_figure() {
             assert!(x > 0.0, "{k} = {x} is not positive");
         }
     }
+    // Figures that are derived from others agree with them (JSON rounds to 3 decimals).
+    let f = |k: &str| obj[k].as_f64().unwrap_or(f64::NAN);
+    let near = |a: f64, b: f64| (a - b).abs() <= 0.002 + 1e-3 * b.abs();
+    assert!(f("rtt_floor_p99_us") >= f("rtt_floor_us"), "{stdout}");
+    assert!(f("rtt_broker_p99_us") >= f("rtt_broker_us"), "{stdout}");
+    let relay_ratio = f("throughput_broker_mps") / f("throughput_relay_floor_mps");
+    assert!(near(f("throughput_relay_ratio"), relay_ratio), "{stdout}");
+    assert!(f("supervision_cpu_pct") >= f("cops_cpu_pct"), "{stdout}");
+    eprintln!(
+        "perf-report --quick with smoke sizes took {:.1} s: {stdout}",
+        t.elapsed().as_secs_f64()
+    );
     // Not a timing assertion on the code under test: the smoke run must stay
     // cheap enough for the workspace suite.
     assert!(

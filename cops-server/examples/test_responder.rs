@@ -7,6 +7,11 @@
 //! - `set U/debug/crash`: exit 1 at once;
 //! - `set U/debug/delay N`: answer heartbeats N ms late from now on.
 //!
+//! `test_responder --socket P --uri /victim --forge-as victim --forge-pid N`
+//! is a forger instead: on every `set U/cops/cops_heartbeat H` it sees, it
+//! sends COPS a reply for `victim` with that H and PID N (0: its own) at once,
+//! before the real process can answer (the attack of issue 10).
+//!
 //! Reconnects (every 50 ms) when the broker goes away.
 
 use std::time::Duration;
@@ -31,9 +36,38 @@ fn connect(socket: &str, uri: &str) -> Client {
     }
 }
 
+/// The forger: answers for `name` with the counter it overhears and `pid`.
+fn forge(socket: &str, uri: &str, name: &str, pid: u32) -> ! {
+    let hb_uri = format!("{uri}/cops/cops_heartbeat");
+    let reply_uri = format!("/cops/heartbeat/{name}");
+    let pid = if pid == 0 { std::process::id() } else { pid };
+    let mut c = connect(socket, uri);
+    loop {
+        let h = match c.recv(None) {
+            Ok(Some(m)) if m.method == "set" && m.uri == hb_uri => {
+                String::from_utf8_lossy(m.body).trim().to_owned()
+            }
+            Ok(_) => continue,
+            Err(e) if e.is_disconnect() => {
+                c = connect(socket, uri);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let body = format!(
+            r#"{{"cops_heartbeat":{h},"pid":{pid},"version_tag":"forged","version_commit":"","version_build":""}}"#
+        );
+        let _ = c.send(Method::Set, &reply_uri, None, body.as_bytes());
+    }
+}
+
 fn main() {
     let socket = arg("--socket").unwrap_or_else(|| fims::socket_path().display().to_string());
     let uri = arg("--uri").unwrap_or_else(|| "/test".into());
+    if let Some(name) = arg("--forge-as") {
+        let pid = arg("--forge-pid").and_then(|p| p.parse().ok()).unwrap_or(0);
+        forge(&socket, &uri, &name, pid);
+    }
     let mut delay: u64 = arg("--delay-ms").and_then(|d| d.parse().ok()).unwrap_or(0);
     let hb_uri = format!("{uri}/cops/cops_heartbeat");
     let get_uri = format!("{uri}/cops");

@@ -5,9 +5,10 @@
 //! # Layout
 //! - [`config`]: the JSON configuration, validated, defaults filled in.
 //! - [`engine`]: the sans-IO heartbeat engine (cycle, verdicts, kill decisions, stats).
+//! - [`identity`]: the pure PID rule and the typed answers of the OS side.
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
-//! - [`batch`]: `sendmmsg`/`recvmmsg` batches on the FIMS socket.
+//!   Its child [`runtime::batch`] does the `sendmmsg`/`recvmmsg` batches.
 //!
 //! Binaries: `cops` (the supervisor: parse arguments, set up logging, run
 //! [`runtime::run`]) and `cops-sim` (simulated responders for measuring COPS).
@@ -19,8 +20,8 @@
 //! the OS side of the engine's actions. Operator documentation: `docs/cops.md`.
 #![warn(missing_docs)]
 
-pub mod batch;
 pub mod config;
 pub mod engine;
+pub mod identity;
 pub mod kill;
 pub mod runtime;

@@ -2,193 +2,15 @@
 //! processes under a restart loop run by the test. Only the test's own children
 //! are ever stopped or killed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
 
 use fims::{blocking::Client, Method};
 use serde_json::Value;
 use testkit::{Broker, ChildGuard};
 
-const PERIOD_MS: u64 = 100;
-const DEADLINE_MS: u64 = 90;
-const ALLOWANCE: u64 = 3;
-
-/// (pid, when it died, the signal that ended it).
-type Death = (u32, Instant, Option<i32>);
-
-/// A restart loop, like systemd's `Restart=always`: every exit is followed by a new start.
-struct Supervised {
-    stop: Arc<AtomicBool>,
-    current: Arc<AtomicU32>,
-    deaths: Arc<Mutex<Vec<Death>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Supervised {
-    fn start(socket: &Path, uri: &str, delay_ms: u64) -> Supervised {
-        let exe = testkit::example("cops-server", "test_responder");
-        let stop = Arc::new(AtomicBool::new(false));
-        let current = Arc::new(AtomicU32::new(0));
-        let deaths = Arc::new(Mutex::new(Vec::new()));
-        let (s, cur, d) = (stop.clone(), current.clone(), deaths.clone());
-        let (socket, uri) = (socket.to_path_buf(), uri.to_owned());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                let mut child: Child = Command::new(&exe)
-                    .arg("--socket")
-                    .arg(&socket)
-                    .args(["--uri", &uri, "--delay-ms", &delay_ms.to_string()])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("spawn test_responder");
-                cur.store(child.id(), Ordering::SeqCst);
-                let status = child.wait().expect("wait");
-                let at = Instant::now();
-                use std::os::unix::process::ExitStatusExt;
-                d.lock().unwrap().push((child.id(), at, status.signal()));
-            }
-        });
-        Supervised {
-            stop,
-            current,
-            deaths,
-            thread: Some(thread),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.current.load(Ordering::SeqCst)
-    }
-
-    fn deaths(&self) -> Vec<Death> {
-        self.deaths.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let pid = self.pid();
-        if pid != 0 {
-            // Our own child: continue it if stopped, then end it.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGCONT);
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("cops.json");
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
-fn start_cops(broker: &Broker, config: &Path, extra: &[&str]) -> ChildGuard {
-    let log = std::fs::File::create(broker.dir().join("cops.log")).unwrap();
-    ChildGuard::spawn(
-        Command::new(testkit::bin("cops-server", "cops"))
-            .arg("--config")
-            .arg(config)
-            .arg("--socket")
-            .arg(broker.socket())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log),
-    )
-}
-
-fn cops_log(broker: &Broker) -> String {
-    std::fs::read_to_string(broker.dir().join("cops.log")).unwrap_or_default()
-}
-
-fn stats(client: &mut Client, name: &str) -> Option<Value> {
-    let uri = format!("/cops/stats/{name}");
-    let answer = client
-        .request(Method::Get, &uri, b"", Duration::from_millis(500))
-        .ok()?;
-    serde_json::from_slice(&answer.body).ok()
-}
-
-fn wait_stats(
-    client: &mut Client,
-    name: &str,
-    timeout: Duration,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = stats(client, name) {
-            if cond(&v) {
-                return v;
-            }
-            if Instant::now() > end {
-                panic!("timed out waiting on {name}: last stats {v}");
-            }
-        } else if Instant::now() > end {
-            panic!("timed out waiting on {name}: no stats");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Seconds since midnight UTC of the first `cops` log line holding `needle`.
-fn log_time_of_day(broker: &Broker, needle: &str) -> Option<f64> {
-    let log = cops_log(broker);
-    let line = log.lines().find(|l| l.contains(needle))?;
-    // "2026-11-26T14:02:23.916097Z  WARN ..."
-    let time = line.split_whitespace().next()?.split('T').nth(1)?;
-    let mut hms = time.trim_end_matches('Z').split(':');
-    let (h, m, s): (f64, f64, f64) = (
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-    );
-    Some(h * 3600.0 + m * 60.0 + s)
-}
-
-/// COPS must signal within the budget (its own log says when it did); the
-/// death the test observes comes a little later (signal delivery, reaping, the
-/// restart loop's thread being scheduled).
-fn check_latency(
-    broker: &Broker,
-    how: &str,
-    pid: u32,
-    hung: SystemTime,
-    observed: Duration,
-    budget: Duration,
-) {
-    let hung_tod = hung.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
-    let needle = format!("(pid {pid}) sent SIGKILL");
-    // The child can die (and the test see it) before COPS has written its log line.
-    let mut signal_tod = None;
-    testkit::wait_for(Duration::from_secs(3), || {
-        signal_tod = log_time_of_day(broker, &needle);
-        signal_tod.is_some()
-    });
-    let signal_tod = signal_tod.expect("the kill is in the log");
-    let signalled = Duration::from_secs_f64((signal_tod - hung_tod).rem_euclid(86_400.0));
-    eprintln!("{how} -> SIGKILL sent after {signalled:?}, death seen after {observed:?} (budget {budget:?})");
-    assert!(
-        signalled <= budget,
-        "{how}: hang to signal {signalled:?} > {budget:?}; log:\n{}",
-        cops_log(broker)
-    );
-    assert!(
-        observed <= budget + Duration::from_millis(500),
-        "{how}: death seen after {observed:?}"
-    );
-}
+mod e2e_support;
+use e2e_support::*;
 
 fn config_text() -> String {
     format!(
@@ -201,6 +23,28 @@ fn config_text() -> String {
     )
 }
 
+/// SIGSTOPs the victim; COPS kills it within the bound.
+fn hang_1_sigstop(broker: &Broker, victim: &Supervised, first_pid: u32) {
+    let hung_at = Instant::now();
+    let hung_wall = SystemTime::now();
+    // SAFETY: the test's own child.
+    unsafe { libc::kill(first_pid as i32, libc::SIGSTOP) };
+    assert!(testkit::wait_for(Duration::from_secs(5), || victim
+        .deaths()
+        .len()
+        == 1));
+    let (pid, died_at, sig) = victim.deaths()[0];
+    assert_eq!((pid, sig), (first_pid, Some(libc::SIGKILL)));
+    check_latency(
+        broker,
+        "SIGSTOP",
+        first_pid,
+        hung_wall,
+        died_at - hung_at,
+        bound(),
+    );
+}
+
 #[test]
 fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
     let broker = Broker::start();
@@ -211,8 +55,10 @@ fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
     let mut cops = start_cops(&broker, &config, &[]);
     let mut client = Client::connect_to(broker.socket(), "e2e").unwrap();
 
+    // Hung at once after its first answer, a process is a kill target only
+    // once COPS knows its PID is the one that answered (`pid_confirmed`).
     let first = wait_stats(&mut client, "victim", Duration::from_secs(20), |v| {
-        v["state"] == "alive" && v["pid"] != Value::Null
+        v["state"] == "alive" && v["pid"] != Value::Null && v["pid_confirmed"] == true
     });
     let first_pid = first["pid"].as_u64().unwrap() as u32;
     assert_eq!(first_pid, victim.pid());
@@ -222,27 +68,12 @@ fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
         .clone();
 
     // Hang 1: SIGSTOP (the test's own child).
-    let hung_at = Instant::now();
-    let hung_wall = SystemTime::now();
-    unsafe { libc::kill(first_pid as i32, libc::SIGSTOP) };
-    let budget = Duration::from_millis(ALLOWANCE * PERIOD_MS + DEADLINE_MS + 50);
-    assert!(testkit::wait_for(Duration::from_secs(5), || victim
-        .deaths()
-        .len()
-        == 1));
-    let (pid, died_at, sig) = victim.deaths()[0];
-    assert_eq!((pid, sig), (first_pid, Some(libc::SIGKILL)));
-    check_latency(
-        &broker,
-        "SIGSTOP",
-        first_pid,
-        hung_wall,
-        died_at - hung_at,
-        budget,
-    );
+    hang_1_sigstop(&broker, &victim, first_pid);
 
     let again = wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
-        v["state"] == "alive" && v["pid"].as_u64() != Some(u64::from(first_pid))
+        v["state"] == "alive"
+            && v["pid"].as_u64() != Some(u64::from(first_pid))
+            && v["pid_confirmed"] == true
     });
     assert_eq!(again["pid"].as_u64(), Some(u64::from(victim.pid())));
     assert_eq!(again["total_restarts"], 1);
@@ -267,7 +98,7 @@ fn hung_process_is_killed_restarted_and_alive_again_slow_one_never_killed() {
         second_pid,
         hung_wall,
         died_at - hung_at,
-        budget,
+        bound(),
     );
     let again = wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
         v["state"] == "alive" && v["total_restarts"] == 2

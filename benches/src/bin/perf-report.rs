@@ -7,13 +7,14 @@
 //! See docs/PERFORMANCE.md for what each figure means and how it is measured.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use cops_benches::floor::FanoutFloor;
 use cops_benches::report::{self, Figure};
-use cops_benches::{bins, bus, floor, msgs, stats, sys, Result};
+use cops_benches::{bins, load, msgs, rtt, throughput, Result};
 
 /// Counts heap allocations, to check that a warm responder allocates nothing.
 struct Counting;
@@ -41,11 +42,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Measures the headline figures (round trip, throughput, responder, COPS at scale).
+/// Measures the headline figures (round trip, throughput, broker CPU under
+/// load, responder, COPS at scale).
 #[derive(Debug, Parser)]
 #[command(name = "perf-report", version)]
 struct Args {
-    /// Short run (<= 60 s): fewer samples, 1,000 processes.
+    /// Short run (about 30 s): fewer samples, 1,000 processes, 3 s of load.
     #[arg(long)]
     quick: bool,
     /// Print one JSON object (numbers; null for a figure that could not be measured).
@@ -63,8 +65,20 @@ struct Args {
     /// Messages per throughput burst (default 200,000; 50,000 with --quick).
     #[arg(long)]
     tp_messages: Option<u64>,
+    /// Length of the steady-load window in ms (default 10,000; 3,000 with --quick).
+    #[arg(long)]
+    load_ms: Option<u64>,
+    /// Batch interval of the steady-load publisher in us (20 messages per
+    /// batch at 20,000 msg/s with the default 1,000).
+    #[arg(long, default_value_t = 1000)]
+    load_tick_us: u64,
+    /// Also measure the broker's CPU at 5,000 / 20,000 / 80,000 msg/s (one
+    /// load window each; included in --scaling).
+    #[arg(long)]
+    load_scaling: bool,
     /// Also measure how costs grow: broker RSS with 100/1,000/10,000 idle
-    /// connections and COPS at 100/1,000/10,000 processes (prints a second table).
+    /// connections, COPS at 100/1,000/10,000 processes and the broker's CPU at
+    /// 5k/20k/80k msg/s (prints more lines).
     #[arg(long)]
     scaling: bool,
     /// Use fims_server, cops and cops-sim as they are next to this binary
@@ -80,12 +94,19 @@ struct Args {
     /// FIMS connections the simulated processes share (default 4).
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Measure only these parts (comma-separated: rtt, throughput, load,
+    /// responder, cops); the others' figures are absent (null in JSON).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Internal: run a peer role (echo, responder, sink) for the broker measurements.
     #[arg(long, hide = true)]
     peer: Option<String>,
     /// Internal: broker socket of the peer role.
     #[arg(long, hide = true)]
     socket: Option<PathBuf>,
+    /// Internal: which sink this peer is (several answer one publisher).
+    #[arg(long, hide = true)]
+    peer_id: Option<u32>,
 }
 
 impl Args {
@@ -110,23 +131,47 @@ impl Args {
                 .unwrap_or(if self.quick { 12_000 } else { 30_000 }),
         )
     }
+    fn load_plan(&self, rate: f64) -> load::Plan {
+        let ms = self
+            .load_ms
+            .unwrap_or(if self.quick { 3_000 } else { 10_000 });
+        load::Plan {
+            rate,
+            duration: Duration::from_millis(ms.max(1)),
+            tick: Duration::from_micros(self.load_tick_us.max(1)),
+        }
+    }
 }
 
 fn main() {
     let args = Args::parse();
     if let Some(role) = &args.peer {
         let socket = args.socket.clone().unwrap_or_else(fims::socket_path);
-        if let Err(e) = cops_benches::peer::run(role, &socket) {
+        if let Err(e) = cops_benches::peer::run(role, &socket, args.peer_id) {
             eprintln!("perf-report peer {role}: {e}");
             std::process::exit(1);
         }
         return;
     }
+    if let Some(bad) = args.only.iter().find(|o| report::section_keys(o).is_none()) {
+        let names: Vec<&str> = report::SECTIONS.iter().map(|(n, _)| *n).collect();
+        eprintln!(
+            "perf-report: --only {bad:?}: no such part (one of {})",
+            names.join(", ")
+        );
+        std::process::exit(2);
+    }
     let figs = run(&args);
     if args.json {
         println!("{}", report::to_json(&figs.headline));
     } else {
-        print!("{}", report::to_table(&figs.headline));
+        // Parts left out by --only are not worth a line each in the table.
+        let shown: Vec<Figure> = figs
+            .headline
+            .into_iter()
+            .filter(|f| f.value.as_ref().err().map(String::as_str) != Some(SKIPPED))
+            .collect();
+        print!("{}", report::to_table(&shown));
         for n in &figs.notes {
             println!("  {n}");
         }
@@ -166,200 +211,256 @@ fn log(args: &Args, what: &str) {
 fn run(args: &Args) -> Figures {
     let mut out = Figures::default();
     let started = Instant::now();
+    out.notes.push(format!(
+        "load average {} at the start",
+        report::load_average()
+    ));
     log(
         args,
         "locating (building if needed) fims_server, cops and cops-sim",
     );
-    let broker_exe = bins::sibling("fims-server", "fims_server", !args.no_build);
-    let self_exe = std::env::current_exe().map_err(cops_benches::Error::from);
     let build = !args.no_build;
-    let cops_exe = bins::sibling("cops-server", "cops", build)
-        .and_then(|c| Ok((c, bins::sibling("cops-server", "cops-sim", build)?)));
-
-    log(args, "round trips (floor and broker, interleaved)");
-    let rtt = measure_rtt(args, &broker_exe, &self_exe, !args.no_pin);
-    let (floor_us, broker_us) = match rtt {
-        Ok(r) => {
-            out.notes.push(format!(
-                "rtt ({}): p99 floor {:.1} us, broker {:.1} us; through the broker to a \
-                 fixed-answer echo peer {:.2} us median, so the responder adds {:+.1}%",
-                if args.no_pin {
-                    "unpinned"
-                } else {
-                    "all processes on one CPU"
-                },
-                r.floor_p99,
-                r.broker_p99,
-                r.echo_us,
-                r.responder_share_pct
-            ));
-            (Ok(r.floor_us), Ok(r.broker_us))
-        }
-        Err(e) => (Err(cops_benches::err!("{e}")), Err(e)),
+    let exes = Exes {
+        broker: bins::sibling("fims-server", "fims_server", build),
+        me: std::env::current_exe().map_err(cops_benches::Error::from),
+        cops: bins::sibling("cops-server", "cops", build)
+            .and_then(|c| Ok((c, bins::sibling("cops-server", "cops-sim", build)?))),
     };
-    if !args.no_pin {
-        match measure_rtt(args, &broker_exe, &self_exe, false) {
-            Ok(r) => out.notes.push(format!(
-                "rtt unpinned (scheduler's placement, cross-CPU wakeups): floor {:.1} us, \
-                 broker {:.1} us, ratio {:.2}",
-                r.floor_us,
-                r.broker_us,
-                r.broker_us / r.floor_us.max(1e-9)
-            )),
-            Err(e) => out.notes.push(format!("rtt unpinned: not measured ({e})")),
+    type Part = fn(&Args, &Exes, &mut Figures);
+    let parts: [(&str, &str, Part); 5] = [
+        (
+            "rtt",
+            "round trips (floor and broker, interleaved)",
+            rtt_figures,
+        ),
+        (
+            "throughput",
+            "throughput (floor, relay floor and broker, interleaved)",
+            throughput_figures,
+        ),
+        ("load", "broker CPU under a steady paced load", load_figures),
+        (
+            "responder",
+            "responder handle, C ABI and loop tick",
+            |a, _, o| responder_figures(a, o),
+        ),
+        ("cops", "cops at scale", cops_figures),
+    ];
+    for (name, what, part) in parts {
+        if args.only.is_empty() || args.only.iter().any(|o| o == name) {
+            log(args, what);
+            part(args, &exes, &mut out);
+        } else {
+            skip(name, &mut out);
         }
     }
-    let f_floor = fig("rtt_floor_us", "us", "(floor, 4 hops)", floor_us);
-    let f_broker = fig("rtt_broker_us", "us", "", broker_us);
-    let f_ratio = fig("rtt_ratio", "x", "<= 1.5", ratio(&f_broker, &f_floor));
-    out.headline.extend([f_floor, f_broker, f_ratio]);
-
-    log(args, "throughput (floor and broker)");
-    let (tf, tb) = match measure_throughput(args, &broker_exe, &self_exe) {
-        Ok((f, b, lost, sent)) => {
-            out.notes.push(format!(
-                "throughput: {lost} of {sent} messages published through the broker were not \
-                 delivered (dropped by its bounded queue); messages of {} bytes",
-                msgs::status_pub().len()
-            ));
-            (Ok(f), Ok(b))
-        }
-        Err(e) => (Err(cops_benches::err!("{e}")), Err(e)),
-    };
-    let f_tf = fig("throughput_floor_mps", "msg/s", "(floor, 1 hop)", tf);
-    let f_tb = fig("throughput_broker_mps", "msg/s", "", tb);
-    let f_tr = fig("throughput_ratio", "x", ">= 0.5", ratio(&f_tb, &f_tf));
-    out.headline.extend([f_tf, f_tb, f_tr]);
-
-    log(args, "responder handle, C ABI and loop tick");
-    responder_figures(args, &mut out);
-
-    log(args, "cops at scale");
-    let plan = cops_plan(args, args.processes(), args.window());
-    let cops = run_cops(&plan, &broker_exe, &cops_exe);
-    let (cpu, rss, fk, det) = match cops {
-        Ok(c) => {
-            out.notes.push(c.note.clone());
-            (
-                Ok(c.cpu_pct),
-                Ok(c.rss_mb),
-                Ok(c.false_kills as f64),
-                c.max_detect_ms,
-            )
-        }
-        Err(e) => {
-            let why = e.to_string();
-            let e2 = || Err(cops_benches::err!("{why}"));
-            (e2(), e2(), e2(), e2())
-        }
-    };
-    out.headline.extend([
-        fig("cops_cpu_pct", "%", "<= 5 (of one core)", cpu),
-        fig("cops_rss_mb", "MB", "<= 30", rss),
-        fig("false_kills", "", "0", fk),
-        fig("max_detect_ms", "ms", "<= 5*period+deadline+50", det),
-    ]);
     if args.scaling {
         log(args, "scaling (100 / 1,000 / 10,000)");
-        out.notes
-            .extend(scaling(args, &broker_exe, &cops_exe, &self_exe));
+        out.notes.extend(scaling(args, &exes));
     }
     log(args, "done");
     out.notes.push(format!(
         "measured in {:.1} s on {}",
         started.elapsed().as_secs_f64(),
-        machine()
+        report::machine()
     ));
     out
 }
 
-struct Rtt {
-    floor_us: f64,
-    broker_us: f64,
-    floor_p99: f64,
-    broker_p99: f64,
-    echo_us: f64,
-    responder_share_pct: f64,
+/// Why a figure of a part left out by `--only` is absent.
+const SKIPPED: &str = "not measured (--only)";
+
+/// The figures of a part left out by `--only`, absent with the reason.
+fn skip(name: &str, out: &mut Figures) {
+    for &key in report::section_keys(name).unwrap_or(&[]) {
+        out.headline
+            .push(fig(key, "", "", Err(cops_benches::err!("{SKIPPED}"))));
+    }
 }
 
-/// Round trips with every process of the measurement on one CPU (the
-/// headline: no cross-CPU wakeups, see docs/PERFORMANCE.md), or unpinned.
-fn measure_rtt(
-    args: &Args,
-    broker_exe: &Result<PathBuf>,
-    self_exe: &Result<PathBuf>,
-    pin: bool,
-) -> Result<Rtt> {
-    let broker_exe = broker_exe.as_ref().map_err(clone_err)?;
-    let self_exe = self_exe.as_ref().map_err(clone_err)?;
-    let _pinned = if pin {
-        Some(sys::Pinned::first_cpu()?)
-    } else {
-        None
-    };
-    let n = args.rtt_samples();
-    // Floor first: forked children must not inherit the broker's sockets.
-    let mut fl = floor::RttFloor::start(&msgs::heartbeat_get(), &msgs::heartbeat_answer())?;
-    let broker = bus::BrokerProc::start(broker_exe)?;
-    let mut real = bus::BusRtt::start(&broker, self_exe, "responder")?;
-    let mut echo = bus::BusRtt::start(&broker, self_exe, "echo")?;
-    // Warm up, then interleave blocks so drift hits all three alike.
-    fl.samples(500)?;
-    real.samples(500)?;
-    echo.samples(500)?;
-    let rounds = 10;
-    let per = n.div_ceil(rounds);
-    let (mut f, mut b, mut e) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        f.extend(fl.samples(per)?);
-        b.extend(real.samples(per)?);
-        e.extend(echo.samples(per)?);
+/// The binaries a report runs, or why each is missing.
+struct Exes {
+    broker: Result<PathBuf>,
+    /// This executable (the peer roles).
+    me: Result<PathBuf>,
+    /// `cops` and `cops-sim`.
+    cops: Result<(PathBuf, PathBuf)>,
+}
+
+impl Exes {
+    fn broker_and_me(&self) -> Result<(&PathBuf, &PathBuf)> {
+        let broker = self.broker.as_ref().map_err(clone_err)?;
+        let me = self.me.as_ref().map_err(clone_err)?;
+        Ok((broker, me))
     }
-    let floor_us = stats::us(stats::median(&mut f));
-    let broker_us = stats::us(stats::median(&mut b));
-    let echo_us = stats::us(stats::median(&mut e));
-    Ok(Rtt {
-        floor_us,
-        broker_us,
-        floor_p99: stats::us(stats::percentile(&mut f, 99.0)),
-        broker_p99: stats::us(stats::percentile(&mut b, 99.0)),
-        echo_us,
-        responder_share_pct: 100.0 * (broker_us - echo_us) / echo_us.max(1e-9),
-    })
 }
 
 fn clone_err(e: &cops_benches::Error) -> cops_benches::Error {
     cops_benches::err!("{e}")
 }
 
-fn measure_throughput(
-    args: &Args,
-    broker_exe: &Result<PathBuf>,
-    self_exe: &Result<PathBuf>,
-) -> Result<(f64, f64, u64, u64)> {
-    let broker_exe = broker_exe.as_ref().map_err(clone_err)?;
-    let self_exe = self_exe.as_ref().map_err(clone_err)?;
-    let n = args.tp_messages();
-    let msg = msgs::status_pub();
-    let mut fl = floor::ThroughputFloor::start()?;
-    let broker = bus::BrokerProc::start(broker_exe)?;
-    let mut bt = bus::BusThroughput::start(&broker, self_exe)?;
-    fl.burst(&msg, n / 10)?;
-    bt.burst(&msg, n / 10)?;
-    let (mut f, mut b, mut lost) = (Vec::new(), Vec::new(), 0u64);
-    for _ in 0..5 {
-        f.push(fl.burst(&msg, n)?.mps());
-        let burst = bt.burst(&msg, n)?;
-        lost += n.saturating_sub(burst.delivered);
-        b.push(burst.mps());
-    }
-    Ok((median_f(&mut f), median_f(&mut b), lost, 5 * n))
+/// The same error for every figure of a failed measurement.
+fn each_err<T, const N: usize>(e: &cops_benches::Error) -> [Result<T>; N] {
+    std::array::from_fn(|_| Err(clone_err(e)))
 }
 
-/// Median of `v` (sorting it); 0 for no values.
-fn median_f(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+fn rtt_figures(args: &Args, exes: &Exes, out: &mut Figures) {
+    let pin = !args.no_pin;
+    let measure = |pin| {
+        exes.broker_and_me()
+            .and_then(|(b, me)| rtt::measure(b, me, args.rtt_samples(), pin))
+    };
+    let [floor, broker, fp99, bp99] = match measure(pin) {
+        Ok(r) => {
+            out.notes.push(format!(
+                "rtt ({}): through the broker to a fixed-answer echo peer {:.2} us median, \
+                 so the responder adds {:+.1}%",
+                if pin {
+                    "all processes on one CPU"
+                } else {
+                    "unpinned"
+                },
+                r.echo_us,
+                r.responder_share_pct
+            ));
+            [
+                Ok(r.floor_us),
+                Ok(r.broker_us),
+                Ok(r.floor_p99),
+                Ok(r.broker_p99),
+            ]
+        }
+        Err(e) => each_err(&e),
+    };
+    if pin {
+        out.notes.push(match measure(false) {
+            Ok(r) => format!(
+                "rtt unpinned (scheduler's placement, cross-CPU wakeups): floor {:.1} us \
+                 (p99 {:.1}), broker {:.1} us (p99 {:.1}), ratio {:.2}",
+                r.floor_us,
+                r.floor_p99,
+                r.broker_us,
+                r.broker_p99,
+                r.broker_us / r.floor_us.max(1e-9)
+            ),
+            Err(e) => format!("rtt unpinned: not measured ({e})"),
+        });
+    }
+    let f_floor = fig("rtt_floor_us", "us", "(floor, 4 hops)", floor);
+    let f_broker = fig("rtt_broker_us", "us", "", broker);
+    let f_ratio = fig("rtt_ratio", "x", "<= 1.5", ratio(&f_broker, &f_floor));
+    let f_fp99 = fig("rtt_floor_p99_us", "us", "(floor p99)", fp99);
+    let f_bp99 = fig("rtt_broker_p99_us", "us", "(no worse than before)", bp99);
+    out.headline
+        .extend([f_floor, f_broker, f_ratio, f_fp99, f_bp99]);
+}
+
+fn throughput_figures(args: &Args, exes: &Exes, out: &mut Figures) {
+    let t = exes
+        .broker_and_me()
+        .and_then(|(b, me)| throughput::measure(b, me, args.tp_messages()));
+    let [floor, relay, broker] = match t {
+        Ok(t) => {
+            out.notes.push(format!(
+                "throughput: {} of {} messages published through the broker were not \
+                 delivered (dropped by its bounded queue); messages of {} bytes; \
+                 broker / 1-hop floor {:.2}, relay floor / 1-hop floor {:.2}",
+                t.lost,
+                t.sent,
+                msgs::status_pub().len(),
+                t.broker / t.floor.max(1e-9),
+                t.relay / t.floor.max(1e-9),
+            ));
+            [Ok(t.floor), Ok(t.relay), Ok(t.broker)]
+        }
+        Err(e) => each_err(&e),
+    };
+    let f_tf = fig("throughput_floor_mps", "msg/s", "(floor, 1 hop)", floor);
+    let f_tb = fig("throughput_broker_mps", "msg/s", "", broker);
+    let f_tr = fig("throughput_ratio", "x", ">= 0.5", ratio(&f_tb, &f_tf));
+    let f_rf = fig(
+        "throughput_relay_floor_mps",
+        "msg/s",
+        "(floor, 2 hops via a relay)",
+        relay,
+    );
+    let f_rr = fig("throughput_relay_ratio", "x", ">= 1.0", ratio(&f_tb, &f_rf));
+    out.headline.extend([f_tf, f_tb, f_tr, f_rf, f_rr]);
+}
+
+/// The headline 20,000 msg/s windows (the broker, the relay floor, the
+/// batched relay) and, with --load-scaling or --scaling, the same at 5k and 80k.
+fn load_figures(args: &Args, exes: &Exes, out: &mut Figures) {
+    let rates: &[f64] = if args.load_scaling || args.scaling {
+        &[5_000.0, 20_000.0, 80_000.0]
+    } else {
+        &[20_000.0]
+    };
+    let measured = exes
+        .broker_and_me()
+        .and_then(|(b, me)| load_rows(args, b, me, rates));
+    let [pct, us, floor] = match measured {
+        Ok(rows) => {
+            for [w, f, fb] in &rows {
+                out.notes.extend([w.note(), f.note(), fb.note()]);
+                out.notes.push(format!(
+                    "at {:.0}k msg/s: fims_server / relay floor CPU {:.2}x, / batched relay {:.2}x",
+                    w.plan.rate / 1000.0,
+                    w.broker_pct() / f.broker_pct().max(1e-9),
+                    w.broker_pct() / fb.broker_pct().max(1e-9)
+                ));
+            }
+            if rows.len() > 1 {
+                for i in 0..3 {
+                    let one: Vec<load::Window> = rows.iter().map(|r| r[i]).collect();
+                    out.notes.push(load::scaling_line(&one));
+                }
+            }
+            let [w, f, _] = rows
+                .iter()
+                .find(|r| r[0].plan.rate == 20_000.0)
+                .copied()
+                .unwrap_or(rows[0]);
+            [Ok(w.broker_pct()), Ok(w.us_per_msg()), Ok(f.broker_pct())]
+        }
+        Err(e) => each_err(&e),
+    };
+    out.headline.extend([
+        fig("broker_cpu_pct_20k", "%", "<= 4 (of one core)", pct),
+        fig("broker_us_per_msg", "us", "(CPU per published msg)", us),
+        fig(
+            "relay_cpu_pct_20k",
+            "%",
+            "(floor: bare fan-out relay)",
+            floor,
+        ),
+    ]);
+}
+
+/// For each rate: a window through the broker, the relay floor and the
+/// batched relay, each after its warm-up of a fifth of its length (0.2-1 s).
+fn load_rows(
+    args: &Args,
+    broker: &Path,
+    me: &Path,
+    rates: &[f64],
+) -> Result<Vec<[load::Window; 3]>> {
+    let msg = msgs::load_pub();
+    // The floors fork first: their children must not inherit the broker's sockets.
+    let mut relay = FanoutFloor::start()?;
+    let mut batched = FanoutFloor::start_batched()?;
+    let mut broker = load::SteadyLoad::start(broker, me)?;
+    let mut rows = Vec::new();
+    for &rate in rates {
+        let plan = args.load_plan(rate);
+        let warmup = (plan.duration / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        rows.push([
+            load::run(&mut broker, &msg, plan, warmup)?,
+            load::run(&mut relay, &msg, plan, warmup)?,
+            load::run(&mut batched, &msg, plan, warmup)?,
+        ]);
+    }
+    Ok(rows)
 }
 
 /// `handle_ns`, `cabi_overhead_ns`, `tick_ns`, `tick_c_ns` and their notes.
@@ -389,7 +490,8 @@ fn responder_figures(args: &Args, out: &mut Figures) {
              its clock read (Instant::now) {:.1} ns",
             m.tick.ns, m.c_tick.ns, m.clock.ns
         ));
-        if let Ok(rtt) = &out.headline[1].value {
+        let rtt = out.headline.iter().find(|f| f.key == "rtt_broker_us");
+        if let Some(Ok(rtt)) = rtt.map(|f| &f.value) {
             out.notes.push(format!(
                 "responder handle is {:.2}% of the broker heartbeat round trip (target < 2%)",
                 100.0 * m.rust.ns / 1000.0 / rtt.max(1e-9)
@@ -432,31 +534,49 @@ fn cops_plan(args: &Args, processes: usize, window: Duration) -> cops_benches::c
     }
 }
 
-/// `cops` and `cops-sim`.
-type CopsExes = Result<(PathBuf, PathBuf)>;
-
 fn run_cops(
     plan: &cops_benches::cops::Plan,
-    broker_exe: &Result<PathBuf>,
-    cops_exe: &CopsExes,
+    exes: &Exes,
 ) -> Result<cops_benches::cops::CopsFigures> {
-    let broker = broker_exe.as_ref().map_err(clone_err)?;
-    let (cops, sim) = cops_exe
+    let broker = exes.broker.as_ref().map_err(clone_err)?;
+    let (cops, sim) = exes
+        .cops
         .as_ref()
         .map_err(|e| cops_benches::err!("no cops/cops-sim binary: {e}"))?;
     cops_benches::cops::measure(plan, cops_benches::cops::Exes { broker, cops, sim })
 }
 
-fn scaling(
-    args: &Args,
-    broker_exe: &Result<PathBuf>,
-    cops_exe: &CopsExes,
-    self_exe: &Result<PathBuf>,
-) -> Vec<String> {
+/// `cops_cpu_pct`, `supervision_cpu_pct`, `cops_rss_mb`, `false_kills`,
+/// `max_detect_ms`: one run of `cops` over `cops-sim`.
+fn cops_figures(args: &Args, exes: &Exes, out: &mut Figures) {
+    let plan = cops_plan(args, args.processes(), args.window());
+    let [cpu, sup, rss, fk, det] = match run_cops(&plan, exes) {
+        Ok(c) => {
+            out.notes.push(c.note.clone());
+            [
+                Ok(c.cpu_pct),
+                Ok(c.supervision_cpu_pct()),
+                Ok(c.rss_mb),
+                Ok(c.false_kills as f64),
+                c.max_detect_ms,
+            ]
+        }
+        Err(e) => each_err(&e),
+    };
+    out.headline.extend([
+        fig("cops_cpu_pct", "%", "<= 2.5 (of one core)", cpu),
+        fig("supervision_cpu_pct", "%", "<= 6 (cops + broker)", sup),
+        fig("cops_rss_mb", "MB", "<= 30", rss),
+        fig("false_kills", "", "0", fk),
+        fig("max_detect_ms", "ms", "<= 5*period+deadline+50", det),
+    ]);
+}
+
+fn scaling(args: &Args, exes: &Exes) -> Vec<String> {
     let mut notes = Vec::new();
-    let (exe, me) = match (broker_exe, self_exe) {
-        (Ok(e), Ok(m)) => (e, m),
-        (Err(e), _) | (_, Err(e)) => return vec![format!("scaling: not measured ({e})")],
+    let (exe, me) = match exes.broker_and_me() {
+        Ok(x) => x,
+        Err(e) => return vec![format!("scaling: not measured ({e})")],
     };
     for n in [100usize, 1_000, 10_000] {
         match cops_benches::scale::broker_idle(exe, me, n) {
@@ -466,31 +586,10 @@ fn scaling(
     }
     for n in [100usize, 1_000, 10_000] {
         let plan = cops_plan(args, n, args.window());
-        match run_cops(&plan, broker_exe, cops_exe) {
+        match run_cops(&plan, exes) {
             Ok(c) => notes.push(c.note),
             Err(e) => notes.push(format!("cops at {n}: not measured ({e})")),
         }
     }
     notes
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_default();
-    format!("{cores} cores, {cpu}, Linux {kernel}, load average {load} at the end")
 }

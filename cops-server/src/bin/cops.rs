@@ -28,9 +28,33 @@ struct Args {
     name: String,
 }
 
+/// Every `expectedUser` must name a user of this host: a name that matches
+/// nobody would refuse every PID of that process, so it would never be killed.
+fn known_users(
+    cfg: config::Config,
+    file: &std::path::Path,
+) -> Result<config::Config, config::ConfigError> {
+    let mut users = cops_server::kill::Users::default();
+    for p in &cfg.processes {
+        if let Some(u) = p.expected_user.as_deref() {
+            if users.uid(u).is_none() {
+                return Err(config::ConfigError {
+                    file: file.display().to_string(),
+                    process: Some(format!("\"{}\"", p.name)),
+                    key: Some("expectedUser".into()),
+                    message: format!("{u:?} is no user of this host"),
+                });
+            }
+        }
+    }
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config::load(&args.config) {
+    let cfg = match config::load(&args.config, &config::host_name())
+        .and_then(|c| known_users(c, &args.config))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cops: {e}");
@@ -41,18 +65,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        for w in &cfg.warnings {
-            eprintln!("cops: warning: {w}");
-        }
-        match serde_json::to_string_pretty(&cfg.to_json()) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("cops: {e}"),
-        }
-        eprintln!(
-            "cops: configuration file {} test is successful",
-            args.config.display()
-        );
-        return ExitCode::SUCCESS;
+        return check(&args, &cfg);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -71,40 +84,61 @@ fn main() -> ExitCode {
         dry_run: args.dry_run,
         process_name: args.name,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(supervise(cfg, opts)),
         Err(e) => {
             eprintln!("cops: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check`: warnings, suggestions, the effective settings.
+fn check(args: &Args, cfg: &config::Config) -> ExitCode {
+    for w in &cfg.warnings {
+        eprintln!("cops: warning: {w}");
+    }
+    for s in &cfg.suggestions {
+        eprintln!("cops: suggestion: {s}");
+    }
+    match serde_json::to_string_pretty(&cfg.to_json()) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("cops: {e}"),
+    }
+    eprintln!(
+        "cops: configuration file {} test is successful",
+        args.config.display()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Runs COPS until SIGTERM or SIGINT.
+async fn supervise(cfg: config::Config, opts: runtime::Options) -> ExitCode {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cops: cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(e), _) | (_, Err(e)) => {
-                eprintln!("cops: cannot install signal handlers: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        tracing::info!(
-            processes = cfg.processes.len(),
-            period_ms = cfg.heartbeat.as_millis() as u64,
-            dry_run = opts.dry_run,
-            "cops starting"
-        );
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = int.recv() => tracing::info!("SIGINT"),
-            }
-        };
-        runtime::run(cfg, opts, shutdown).await;
-        ExitCode::SUCCESS
-    })
+    tracing::info!(
+        processes = cfg.processes.len(),
+        period_ms = cfg.heartbeat.as_millis() as u64,
+        dry_run = opts.dry_run,
+        "cops starting"
+    );
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    };
+    runtime::run(cfg, opts, shutdown).await;
+    ExitCode::SUCCESS
 }

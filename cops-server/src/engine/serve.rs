@@ -1,15 +1,80 @@
 //! What COPS serves and publishes: `get ourUri[/summary|/stats[/N[/field]]]`
 //! answered to the replyto, and `pub ourUri/summary` + `pub ourUri/stats/N`
 //! every `briefingFrequencyMS` (spread over the first half of that period).
+//!
+//! Serving is rate-limited (a token bucket; the whole-site answers cost more)
+//! so that a flood of requests costs COPS a bounded amount of work and never
+//! delays the heartbeat cycle: requests over the limit are dropped and counted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fims::{Message, Method};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use super::{Engine, Kind, State, Transmit};
+use super::{Engine, EventKind, Kind, Severity, State, Transmit, Via};
 use std::cmp::Reverse;
+
+/// Requests served per second at most, on average (a whole-site answer counts
+/// as one per [`PROCS_PER_TOKEN`] processes).
+pub const SERVE_PER_SEC: f64 = 1000.0;
+/// Requests served in a burst at most.
+const SERVE_BURST: f64 = 200.0;
+/// A whole-site answer (`get ourUri`, `get ourUri/stats`) costs one token per
+/// this many processes, plus one.
+const PROCS_PER_TOKEN: usize = 50;
+/// At most one log line about dropped requests this often.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The serving rate limit: a token bucket.
+#[derive(Debug)]
+pub(super) struct Tokens {
+    tokens: f64,
+    at: Instant,
+    /// Requests dropped so far (summary `requests_dropped`).
+    pub(super) dropped: u64,
+    /// Dropped since the last log line, and when that was.
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+impl Tokens {
+    pub(super) fn new(now: Instant) -> Tokens {
+        Tokens {
+            tokens: SERVE_BURST,
+            at: now,
+            dropped: 0,
+            unlogged: 0,
+            last_log: None,
+        }
+    }
+
+    /// Takes `cost` tokens if there are that many.
+    fn take(&mut self, now: Instant, cost: f64) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = self.at.max(now);
+        self.tokens = (self.tokens + dt * SERVE_PER_SEC).min(SERVE_BURST);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            return true;
+        }
+        self.dropped += 1;
+        self.unlogged += 1;
+        false
+    }
+
+    /// Whether to log the drops now; when so, how many.
+    fn log_due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last_log
+            .is_some_and(|t| now.saturating_duration_since(t) < DROP_LOG_EVERY)
+        {
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
 
 /// The fields of `ourUri/stats/N`, in order.
 pub const STAT_FIELDS: &[&str] = &[
@@ -30,6 +95,9 @@ pub const STAT_FIELDS: &[&str] = &[
     "version_commit",
     "version_build",
     "kill_on_hang",
+    "rejected_replies",
+    "unchecked",
+    "pid_confirmed",
 ];
 
 /// Ticks a briefing is spread over.
@@ -63,16 +131,40 @@ impl Engine {
         let Some(replyto) = msg.replyto() else {
             return; // nothing to answer (our own pubs, sets without replyto)
         };
-        let rest = &msg.uri[self.cfg.our_uri.len()..];
+        let rest = msg.uri.get(self.cfg.our_uri.len()..).unwrap_or("");
+        let whole = fims::uri::frags(rest).nth(1).is_none() && !rest.contains("summary");
+        let cost = if whole {
+            1.0 + (self.procs.len() / PROCS_PER_TOKEN) as f64
+        } else {
+            1.0
+        };
+        if !self.serve_tokens.take(now, cost) {
+            if let Some(n) = self.serve_tokens.log_due(now) {
+                let msg = format!(
+                    "serving rate limit: {n} requests to {} dropped (at most {SERVE_PER_SEC} a second are answered)",
+                    self.cfg.our_uri
+                );
+                self.event(
+                    now,
+                    Severity::Status,
+                    EventKind::ServeLimited,
+                    None,
+                    msg,
+                    false,
+                );
+            }
+            return;
+        }
         let answer = match msg.method() {
             Some(Method::Get) => self.get(now, rest),
             _ => Err(format!("{} is not supported on {}", msg.method, msg.uri)),
         };
         let body = match answer {
-            Ok(v) => v.to_string(),
+            Ok(text) => text,
             Err(e) => Value::String(format!("Error: {e}")).to_string(),
         };
         self.transmits.push_back(Transmit {
+            via: Via::Serve,
             method: Method::Set,
             uri: Arc::from(replyto),
             replyto: None,
@@ -80,38 +172,53 @@ impl Engine {
         });
     }
 
-    fn get(&self, now: Instant, rest: &str) -> Result<Value, String> {
+    /// The answer to `get ourUri<rest>` as JSON text, written directly (no
+    /// JSON tree for the whole site).
+    fn get(&self, now: Instant, rest: &str) -> Result<String, String> {
         let mut parts = fims::uri::frags(rest);
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (None, ..) => Ok(json!({
-                "summary": self.summary(now),
-                "stats": self.all_stats(now),
-            })),
-            (Some("summary"), None, ..) => Ok(self.summary(now)),
-            (Some("stats"), None, ..) => Ok(self.all_stats(now)),
+            (None, ..) => {
+                let mut out = format!("{{\"summary\":{},\"stats\":", self.summary(now));
+                self.write_all_stats(&mut out);
+                out.push('}');
+                Ok(out)
+            }
+            (Some("summary"), None, ..) => Ok(self.summary(now).to_string()),
+            (Some("stats"), None, ..) => {
+                let mut out = String::new();
+                self.write_all_stats(&mut out);
+                Ok(out)
+            }
             (Some("stats"), Some(name), field, None) => {
                 let i = self
                     .process_index(name)
                     .ok_or_else(|| format!("no process named {name}"))?;
-                let stats = self.stats(i, now);
-                match field {
-                    None => Ok(stats),
-                    Some(f) => stats
-                        .get(f)
-                        .cloned()
-                        .ok_or_else(|| format!("no stat {f} (one of {})", STAT_FIELDS.join(", "))),
-                }
+                let Some(f) = field else {
+                    let mut out = String::with_capacity(512);
+                    self.write_stats(i, &mut out);
+                    return Ok(out);
+                };
+                self.stats(i, now)
+                    .get(f)
+                    .map(Value::to_string)
+                    .ok_or_else(|| format!("no stat {f} (one of {})", STAT_FIELDS.join(", ")))
             }
             _ => Err(format!("nothing at {}{rest}", self.cfg.our_uri)),
         }
     }
 
-    fn all_stats(&self, now: Instant) -> Value {
-        let mut m = Map::new();
+    /// `{"<name>":{stats},...}` for every process.
+    fn write_all_stats(&self, out: &mut String) {
+        out.push('{');
         for (i, p) in self.procs.iter().enumerate() {
-            m.insert(p.cfg.name.clone(), self.stats(i, now));
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(out, &p.cfg.name);
+            out.push(':');
+            self.write_stats(i, out);
         }
-        Value::Object(m)
+        out.push('}');
     }
 
     /// The stats object of process `i`.
@@ -170,7 +277,23 @@ impl Engine {
             let _ = write!(out, ",\"{k}\":");
             push_str(out, v);
         }
-        let _ = write!(out, ",\"kill_on_hang\":{}}}", p.cfg.kill_on_hang);
+        let r = &p.rejects;
+        let _ = write!(
+            out,
+            ",\"kill_on_hang\":{},\"rejected_replies\":{{\"malformed\":{},\"late\":{},\"duplicate\":{},\"stale\":{},\"refused_pid\":{},\"conflict\":{}}},\"unchecked\":[",
+            p.cfg.kill_on_hang, r.malformed, r.late, r.duplicate, r.stale, r.refused_pid, r.conflict
+        );
+        for (k, u) in p.unchecked.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            push_str(out, &u.to_string());
+        }
+        let _ = write!(
+            out,
+            "],\"pid_confirmed\":{}}}",
+            p.confirmed && p.pid.is_some()
+        );
     }
 
     /// The summary: controller name, status, counts by state, uptime.
@@ -192,7 +315,12 @@ impl Engine {
             "unknown": counts[State::Unknown as usize],
             "alive": counts[State::Alive as usize],
             "hung": counts[State::Hung as usize],
-            "stalled": self.window.stalled_since.is_some(),
+            "stalled": self.evidence.stalled(),
+            "stalls": self.evidence.stalls(),
+            "void_rounds": self.evidence.void_rounds(),
+            "kills_deferred": self.site.deferred,
+            "kills_waiting": self.site.waiting(),
+            "requests_dropped": self.serve_tokens.dropped,
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
         })
     }
@@ -205,6 +333,7 @@ impl Engine {
             if self.briefing_cursor == 0 {
                 let body = self.summary(now).to_string().into_bytes();
                 self.transmits.push_back(Transmit {
+                    via: Via::Serve,
                     method: Method::Pub,
                     uri: self.summary_uri.clone(),
                     replyto: None,
@@ -217,6 +346,7 @@ impl Engine {
                 text.clear();
                 self.write_stats(i, &mut text);
                 self.transmits.push_back(Transmit {
+                    via: Via::Serve,
                     method: Method::Pub,
                     uri: self.procs[i].stats_uri.clone(),
                     replyto: None,

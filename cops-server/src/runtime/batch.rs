@@ -82,6 +82,22 @@ impl SendBatch {
         self.ends.clear();
     }
 
+    /// Drops the first `n` datagrams (sent), keeping the rest in order.
+    pub fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if n >= self.len() {
+            return self.clear();
+        }
+        let cut = self.ends[n - 1];
+        self.buf.drain(..cut);
+        self.ends.drain(..n);
+        for e in &mut self.ends {
+            *e -= cut;
+        }
+    }
+
     /// Sends datagrams `from..` without blocking; returns how many went out
     /// (fewer when the socket buffer is full: `WouldBlock` only if none did).
     pub fn send_from(&self, fd: RawFd, from: usize) -> io::Result<usize> {
@@ -164,8 +180,19 @@ pub enum Received {
 pub fn recv_batch(
     fd: RawFd,
     bufs: &mut RecvBufs,
+    f: impl FnMut(&[u8], Option<SystemTime>),
+) -> io::Result<Received> {
+    recv_up_to(fd, bufs, MAX_BATCH, f)
+}
+
+/// As [`recv_batch`], at most `max` datagrams (1..=256).
+pub fn recv_up_to(
+    fd: RawFd,
+    bufs: &mut RecvBufs,
+    max: usize,
     mut f: impl FnMut(&[u8], Option<SystemTime>),
 ) -> io::Result<Received> {
+    let max = max.clamp(1, MAX_BATCH);
     let ctrl_base = bufs.ctrl.as_mut_ptr() as *mut u8;
     let mut iovs: Vec<libc::iovec> = bufs
         .buf
@@ -194,7 +221,7 @@ pub fn recv_batch(
         libc::recvmmsg(
             fd,
             hdrs.as_mut_ptr(),
-            MAX_BATCH as libc::c_uint,
+            max as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
         )
@@ -283,6 +310,16 @@ mod tests {
             }
         }
         assert_eq!(got, bodies);
+        let mut kept = SendBatch::default();
+        for body in ["a", "bb", "ccc"] {
+            kept.push(&Message::new(fims::Method::Pub, "/x", body.as_bytes()))
+                .unwrap();
+        }
+        let third = kept.get(2).to_vec();
+        kept.consume(2);
+        assert_eq!((kept.len(), kept.get(0)), (1, &third[..]));
+        kept.consume(5);
+        assert!(kept.is_empty());
         assert_eq!(
             recv_batch(b.as_raw_fd(), &mut bufs, |_, _| ()).unwrap(),
             Received::Datagrams(0)

@@ -7,6 +7,11 @@ fn spec_file(name: &str) -> std::path::PathBuf {
     Path::new(SPEC_DIR).join(name)
 }
 
+/// [`super::parse`] with a fixed host name.
+fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    super::parse(file, text, "testhost")
+}
+
 /// One process with the required keys plus `extra` (a JSON fragment).
 fn one(extra: &str) -> String {
     format!(r#"{{"processList":[{{"name":"site","uri":"/site","killOnHang":true{extra}}}]}}"#)
@@ -14,14 +19,15 @@ fn one(extra: &str) -> String {
 
 #[test]
 fn spec_examples_load() {
-    let c = load(&spec_file("design-review-example.json")).expect("design review example");
+    let c =
+        load(&spec_file("design-review-example.json"), "testhost").expect("design review example");
     assert_eq!(c.our_uri, "/cops");
     assert_eq!(c.heartbeat, Duration::from_millis(1000));
     assert_eq!(c.reply_deadline, Duration::from_millis(900));
     assert_eq!(c.processes.len(), 2);
     assert!(c.warnings.is_empty());
 
-    let d = load(&spec_file("deployed-example.json")).expect("deployed example");
+    let d = load(&spec_file("deployed-example.json"), "testhost").expect("deployed example");
     assert_eq!(d.controller_name, "site controller 1");
     assert_eq!(d.heartbeat, Duration::from_millis(1000));
     assert_eq!(
@@ -52,7 +58,10 @@ fn defaults() {
     assert_eq!(c.reply_deadline, Duration::from_millis(900));
     assert_eq!(c.error_allowance, 5);
     assert_eq!(c.briefing, Duration::from_millis(5000));
-    assert!(!c.controller_name.is_empty());
+    assert_eq!(
+        c.controller_name, "testhost",
+        "the host name given to parse"
+    );
     let p = &c.processes[0];
     assert!(p.required);
     assert_eq!(p.kill_signal, Signal::KILL);
@@ -120,7 +129,133 @@ const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
         r#"{"heartbeatFreq":5,"processList":[]}"#,
         None,
         Some("heartbeatFreq"),
-        ">= 10",
+        "10..=3600000 ms",
+    ),
+    (
+        r#"{"heartbeatFreq":3600001,"processList":[]}"#,
+        None,
+        Some("heartbeatFreq"),
+        "10..=3600000 ms",
+    ),
+    (
+        r#"{"heartbeatErrorAllowance":1001,"processList":[]}"#,
+        None,
+        Some("heartbeatErrorAllowance"),
+        "1..=1000",
+    ),
+    (
+        r#"{"briefingFrequencyMS":3600001,"processList":[]}"#,
+        None,
+        Some("briefingFrequencyMS"),
+        "10..=3600000",
+    ),
+    (
+        r#"{"maxKillsPerWindow":0,"processList":[]}"#,
+        None,
+        Some("maxKillsPerWindow"),
+        "1..=1000000",
+    ),
+    (
+        r#"{"maxKillsPerWindow":"3","processList":[]}"#,
+        None,
+        Some("maxKillsPerWindow"),
+        "integer",
+    ),
+    (
+        r#"{"ourUri":"/","processList":[]}"#,
+        None,
+        Some("ourUri"),
+        "every URI on the bus",
+    ),
+    (
+        r#"{"ourUri":"/co\u0000ps","processList":[]}"#,
+        None,
+        Some("ourUri"),
+        "control characters",
+    ),
+    (
+        r#"{"controllerName":"a\u0007b","processList":[]}"#,
+        None,
+        Some("controllerName"),
+        "control characters",
+    ),
+    (
+        r#"{"processList":[],"processList":[]}"#,
+        None,
+        Some("processList"),
+        "duplicate key (line 1, column",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killOnHang":false}]}"#,
+        None,
+        Some("killOnHang"),
+        "duplicate key",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "every URI on the bus",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/cops","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "overlap",
+    ),
+    (
+        r#"{"ourUri":"/site/cops","processList":[{"name":"a","uri":"/site","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "overlap",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/cops/x","killOnHang":false,"requiredForHealthyStatus":false}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "overlap",
+    ),
+    (
+        r#"{"processList":[{"name":"a\u0000b","uri":"/a","killOnHang":true}]}"#,
+        Some("\"a\u{0}b\""),
+        Some("name"),
+        "control characters",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a\u001b","killOnHang":true}]}"#,
+        Some("\"a\""),
+        Some("uri"),
+        "control characters",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"hangTimeAllowanceMS":86400001}]}"#,
+        Some("\"a\""),
+        Some("hangTimeAllowanceMS"),
+        "1..=86400000",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killEscalationMS":600001}]}"#,
+        Some("\"a\""),
+        Some("killEscalationMS"),
+        "1..=600000",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":2,"killWindowMS":604800001}]}"#,
+        Some("\"a\""),
+        Some("killWindowMS"),
+        "1..=604800000",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"expectedUser":""}]}"#,
+        Some("\"a\""),
+        Some("expectedUser"),
+        "user name or a numeric uid",
+    ),
+    (
+        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"expectedExe":"bin/a"}]}"#,
+        Some("\"a\""),
+        Some("expectedExe"),
+        "full path",
     ),
     (
         r#"{"heartbeatFrequencyMS":"1000","processList":[]}"#,
@@ -150,13 +285,13 @@ const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
         r#"{"heartbeatErrorAllowance":0,"processList":[]}"#,
         None,
         Some("heartbeatErrorAllowance"),
-        ">= 1",
+        "1..=1000",
     ),
     (
         r#"{"briefingFrequencyMS":1,"processList":[]}"#,
         None,
         Some("briefingFrequencyMS"),
-        ">= 10",
+        "10..=3600000",
     ),
     (
         r#"{"ourUri":"cops","processList":[]}"#,
@@ -252,7 +387,7 @@ const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"hangTimeAllowanceMS":0}]}"#,
         Some("\"a\""),
         Some("hangTimeAllowanceMS"),
-        "> 0",
+        "1..=86400000",
     ),
     (
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"hangTimeAllowanceMS":-5}]}"#,
@@ -276,13 +411,7 @@ const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"killEscalationMS":0}]}"#,
         Some("\"a\""),
         Some("killEscalationMS"),
-        "> 0",
-    ),
-    (
-        r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"expectedExe":"/usr/bin/a"}]}"#,
-        Some("\"a\""),
-        Some("expectedExe"),
-        "file name",
+        "1..=600000",
     ),
     (
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":3}]}"#,
@@ -300,13 +429,13 @@ const ERRORS: &[(&str, Option<&str>, Option<&str>, &str)] = &[
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":0,"killWindowMS":3}]}"#,
         Some("\"a\""),
         Some("maxKills"),
-        ">= 1",
+        "1..=1000000",
     ),
     (
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true,"maxKills":2,"killWindowMS":0}]}"#,
         Some("\"a\""),
         Some("killWindowMS"),
-        "> 0",
+        "1..=604800000",
     ),
     (
         r#"{"processList":[{"name":"a","uri":"/a","killOnHang":true},{"name":"a","uri":"/b","killOnHang":true}]}"#,
@@ -356,8 +485,7 @@ fn error_display_is_one_readable_line() {
 
 #[test]
 fn redundant_failover_false_and_ignored_keys_accepted() {
-    let c = parse(
-        "f",
+    let c = parse("f",
         r#"{"enableRedundantFailover":false,"syswatch":{},"processList":[{"name":"a","uri":"/a","killOnHang":false,"configRestart":true,"allowActions":true}]}"#,
     )
     .unwrap();
@@ -380,4 +508,74 @@ fn check_output_round_trips() {
     let again = parse("f", &text).unwrap();
     assert_eq!(again.processes, c.processes);
     assert_eq!(again.heartbeat, c.heartbeat);
+}
+
+#[test]
+fn new_keys_round_trip_and_warn_where_weak() {
+    let c = parse(
+        "f",
+        r#"{"heartbeatFreq":200,"maxKillsPerWindow":3,"processList":[
+            {"name":"a","uri":"/a","killOnHang":true,"expectedExe":"/usr/bin/a","expectedUser":"site"},
+            {"name":"b","uri":"/b","killOnHang":true,"expectedExe":"b","hangTimeAllowanceMS":150}]}"#,
+    )
+    .unwrap();
+    assert_eq!(c.max_kills_per_window, Some(3));
+    assert_eq!(c.kill_window(), Duration::from_millis(1000), "5 x 200 ms");
+    assert_eq!(c.processes[0].expected_exe.as_deref(), Some("/usr/bin/a"));
+    assert_eq!(c.processes[0].expected_user.as_deref(), Some("site"));
+    let again = parse("f", &c.to_json().to_string()).unwrap();
+    assert_eq!(again.processes, c.processes);
+    assert_eq!(again.max_kills_per_window, Some(3));
+    // A full path draws no warning; a bare name and a short hang time do.
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.contains("process \"b\": expectedExe \"b\" is a bare file name")));
+    assert!(c.warnings.iter().any(|w| w.contains(
+        "process \"b\": hangTimeAllowanceMS 150 is shorter than the heartbeat period (200 ms)"
+    )));
+    assert!(c.suggestions.is_empty());
+}
+
+#[test]
+fn check_suggests_a_site_budget_for_many_processes() {
+    let procs: Vec<String> = (0..12)
+        .map(|i| format!(r#"{{"name":"p{i}","uri":"/p{i}","killOnHang":true}}"#))
+        .collect();
+    let text = format!(r#"{{"processList":[{}]}}"#, procs.join(","));
+    let c = parse("f", &text).unwrap();
+    assert_eq!(c.suggestions.len(), 1);
+    assert!(
+        c.suggestions[0].contains("12 processes may be killed")
+            && c.suggestions[0]
+                .contains("\"maxKillsPerWindow\": 3 (a quarter of them per 5000 ms)"),
+        "{}",
+        c.suggestions[0]
+    );
+    let few = parse("f", &one("")).unwrap();
+    assert!(few.suggestions.is_empty());
+}
+
+#[test]
+fn load_reads_only_regular_files_and_fails_fast_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let t = std::time::Instant::now();
+    let e = load(&fifo, "h").unwrap_err();
+    assert!(e.message.contains("not a regular file (a FIFO)"), "{e}");
+    let e = load(Path::new("/dev/zero"), "h").unwrap_err();
+    assert!(e.message.contains("a character device"), "{e}");
+    let e = load(dir.path(), "h").unwrap_err();
+    assert!(e.message.contains("a directory"), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "no waiting for a writer"
+    );
+    let good = dir.path().join("cops.json");
+    std::fs::write(&good, one("")).unwrap();
+    assert_eq!(load(&good, "h").unwrap().controller_name, "h");
 }

@@ -42,16 +42,21 @@ pub enum EventKind {
     Quarantined,
     /// The kill budget window passed.
     QuarantineOver,
-    /// Most processes missed a round: a bus or host stall.
+    /// A kill waits for room in the site kill budget (`maxKillsPerWindow`).
+    KillDeferred,
+    /// A probe through the broker was late or lost, or COPS lagged: a bus or
+    /// host stall (rounds overlapping it are void).
     Stall,
     /// The stall is over.
     StallOver,
-    /// COPS checked a deadline late.
-    OwnLag,
-    /// A malformed or stale reply.
+    /// A malformed, stale, late or duplicate reply (rate-limited log line).
     BadReply,
-    /// A reply carried an unacceptable PID.
+    /// A reply carried a PID that is not believed.
     PidRejected,
+    /// Two live processes answer as one process.
+    Conflict,
+    /// Requests to `ourUri` dropped by the serving rate limit.
+    ServeLimited,
     /// Bus connection up or down.
     Bus,
 }

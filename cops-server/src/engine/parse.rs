@@ -1,4 +1,4 @@
-//! Parsing heartbeat replies, and the hash of the reply-URI map.
+//! Parsing heartbeat replies (no judgement), and the hash of the reply-URI map.
 
 use std::borrow::Cow;
 

@@ -5,17 +5,22 @@
 //! connection subscribes to one prefix. `--write-config FILE` writes the matching
 //! COPS configuration and exits.
 //!
-//! Processes picked to hang (every `100/hang-percent`-th) are backed by a real,
-//! cheap child (`sleep 3600`) whose PID they report, so COPS's kill hits that
-//! child; all others report the PID of one decoy child. The sim reaps its
-//! children and prints a JSON report: hang-to-death latencies, and false kills
-//! (the decoy dying, or any child dying before the hang).
+//! Every simulated process is backed by a real, tiny child of its own (see
+//! `holders`) that holds a connection to the broker, and reports its PID: COPS
+//! believes a PID only if its process is on the bus, and pins each PID for one
+//! process only. Processes picked to hang (every `100/hang-percent`-th) stop
+//! answering at `--hang-at-ms`, so COPS's kill hits their child. The sim reaps
+//! its children and prints a JSON report: hang-to-death latencies, and false
+//! kills (a child of a process that never hung dying, or any child dying
+//! before the hang).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod holders;
+use holders::Holders;
 
 use clap::Parser;
 use fims::{blocking::Client, Method};
@@ -88,14 +93,6 @@ fn write_config(a: &Args, path: &PathBuf) -> std::io::Result<()> {
         "processList": procs,
     });
     std::fs::write(path, serde_json::to_string_pretty(&cfg)?)
-}
-
-fn sleeper() -> std::io::Result<Child> {
-    Command::new("sleep")
-        .arg("3600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
 }
 
 struct Shared {
@@ -195,25 +192,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What the reaper saw.
+struct Deaths {
+    /// (process index, time since the start) of each child that died.
+    children: Vec<(usize, Duration)>,
+    /// Hung processes whose child never died.
+    not_killed: usize,
+}
+
 fn run(a: &Args) -> std::io::Result<()> {
     let socket = a.socket.clone().unwrap_or_else(fims::socket_path);
-    let decoy = sleeper()?;
-    let decoy_pid = decoy.id();
     let hang: Vec<bool> = (0..a.count).map(|i| hangs(i, a.hang_percent)).collect();
-    let mut children: Vec<(usize, Child)> = Vec::new();
-    let mut pids = vec![decoy_pid; a.count];
-    for (i, &h) in hang.iter().enumerate() {
-        if h {
-            let c = sleeper()?;
-            pids[i] = c.id();
-            children.push((i, c));
-        }
-    }
+    // Before any thread: the holders copy nothing but the holder connection.
+    let holders = Holders::spawn(&socket, a.count)?;
     let start = Instant::now();
     let sh = Arc::new(Shared {
         prefix: a.uri_prefix.clone(),
         connections: a.connections,
-        pids,
+        pids: holders.pids.clone(),
         hang,
         hang_at: start + Duration::from_millis(a.hang_at_ms),
         answered: AtomicU64::new(0),
@@ -225,27 +221,30 @@ fn run(a: &Args) -> std::io::Result<()> {
             std::thread::spawn(move || serve(s, k, sh))
         })
         .collect();
-    // Reap: record when each child died.
-    let mut decoy = decoy;
-    let deaths: Arc<Mutex<Vec<(usize, Duration)>>> = Arc::default();
-    let mut decoy_died = None;
     let end = (a.duration_ms > 0).then(|| start + Duration::from_millis(a.duration_ms));
-    let mut alive = children;
+    let deaths = reap(start, end, &holders, &sh.hang);
+    sh.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(holders);
+    report(a, &sh, start, &deaths)
+}
+
+/// Records when each child dies, until `end` (or forever).
+fn reap(start: Instant, end: Option<Instant>, holders: &Holders, hang: &[bool]) -> Deaths {
+    let index: std::collections::HashMap<u32, usize> = holders
+        .pids
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i))
+        .collect();
+    let mut children = Vec::new();
     loop {
         let now = Instant::now();
-        alive.retain_mut(|(i, c)| match c.try_wait() {
-            Ok(Some(_)) => {
-                deaths
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((*i, now - start));
-                false
-            }
-            _ => true,
-        });
-        if decoy_died.is_none() {
-            if let Ok(Some(_)) = decoy.try_wait() {
-                decoy_died = Some(now - start);
+        for pid in holders.reap() {
+            if let Some(&i) = index.get(&pid) {
+                children.push((i, now - start));
             }
         }
         if end.is_some_and(|e| now >= e) {
@@ -253,26 +252,25 @@ fn run(a: &Args) -> std::io::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    sh.stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
+    let killed: std::collections::HashSet<usize> = children.iter().map(|d| d.0).collect();
+    let not_killed = (0..hang.len())
+        .filter(|&i| hang[i] && !killed.contains(&i))
+        .count();
+    Deaths {
+        children,
+        not_killed,
     }
-    for (_, c) in &mut alive {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    let _ = decoy.kill();
-    let _ = decoy.wait();
+}
+
+/// Prints (and writes, with --report) the JSON report.
+fn report(a: &Args, sh: &Shared, start: Instant, deaths: &Deaths) -> std::io::Result<()> {
     let hang_at = Duration::from_millis(a.hang_at_ms);
-    let deaths = deaths.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let early: Vec<usize> = deaths
-        .iter()
-        .filter(|d| d.1 < hang_at)
-        .map(|d| d.0)
-        .collect();
+    let is_false = |&(i, at): &(usize, Duration)| !sh.hang[i] || at < hang_at;
+    let false_kills = deaths.children.iter().filter(|d| is_false(d)).count();
     let mut lat: Vec<f64> = deaths
+        .children
         .iter()
-        .filter(|d| d.1 >= hang_at)
+        .filter(|d| !is_false(d))
         .map(|d| (d.1 - hang_at).as_secs_f64() * 1000.0)
         .collect();
     lat.sort_by(f64::total_cmp);
@@ -285,8 +283,8 @@ fn run(a: &Args) -> std::io::Result<()> {
         "connections": a.connections,
         "hung": sh.hang.iter().filter(|h| **h).count(),
         "killed": lat.len(),
-        "not_killed": alive.len(),
-        "false_kills": early.len() + usize::from(decoy_died.is_some()),
+        "not_killed": deaths.not_killed,
+        "false_kills": false_kills,
         "latency_ms": {"min": pick(0.0), "p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
         "answered": sh.answered.load(Ordering::Relaxed),
         "elapsed_s": start.elapsed().as_secs_f64(),

@@ -3,6 +3,7 @@
 
 use super::tests::{config, Fake, Harness};
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn ten_thousand_processes_one_percent_hang() {

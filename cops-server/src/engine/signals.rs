@@ -1,0 +1,190 @@
+//! After the decision to signal: the signal's outcome, the exit checks at
+//! doubling intervals, escalation to SIGKILL, and the fault when a process
+//! does not exit.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use super::{Action, Engine, EventKind, ExitCheck, Kill, Kind, Severity, SignalOutcome};
+use crate::config::Signal;
+use crate::identity::unchecked_note;
+
+/// When COPS first looks whether a signalled process exited.
+const FIRST_EXIT_CHECK: Duration = Duration::from_millis(50);
+
+impl Engine {
+    /// The runtime's answer to [`Action::Signal`].
+    pub fn signal_result(
+        &mut self,
+        now: Instant,
+        process: usize,
+        pid: u32,
+        outcome: SignalOutcome,
+    ) {
+        let Some(p) = self.procs.get_mut(process) else {
+            return;
+        };
+        let Some(kill) = p.kill.filter(|k| k.pid == pid) else {
+            return;
+        };
+        let name = p.cfg.name.clone();
+        let sig = kill.signal;
+        match outcome {
+            SignalOutcome::Delivered {
+                evidence,
+                unchecked,
+            } => {
+                // Look early and then at doubling intervals, so the exit is
+                // reported when it happened, not only at the escalation deadline.
+                let check = now + p.cfg.kill_escalation.min(FIRST_EXIT_CHECK);
+                self.timers
+                    .push(Reverse((check, Kind::KillCheck, process as u32, kill.seq)));
+                let note = unchecked_note(&unchecked);
+                let msg = format!("{name} (pid {pid}) sent {sig}; threads: {evidence}{note}");
+                self.event(
+                    now,
+                    Severity::Alarm,
+                    EventKind::Signalled,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
+            SignalOutcome::DryRun { evidence } => {
+                p.kill = None;
+                let msg = format!(
+                    "{name} (pid {pid}) would be sent {sig} (dry run); threads: {evidence}"
+                );
+                self.event(
+                    now,
+                    Severity::Alarm,
+                    EventKind::WouldSignal,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
+            SignalOutcome::Refused(reason) => {
+                // The PID stays in the stats: a new one is pinned once this one
+                // is gone (while it lives, another PID is a conflict).
+                p.kill = None;
+                let msg = format!("{name} (pid {pid}) NOT sent {sig}: {reason}");
+                self.event(
+                    now,
+                    Severity::Alarm,
+                    EventKind::SignalRefused,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
+        }
+    }
+
+    /// A signal other than SIGKILL did not end the process in time: SIGKILL.
+    fn escalate(&mut self, now: Instant, process: usize, kill: Kill, evidence: &str) {
+        let p = &mut self.procs[process];
+        let pid = kill.pid;
+        p.seq += 1;
+        p.kill = Some(Kill {
+            pid,
+            signal: Signal::KILL,
+            sent: now,
+            seq: p.seq,
+        });
+        self.actions.push_back(Action::Signal {
+            process,
+            pid,
+            signal: Signal::KILL,
+        });
+        let ms = now.saturating_duration_since(kill.sent).as_millis();
+        let msg = format!(
+            "{} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
+            p.cfg.name, kill.signal
+        );
+        self.event(
+            now,
+            Severity::Alarm,
+            EventKind::Escalated,
+            Some(process),
+            msg,
+            true,
+        );
+        self.event_pid(pid);
+    }
+
+    /// First look after a signal; later looks double the interval up to
+    /// `killEscalationMS`.
+    pub(super) fn on_kill_check(&mut self, i: usize, seq: u64) {
+        if let Some(k) = self.procs[i].kill.filter(|k| k.seq == seq) {
+            self.actions.push_back(Action::CheckExit {
+                process: i,
+                pid: k.pid,
+            });
+        }
+    }
+
+    /// The runtime's answer to [`Action::CheckExit`].
+    pub fn exit_result(&mut self, now: Instant, process: usize, pid: u32, result: ExitCheck) {
+        let Some(p) = self.procs.get_mut(process) else {
+            return;
+        };
+        let Some(kill) = p.kill.filter(|k| k.pid == pid) else {
+            return;
+        };
+        let name = p.cfg.name.clone();
+        let elapsed = now.saturating_duration_since(kill.sent);
+        let deadline = kill.sent + p.cfg.kill_escalation;
+        if result != ExitCheck::Exited && now < deadline {
+            // Still running, but its time is not up: look again later.
+            let next = (now + elapsed.max(FIRST_EXIT_CHECK)).min(deadline);
+            self.timers
+                .push(Reverse((next, Kind::KillCheck, process as u32, kill.seq)));
+            return;
+        }
+        let ms = elapsed.as_millis();
+        let unpin = p.pid != Some(pid);
+        match result {
+            ExitCheck::Exited => {
+                p.kill = None;
+                let msg = format!("{name} (pid {pid}) exited after {} ({ms} ms)", kill.signal);
+                self.event(
+                    now,
+                    Severity::Status,
+                    EventKind::Exited,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
+            ExitCheck::StillAlive { evidence } if !kill.signal.is_kill() => {
+                return self.escalate(now, process, kill, &evidence);
+            }
+            ExitCheck::StillAlive { evidence } => {
+                p.kill = None;
+                let msg = format!(
+                    "{name} (pid {pid}) did NOT exit {ms} ms after SIGKILL (stuck in the kernel?); threads: {evidence}"
+                );
+                self.event(
+                    now,
+                    Severity::Fault,
+                    EventKind::DidNotExit,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
+        }
+        if unpin {
+            if self.pinned_by.get(&pid) == Some(&(process as u32)) {
+                self.pinned_by.remove(&pid);
+            }
+            self.actions.push_back(Action::Unpin { process, pid });
+        }
+    }
+}
