@@ -46,7 +46,7 @@ fn after_fault(site: &mut Site) {
         return;
     }
     let since = site.started;
-    testkit::wait_for(Duration::from_secs(3), || {
+    testkit::wait_for(site.timing.stall_over_wait(), || {
         site.events.count(since, |e| e.is_stall_over())
             >= site.events.count(since, |e| e.is_stall())
     });

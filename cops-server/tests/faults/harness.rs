@@ -254,7 +254,11 @@ impl Site {
                 for (i, name) in self.names.iter().enumerate() {
                     let v = map.get(name).cloned().unwrap_or(Value::Null);
                     let pid = self.procs[i].pid();
-                    let good = v["state"] == "alive" && pid != 0 && v["pid"] == json!(pid);
+                    // A PID is a kill target only once confirmed (docs/cops.md);
+                    // a COPS without the field confirms at the pin.
+                    let confirmed = v.get("pid_confirmed").is_none_or(|c| c == true);
+                    let good =
+                        v["state"] == "alive" && pid != 0 && v["pid"] == json!(pid) && confirmed;
                     ok &= good;
                     seen.push(format!(
                         "{name}: {} pid {} (runs {pid})",
@@ -350,7 +354,7 @@ impl Site {
             )
         };
         // A stall alarm's "over" event may still be on its way.
-        let wait = Duration::from_secs(3) + self.timing.period * 3;
+        let wait = self.timing.stall_over_wait();
         testkit::wait_for(wait, || {
             let (a, o) = counts(&self.events);
             o >= a

@@ -43,6 +43,15 @@ impl Timing {
     pub fn bound(&self) -> Duration {
         self.period * self.allowance + self.deadline
     }
+
+    /// How long to wait for a stall's "over" event: COPS posts it once a hang
+    /// window (`allowance x period`, at least 1 s) passed without disturbance;
+    /// plus 3 s and 3 periods of margin.
+    pub fn stall_over_wait(&self) -> Duration {
+        (self.period * self.allowance).max(Duration::from_secs(1))
+            + Duration::from_secs(3)
+            + self.period * 3
+    }
 }
 
 /// Added to every bound: COPS's own work, signal delivery and the supervisor
