@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use testkit::ChildGuard;
 
 use crate::faults::observe::{Events, StatsClient};
-use crate::faults::outcome::{Outcome, Stalls};
+use crate::faults::outcome::{host_only_lag, Outcome, Stalls};
 pub use crate::faults::parts::{
     as_nobody, bins, can_run_as_nobody, describe, is_root, Bus, Decoy, Timing, OBSERVE, SLACK,
 };
@@ -389,6 +389,14 @@ impl Site {
         let (alarms, overs) = counts(&self.events);
         out.set_stalls(rule, stalls_injected, alarms, overs);
         out.verdicts = self.events.count(since, |e| e.is_verdict());
+        for e in self.events.all() {
+            if e.at >= since && e.is_stall_over() {
+                if let Some(lag) = host_only_lag(&e.message) {
+                    out.host_stalls += 1;
+                    out.host_lag_ms = out.host_lag_ms.max(lag);
+                }
+            }
+        }
         out.secs = self.started.elapsed().as_secs_f64();
         if !out.passed() {
             out.notes
