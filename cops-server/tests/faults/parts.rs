@@ -46,11 +46,10 @@ impl Timing {
 
     /// How long to wait for a stall's "over" event: COPS posts it once a hang
     /// window (`allowance x period`, at least 1 s) passed without disturbance;
-    /// plus 3 s and 3 periods of margin.
+    /// twice that plus 5 s, for a loaded host that keeps disturbing COPS a
+    /// while (the wait ends as soon as the event comes).
     pub fn stall_over_wait(&self) -> Duration {
-        (self.period * self.allowance).max(Duration::from_secs(1))
-            + Duration::from_secs(3)
-            + self.period * 3
+        (self.period * self.allowance).max(Duration::from_secs(1)) * 2 + Duration::from_secs(5)
     }
 }
 
