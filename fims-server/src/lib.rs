@@ -13,6 +13,9 @@
 //!   `queue`: its outbound queue, `stats`: [`Stats`] counters and the warning
 //!   rate limiter, `sys`: the socket syscalls (the only `unsafe`).
 //! - [`tools`]: formatting shared by the `fims_send` / `fims_listen` binaries.
+//! - [`metrics`]: `--metrics-listen`: the counters the loop publishes through
+//!   atomics, and their encoding for Prometheus (served by `metrics-http` on a
+//!   thread of its own).
 //! - [`spawn`]: runs a broker on a thread of this process (tests, benches).
 //!
 //! # I/O and time
@@ -28,6 +31,7 @@ mod conn;
 mod core;
 mod index;
 mod listener;
+pub mod metrics;
 mod queue;
 mod route;
 mod server;
@@ -42,7 +46,7 @@ use std::time::Duration;
 
 pub use listener::ServeError;
 pub use server::{Server, ShutdownHandle};
-pub use stats::Stats;
+pub use stats::{Stats, METHODS};
 
 /// Default outbound queue bound per connection, in datagrams.
 pub const DEFAULT_QUEUE_DATAGRAMS: usize = 4096;
