@@ -5,7 +5,11 @@
 //! `loopAction: "alarm"` COPS raises the overrun alarm, the stats show it,
 //! and the alarm ends when the loop is fast again; with `"kill"` COPS kills
 //! it (SIGKILL, like a hang), and the restart is alive and healthy. A third
-//! process with a deadline and a healthy loop is never touched.
+//! process with a deadline and a healthy loop is never touched. What
+//! operators see of it, from the real binaries: `cops status` (the LOOP
+//! column, the alarm line), `cops why` (the loop verdict with its numbers, the
+//! kill, the end of the alarm) and the metrics (`cops_loop_*`, the loop kill
+//! in `cops_kills_total`; promtool checks the exposition where installed).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -13,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fims::{blocking::Client, Method};
 use serde_json::Value;
-use testkit::{Broker, ChildGuard};
+use testkit::{scrape, Broker, ChildGuard};
 
 fn host(broker: &Broker, name: &str, uri: &str) -> ChildGuard {
     ChildGuard::spawn(
@@ -47,6 +51,69 @@ fn wait_stats(client: &mut Client, name: &str, what: &str, cond: impl Fn(&Value)
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}: last stats of {name} {last:?}");
+}
+
+/// `cops <args> --socket <s>` without colour: (exit status, stdout).
+fn cops_cmd(broker: &Broker, args: &[&str]) -> (i32, String) {
+    let out = Command::new(testkit::bin("cops-server", "cops"))
+        .args(args)
+        .arg("--socket")
+        .arg(broker.socket())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cops");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `cops why NAME` once it holds all of `needles` (COPS logs the events of
+/// one reply together; this waits up to 10 s for the reply).
+fn why_with(broker: &Broker, name: &str, needles: &[&str]) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = cops_cmd(broker, &["why", name]);
+        if code == 0 && needles.iter().all(|n| text.contains(n)) {
+            return text;
+        }
+        assert!(
+            Instant::now() < end,
+            "cops why {name} lacks {needles:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `metrics at http://ADDR/metrics` from COPS's log, once it is there.
+fn metrics_addr(log: &std::path::Path) -> String {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(a) = text
+            .split("metrics at http://")
+            .nth(1)
+            .and_then(|r| r.split("/metrics").next())
+        {
+            return a.to_owned();
+        }
+        assert!(Instant::now() < end, "no metrics address in {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scrape of COPS's metrics, checked by promtool where it is installed.
+fn scrape_cops(addr: &str) -> String {
+    let a = scrape::get(addr, "/metrics", None).expect("a scrape answers");
+    assert_eq!(a.status, 200, "{}", a.body);
+    match scrape::promtool_check(&a.body) {
+        Some(r) => r.unwrap_or_else(|e| panic!("{e}\n{}", a.body)),
+        None => eprintln!(
+            "promtool check metrics: SKIPPED (promtool not installed; apt-get install prometheus)"
+        ),
+    }
+    a.body
 }
 
 /// Every `/events` message so far that holds all of `needles` (reads what
@@ -89,15 +156,19 @@ fn cops_alarms_on_and_kills_for_a_rust_hosts_slow_loop() {
     let alarmed = host(&broker, "r_alarm", "/r_alarm");
     let mut killed = host(&broker, "r_kill", "/r_kill");
     let fine = host(&broker, "r_fine", "/r_fine");
+    let log = broker.dir().join("cops.log");
     let _cops = ChildGuard::spawn(
         Command::new(testkit::bin("cops-server", "cops"))
             .arg("--config")
             .arg(&config)
             .arg("--socket")
             .arg(broker.socket())
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null()),
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file")),
     );
+    let metrics = metrics_addr(&log);
     let mut client = Client::connect_to(broker.socket(), "loops_e2e").expect("connect");
     let mut events = Client::connect_to(broker.socket(), "loops_events").expect("connect");
     events.subscribe(&["/events"]).expect("sub /events");
@@ -133,6 +204,54 @@ fn cops_alarms_on_and_kills_for_a_rust_hosts_slow_loop() {
     assert_eq!(
         (&v["state"], &v["pid"]),
         (&Value::from("alive"), &Value::from(alarmed.pid()))
+    );
+    // The operators' views of the alarm: still alive (exit 0), the loop in alarm.
+    let (code, status) = cops_cmd(&broker, &["status"]);
+    eprintln!("{status}");
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("LOOP p99"), "{status}");
+    assert!(status.contains(", 1 loop alarm"), "{status}");
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("r_alarm "))
+        .expect("row");
+    assert!(row.contains(" alarm "), "{row}");
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("r_fine "))
+        .expect("row");
+    // Its LOOP cell is `ok 20ms` (a transient failing beat on a loaded host
+    // may show `overrun 1/3`): never an alarm.
+    assert!(!row.contains("alarm"), "{row}");
+    assert!(
+        status.contains("r_alarm loop alarm: ")
+            && status.contains("overrun beats so far (cops why r_alarm)"),
+        "{status}"
+    );
+    let text = scrape_cops(&metrics);
+    let v = |series: &str| scrape::sample(&text, series);
+    assert_eq!(
+        v(r#"cops_loop_alarm{process="r_alarm"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        v(r#"cops_loop_alarms_total{process="r_alarm"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        v(r#"cops_loop_overruns_total{process="r_alarm"}"#) >= Some(3.0),
+        "{text}"
+    );
+    assert!(
+        v(r#"cops_loop_iteration_p99_seconds{process="r_alarm"}"#) >= Some(0.29),
+        "{text}"
+    );
+    assert_eq!(
+        v(r#"cops_loop_alarm{process="r_fine"}"#),
+        Some(0.0),
+        "{text}"
     );
     client
         .send(Method::Set, "/r_alarm/debug/slow", None, b"false")
@@ -170,6 +289,28 @@ fn cops_alarms_on_and_kills_for_a_rust_hosts_slow_loop() {
     });
     assert_eq!(v["cops_restarts"], 1, "{v}");
     assert_eq!(v["loop_alarm"], false, "{v}");
+    assert_eq!(v["last_kill"]["reason"], "loop", "{v}");
+    let why = why_with(
+        &broker,
+        "r_kill",
+        &[
+            "loop_fault",
+            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 100 ms; loopDeadlineMS 150)",
+            ": killing with SIGKILL",
+            "sent SIGKILL",
+            &format!("r_kill loop alarm over: pid {old} was replaced by pid {}", again.pid()),
+        ],
+    );
+    eprintln!("{why}");
+    let text = scrape_cops(&metrics);
+    assert_eq!(
+        scrape::sample(
+            &text,
+            r#"cops_kills_total{process="r_kill",signal="SIGKILL",reason="loop"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
 
     // The healthy loop and the alarm-only one were never signalled.
     for (name, pid) in [("r_fine", fine.pid()), ("r_alarm", alarmed.pid())] {

@@ -282,6 +282,33 @@ fn cells(r: &Value) -> ([String; 9], &'static str) {
     )
 }
 
+/// What a raised loop alarm's line under the table says: the failing run
+/// now, the last beat, the p99, the overruns so far.
+fn loop_alarm_detail(r: &Value) -> String {
+    let us = |k: &str| {
+        r[k].as_f64()
+            .map_or_else(|| "?".to_owned(), |us| ms(us / 1000.0))
+    };
+    let run = match (r["loop_failing"].as_u64(), r["loop_fault"].as_str()) {
+        (Some(n), Some(fault)) if n > 0 => format!("{n} failing beats in a row ({fault})"),
+        _ => "good beats again, not yet enough to end it".to_owned(),
+    };
+    let last = match r["loop_count"].as_u64() {
+        Some(0) => "no iteration ended in the last beat".to_owned(),
+        Some(n) => format!(
+            "last beat {n} iteration{}, longest {}",
+            if n == 1 { "" } else { "s" },
+            us("loop_max_us")
+        ),
+        None => "no loop figures".to_owned(),
+    };
+    format!(
+        "{run}; {last}; p99 {}; {} overrun beats so far",
+        us("loop_p99_us"),
+        r["loop_overruns"].as_u64().unwrap_or(0)
+    )
+}
+
 /// Column of the LOOP cell, shown only when some process reports loop figures.
 const LOOP_COL: usize = 5;
 
@@ -352,17 +379,11 @@ pub fn render_status(v: &Value, p: Paint) -> String {
         ));
     }
     for r in list.iter().filter(|r| r["loop_alarm"] == true) {
-        let f = |k: &str| {
-            r[k].as_f64()
-                .map_or_else(|| "?".to_owned(), |us| ms(us / 1000.0))
-        };
         let name = r["name"].as_str().unwrap_or("?");
         out.push_str(&format!(
-            "{name} {}: longest iteration of the last beat {}, p99 {}, {} overrun beats so far (cops why {name})\n",
+            "{name} {}: {} (cops why {name})\n",
             p.paint("1;33", "loop alarm"),
-            f("loop_max_us"),
-            f("loop_p99_us"),
-            r["loop_overruns"].as_u64().unwrap_or(0)
+            loop_alarm_detail(r)
         ));
     }
     out
@@ -474,14 +495,24 @@ mod tests {
         row(
             &mut v,
             0,
-            json!({"loop_failing":3,"loop_alarm":true,"loop_max_us":340000,"loop_overruns":7}),
+            json!({"loop_failing":3,"loop_alarm":true,"loop_max_us":340000,"loop_overruns":7,"loop_count":1}),
         );
         assert_eq!(cell(&v), "alarm 84ms");
         v["summary"]["loop_alarms"] = json!(1);
         let text = render_status(&v, Paint(false));
         assert!(text.starts_with("COPS on site7: UNHEALTHY (1 hung), up 2h3m, bus ok (0 stalls), kill budget 1 of 2 left per 3s, 1 inhibited, 1 loop alarm\n"), "{text}");
         assert!(
-            text.ends_with("hybridos_controller loop alarm: longest iteration of the last beat 340ms, p99 84ms, 7 overrun beats so far (cops why hybridos_controller)\n"),
+            text.ends_with("hybridos_controller loop alarm: 3 failing beats in a row (slow); last beat 1 iteration, longest 340ms; p99 84ms; 7 overrun beats so far (cops why hybridos_controller)\n"),
+            "{text}"
+        );
+        row(
+            &mut v,
+            0,
+            json!({"loop_failing":0,"loop_fault":null,"loop_count":0}),
+        );
+        let text = render_status(&v, Paint(false));
+        assert!(
+            text.ends_with("hybridos_controller loop alarm: good beats again, not yet enough to end it; no iteration ended in the last beat; p99 84ms; 7 overrun beats so far (cops why hybridos_controller)\n"),
             "{text}"
         );
         assert!(render_status(&v, Paint(true)).contains("\x1b[1;33mloop alarm"));

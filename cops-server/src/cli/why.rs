@@ -67,6 +67,15 @@ fn loop_decided_by(d: &Value) -> Option<String> {
         f[k].as_f64()
             .map_or_else(|| "?".into(), |us| super::ms(us / 1000.0))
     };
+    let last = match f["count"].as_u64() {
+        Some(0) => "last beat: no iteration ended".to_owned(),
+        Some(n) => format!(
+            "last beat {n} iteration{}, longest {}",
+            if n == 1 { "" } else { "s" },
+            us("max_us")
+        ),
+        None => "no loop figures".to_owned(),
+    };
     let signal = d["signal"].as_str().unwrap_or("?");
     let decision = match d["decision"].as_str().unwrap_or("?") {
         "alarm" => "alarm only (loopAction \"alarm\")".to_owned(),
@@ -76,13 +85,11 @@ fn loop_decided_by(d: &Value) -> Option<String> {
         other => format!("not killed ({other})"),
     };
     Some(format!(
-        "decided by: {} failing beats in a row (loopToleranceBeats {}, period {} ms; {}); last beat {} iterations, longest {}, p99 {}: {decision}",
+        "decided by: {} failing beats in a row (loopToleranceBeats {}, period {} ms; {}); {last}, p99 {}: {decision}",
         d["failing"],
         d["tolerance"],
         d["period_ms"],
         limits.join(", "),
-        f["count"],
-        us("max_us"),
         us("p99_us"),
     ))
 }
@@ -233,11 +240,11 @@ mod tests {
         assert!(lines[2].contains("ALARM   loop_fault  modbus_client (pid 7000) loop overran its 100 ms deadline: 400 ms (3 of the last 5 beats); killing with SIGKILL"), "{text}");
         assert_eq!(
             lines[3].trim_start(),
-            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; loopDeadlineMS 100); last beat 1 iterations, longest 400ms, p99 398ms: killing with SIGKILL"
+            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; loopDeadlineMS 100); last beat 1 iteration, longest 400ms, p99 398ms: killing with SIGKILL"
         );
         assert_eq!(
             lines[5].trim_start(),
-            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; minLoopsPerBeat 4, maxLoopsPerBeat 20); last beat 1 iterations, longest 90ms, p99 88ms: not killed (inhibited)"
+            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; minLoopsPerBeat 4, maxLoopsPerBeat 20); last beat 1 iteration, longest 90ms, p99 88ms: not killed (inhibited)"
         );
     }
 }

@@ -210,7 +210,7 @@ fn a_loop_kill_says_loop_in_stats_metrics_and_the_decision_log() {
     assert_eq!(d["loop"]["max_us"], 80_000);
     let text = crate::cli::render_why(&log, crate::cli::Paint(false));
     assert!(
-        text.contains("decided by: 3 failing beats in a row (loopToleranceBeats 3, period 100 ms; loopDeadlineMS 50); last beat 1 iterations, longest 80ms, p99 80ms: killing with SIGKILL"),
+        text.contains("decided by: 3 failing beats in a row (loopToleranceBeats 3, period 100 ms; loopDeadlineMS 50); last beat 1 iteration, longest 80ms, p99 80ms: killing with SIGKILL"),
         "{text}"
     );
 }

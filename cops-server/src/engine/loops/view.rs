@@ -78,11 +78,12 @@ pub(in crate::engine) fn write_loop_stats(out: &mut String, w: &LoopWatch) {
 }
 
 /// The loop fields of a `get ourUri/status` row (what `cops status` shows):
-/// the last beat's longest iteration and the p99 (null until a reply carried
+/// the last beat's iterations and longest one and the p99 (null until a reply carried
 /// them), the overruns so far, the failing beats in a row now against
 /// `loopToleranceBeats` (null without loop keys), what fails (`overrun`,
 /// `slow`, `fast`, null while nothing does) and the alarm.
 pub(in crate::engine) fn write_loop_row(out: &mut String, w: &LoopWatch, cfg: Option<&LoopConfig>) {
+    opt(out, "loop_count", w.last.map(|f| f.count));
     opt(out, "loop_max_us", w.last.map(|f| f.max_us));
     opt(out, "loop_p99_us", w.last.map(|f| f.p99_us));
     opt(out, "loop_tolerance", cfg.map(|c| u64::from(c.tolerance)));
