@@ -357,7 +357,7 @@ impl Snapshot {
         )?;
         let mut m = enc.encode_descriptor(
             "cops_kills_suppressed",
-            "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run).",
+            "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run, starved).",
             None,
             MetricType::Counter,
         )?;

@@ -35,6 +35,9 @@ pub enum EventKind {
     WouldSignal,
     /// A signal was not delivered (identity changed, exe mismatch, ...).
     SignalRefused,
+    /// A signal was held: the process was runnable but starved of CPU since
+    /// its first missed heartbeat (COPS decides again at the next miss).
+    Starved,
     /// A signalled process exited.
     Exited,
     /// A signal other than SIGKILL did not end it: SIGKILL follows.
@@ -91,6 +94,7 @@ impl EventKind {
             EventKind::Signalled => "signalled",
             EventKind::WouldSignal => "would_signal",
             EventKind::SignalRefused => "signal_refused",
+            EventKind::Starved => "starved",
             EventKind::Exited => "exited",
             EventKind::Escalated => "escalated",
             EventKind::DidNotExit => "did_not_exit",

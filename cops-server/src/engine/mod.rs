@@ -111,6 +111,15 @@ pub enum Action {
         /// The signal.
         signal: Signal,
     },
+    /// Note the scheduler times of the pinned identity of `pid` (its first
+    /// missed heartbeat of a series): a later [`Action::Signal`] is held when
+    /// the process was starved of CPU since (no answer).
+    Watch {
+        /// Process index.
+        process: usize,
+        /// The pinned PID.
+        pid: u32,
+    },
     /// Check whether the pinned identity of `pid` exited (answer: [`Engine::exit_result`]).
     CheckExit {
         /// Process index.

@@ -269,16 +269,19 @@ pub enum Suppressed {
     Refused = 3,
     /// `--dry-run`.
     DryRun = 4,
+    /// The process was runnable but starved of CPU since its first miss.
+    Starved = 5,
 }
 
 impl Suppressed {
     /// Every reason, in index order.
-    pub const ALL: [Suppressed; 5] = [
+    pub const ALL: [Suppressed; 6] = [
         Suppressed::Inhibited,
         Suppressed::Quarantined,
         Suppressed::SiteBudget,
         Suppressed::Refused,
         Suppressed::DryRun,
+        Suppressed::Starved,
     ];
 
     /// The spelling in stats and metrics.
@@ -289,6 +292,7 @@ impl Suppressed {
             Suppressed::SiteBudget => "site_budget",
             Suppressed::Refused => "refused",
             Suppressed::DryRun => "dry_run",
+            Suppressed::Starved => "starved",
         }
     }
 }

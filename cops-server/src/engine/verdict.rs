@@ -30,6 +30,13 @@ impl SiteBudget {
         self.waiting.len()
     }
 
+    /// A kill decided at `at` was not made: it no longer uses the budget.
+    pub(super) fn give_back(&mut self, at: Instant) {
+        if let Some(k) = self.kills.iter().rposition(|&t| t == at) {
+            self.kills.remove(k);
+        }
+    }
+
     /// Kills made within `window` before `now` (the budget used).
     pub(super) fn kills_within(&self, now: Instant, window: std::time::Duration) -> usize {
         self.kills.iter().filter(|&&t| t + window > now).count()
