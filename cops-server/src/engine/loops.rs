@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::parse::{LoopField, LoopFigures};
 use super::verdict::KillDecision;
-use super::{Engine, EventKind, Severity};
+use super::{Action, Engine, EventKind, Severity};
 use crate::config::{LoopAction, LoopConfig};
 
 /// Judged beats the events quote at most ("3 of the last 5 beats").
@@ -304,6 +304,10 @@ impl Engine {
             w.failing = 0;
             w.worst = None;
         }
+        if failed && w.failing == 1 && cfg.action == LoopAction::Kill {
+            self.loop_watch(i);
+        }
+        let w = &mut self.procs[i].loops;
         if !failed {
             if w.alarm && w.passing >= cfg.tolerance {
                 self.loop_over(now, i);
@@ -333,6 +337,17 @@ impl Engine {
                 msg,
                 false,
             );
+        }
+    }
+
+    /// The first failing beat of a run that may end in a loop kill: the
+    /// scheduler baseline that tells a loop starved of CPU from a broken one
+    /// (the kill layer holds the signal when the process hardly ran since,
+    /// as for a hang: see docs/cops.md, "A starved process is not a hung one").
+    fn loop_watch(&mut self, i: usize) {
+        let p = &self.procs[i];
+        if let (true, Some(pid)) = (p.confirmed, p.pid) {
+            self.actions.push_back(Action::Watch { process: i, pid });
         }
     }
 

@@ -79,9 +79,15 @@ impl Engine {
                 }
                 self.site.give_back(kill.sent);
                 self.suppressed[Suppressed::Starved as usize] += 1;
-                let msg = format!(
-                    "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; it had no CPU to answer with, COPS decides again at its next missed heartbeat"
-                );
+                let msg = if kill.reason == KillReason::Loop {
+                    format!(
+                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; its loop had no CPU to run with, COPS decides again at the loop's next failing beat"
+                    )
+                } else {
+                    format!(
+                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; it had no CPU to answer with, COPS decides again at its next missed heartbeat"
+                    )
+                };
                 self.event(
                     now,
                     Severity::Alarm,

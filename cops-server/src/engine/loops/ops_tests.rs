@@ -239,3 +239,59 @@ fn an_inhibit_holds_a_loop_kill_and_resume_lets_it_through() {
     assert_eq!(h.signals_of(0), [4242]);
     assert!(h.signals[0].0 - resumed <= ms(100));
 }
+
+/// A loop starved of CPU is not a broken one: under `loopAction: "kill"` the
+/// first failing beat of a run takes the scheduler baseline (`Action::Watch`),
+/// a signal the kill layer holds as starved is given back (budgets, this
+/// incarnation), and the loop's next failing beat decides again.
+#[test]
+fn a_loop_kill_is_held_while_the_process_is_starved_of_cpu() {
+    // Where the kill lands when nothing holds it (the fake clock repeats).
+    let mut h = looped(KILL);
+    slow_from(&mut h, 1000, ms(80));
+    h.run_ms(1500);
+    let (kill_at, _, pid, _) = h.signals[0];
+    assert_eq!(pid, 4242);
+    let kill_ms = (kill_at - h.t0).as_micros();
+    // The baseline: once, at the first failing beat (the reply of round 1100).
+    assert_eq!(h.watches.len(), 1, "{:?}", h.watches);
+    let (at, i, pid) = h.watches[0];
+    assert_eq!((i, pid), (0, 4242));
+    assert!(at > h.ms(1100) && at < h.ms(1200), "{at:?}");
+
+    let mut h = looped(&format!(r#"{KILL},"maxKills":1,"killWindowMS":60000"#));
+    slow_from(&mut h, 1000, ms(80));
+    // Starved from just after it wrote the reply that raises the alarm.
+    let kill_at = h.t0 + Duration::from_micros(kill_ms as u64);
+    h.fakes[0].starved = Some((kill_at - Duration::from_micros(500), kill_at + ms(50)));
+    h.run_ms(1500);
+    let held = h.kinds(EventKind::Starved);
+    assert_eq!(held.len(), 1, "{:?}", h.events);
+    assert!(
+        held[0].message.contains(
+            "NOT sent SIGKILL: runnable but starved of CPU: waited 280 ms for a CPU and ran 1 ms in the last 300 ms; its loop had no CPU to run with, COPS decides again at the loop's next failing beat"
+        ),
+        "{}",
+        held[0].message
+    );
+    assert_eq!(h.summary()["kills_suppressed"]["starved"], 1);
+    // The next failing beat (round 1400) kills: the held one spent no budget.
+    assert_eq!(h.signals.len(), 2, "{:?}", h.signals);
+    let (again, _, pid, _) = h.signals[1];
+    assert_eq!(pid, 4242);
+    assert!(again - kill_at <= ms(110), "{:?}", again - kill_at);
+    assert!(h.kinds(EventKind::Quarantined).is_empty());
+    assert_eq!(h.stat(0, "last_kill")["reason"], "loop");
+    h.run_ms(1800);
+    assert_eq!(h.stat(0, "cops_restarts"), 1, "{:?}", h.events);
+}
+
+/// Under `loopAction: "alarm"` nothing is ever signalled: no baseline taken.
+#[test]
+fn an_alarm_only_loop_takes_no_cpu_baseline() {
+    let mut h = looped(r#","loopDeadlineMS":50"#);
+    slow_from(&mut h, 1000, ms(80));
+    h.run_ms(2000);
+    assert_eq!(h.kinds(EventKind::LoopFault).len(), 1);
+    assert!(h.watches.is_empty(), "{:?}", h.watches);
+}
