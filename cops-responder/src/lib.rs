@@ -80,7 +80,10 @@
 //!   starting a new beat; `"Error: ..."` when the host never ticks.
 //! - No replyto (or an empty one): nothing is answered ([`Outcome::Handled`]).
 //! - Other methods, or unknown names under `<uri>/cops` (including deeper
-//!   paths and a trailing `/`): `"Error: ..."`.
+//!   paths): `"Error: ..."`.
+//! - What is ours is decided by the broker's routing rule
+//!   ([`fims::uri::routes`]): empty segments and a trailing `/` do not count,
+//!   so `get /site//cops/pid` is answered as `get /site/cops/pid`.
 //! - Everything outside `<uri>/cops` (including `/sitex/cops` for `/site`,
 //!   `/site` itself and `/site/copsx`) is [`Outcome::NotMine`].
 //! - Liveness gate closed: every message under `<uri>/cops` is

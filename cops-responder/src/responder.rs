@@ -257,9 +257,10 @@ impl Responder {
         self.window
     }
 
-    /// Whether `uri` is the responder's: `<base_uri>/cops` or below it.
+    /// Whether `uri` is the responder's: `<base_uri>/cops` or below it, by
+    /// the broker's routing rule (empty segments do not count).
     pub fn owns(&self, uri: &str) -> bool {
-        fims::uri::matches(&self.cops_uri, uri)
+        fims::uri::routes(&self.cops_uri, uri)
     }
 
     /// Handles one received message.
@@ -301,14 +302,13 @@ impl Responder {
         reply: &mut O,
     ) -> Outcome {
         self.last_beat = None;
-        let Some(rest) = uri.strip_prefix(self.cops_uri.as_str()) else {
+        // The broker's rule decides what is ours (empty segments collapse:
+        // `/site//cops/x` is `/site/cops/x`), so what it routes here is answered.
+        let Some(rest) = fims::uri::route_rest(&self.cops_uri, uri) else {
             return Outcome::NotMine;
         };
-        let field = match rest.strip_prefix('/') {
-            None if rest.is_empty() => None,
-            None => return Outcome::NotMine,
-            Some(name) => Some(name),
-        };
+        let rest = rest.trim_matches('/');
+        let field = (!rest.is_empty()).then_some(rest);
         if method == "set" && field == Some("cops_heartbeat") {
             // The value is stored even while the gate is closed: the gate
             // silences answers, it does not lose COPS's counter.

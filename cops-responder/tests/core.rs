@@ -239,7 +239,6 @@ fn other_methods_and_unknown_names_answer_errors() {
         ("del", "/site/cops/cops_heartbeat"),
         ("post", "/site/cops/cops_heartbeat"),
         ("get", "/site/cops/nope"),
-        ("get", "/site/cops/"),
         ("get", "/site/cops/pid/x"),
         ("get", "/site/cops/cops_heartbeat/value"),
         ("set", "/site/cops/\"quoted\\name"),
@@ -281,6 +280,43 @@ fn outside_the_cops_uri_is_not_mine() {
     }
     assert_eq!(r.heartbeat(), 0);
     assert!(r.owns("/site/cops") && r.owns("/site/cops/pid"));
+}
+
+#[test]
+fn empty_segments_collapse_as_the_broker_routes() {
+    // The broker routes `/site//cops` to a subscription on `/site` (empty
+    // segments do not count): the responder answers it as `/site/cops`.
+    let mut plain = responder();
+    let (o, want) = run(&mut plain, "get", "/site/cops/pid", R, b"");
+    assert_eq!(o, Outcome::Reply);
+    let mut r = responder();
+    for u in [
+        "/site//cops/pid",
+        "//site/cops/pid",
+        "/site/cops//pid",
+        "/site/cops/pid/",
+    ] {
+        assert!(r.owns(u), "{u}");
+        assert_eq!(
+            run(&mut r, "get", u, R, b""),
+            (Outcome::Reply, want.clone()),
+            "{u}"
+        );
+    }
+    for u in ["/site//cops", "/site/cops/", "//site//cops//"] {
+        let (o, text) = run(&mut r, "get", u, R, b"");
+        assert_eq!(o, Outcome::Reply, "{u}");
+        assert!(text.starts_with("{\"cops_heartbeat\":"), "{u}: {text}");
+    }
+    assert_eq!(
+        run(&mut r, "set", "/site//cops//cops_heartbeat", R, b"41").0,
+        Outcome::Reply
+    );
+    assert_eq!(r.heartbeat(), 41);
+    for u in ["/site//copsx", "/site//", "//cops", "site//cops"] {
+        assert_eq!(run(&mut r, "get", u, R, b"").0, Outcome::NotMine, "{u}");
+        assert!(!r.owns(u), "{u}");
+    }
 }
 
 #[test]

@@ -91,6 +91,27 @@ pub fn routes(sub: &str, uri: &str) -> bool {
     frags(sub).all(|s| u.next() == Some(s))
 }
 
+/// The part of `uri` below subscription `sub` when [`routes`] says `sub`
+/// receives it: what follows `sub`'s segments in `uri`, as written (it may
+/// start with `/` and hold empty segments; [`frags`] reads it as the broker
+/// would). `Some("")` when `uri` is `sub` itself. So a responder or COPS
+/// decides what is theirs by the broker's rule: `/site//cops/x` is below
+/// `/site/cops` (rest `/x`). Allocation-free.
+pub fn route_rest<'a>(sub: &str, uri: &'a str) -> Option<&'a str> {
+    if !uri.starts_with('/') {
+        return None;
+    }
+    let mut rest = uri;
+    for s in frags(sub) {
+        let r = rest.trim_start_matches('/').strip_prefix(s)?;
+        if !(r.is_empty() || r.starts_with('/')) {
+            return None;
+        }
+        rest = r;
+    }
+    Some(rest)
+}
+
 /// Checks a base URI as processes configure it: starts with `/`, no empty
 /// segments, no trailing `/` (except the root itself), at most 255 bytes.
 pub fn validate(uri: &str) -> Result<(), &'static str> {
@@ -120,6 +141,38 @@ mod tests {
         assert!(!matches("/site/cops", "/site"));
         assert!(matches("/", "/anything/at/all"));
         assert!(matches("//", "/x"));
+    }
+
+    #[test]
+    fn route_rest_follows_the_routing_rule() {
+        assert_eq!(route_rest("/site/cops", "/site/cops"), Some(""));
+        assert_eq!(route_rest("/site/cops", "/site/cops/x"), Some("/x"));
+        assert_eq!(route_rest("/site/cops", "/site//cops//x/"), Some("//x/"));
+        assert_eq!(route_rest("/site/cops", "//site/cops/"), Some("/"));
+        assert_eq!(route_rest("/site/", "/site/cops"), Some("/cops"));
+        assert_eq!(route_rest("/", "/a/b"), Some("/a/b"));
+        assert_eq!(route_rest("/site/cops", "/site/copsx"), None);
+        assert_eq!(route_rest("/site/cops", "/site"), None);
+        assert_eq!(route_rest("/site/cops", "/site//"), None);
+        assert_eq!(route_rest("/site", "site/cops"), None);
+        // Exactly where `routes` says yes.
+        for uri in [
+            "/site/cops",
+            "/site//cops",
+            "/sitex",
+            "/site",
+            "/s/c/",
+            "//",
+            "x",
+        ] {
+            for sub in ["/site/cops", "/site", "/", "/s//c"] {
+                assert_eq!(
+                    route_rest(sub, uri).is_some(),
+                    routes(sub, uri),
+                    "{sub} {uri}"
+                );
+            }
+        }
     }
 
     #[test]

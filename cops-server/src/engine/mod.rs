@@ -492,11 +492,13 @@ impl Engine {
                 }
             }
             Via::Serve => {
-                let ours = fims::uri::matches(&self.cfg.our_uri, msg.uri);
+                // Ours by the broker's rule (empty segments do not count), so
+                // `get /cops//summary` is answered as `get /cops/summary`.
+                let ours = fims::uri::routes(&self.cfg.our_uri, msg.uri);
                 // Copies of replies and probes (the serving connection's
                 // subscription covers them too) are the heartbeat connection's.
-                let heartbeat = fims::uri::matches(&self.heartbeat_prefix, msg.uri)
-                    || fims::uri::matches(self.evidence.probe_prefix(), msg.uri);
+                let heartbeat = fims::uri::routes(&self.heartbeat_prefix, msg.uri)
+                    || fims::uri::routes(self.evidence.probe_prefix(), msg.uri);
                 if ours && !heartbeat {
                     self.serve(now, msg);
                 }

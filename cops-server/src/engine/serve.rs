@@ -154,7 +154,7 @@ pub(super) fn push_str(out: &mut String, s: &str) {
 
 impl Engine {
     pub(super) fn serve(&mut self, now: Instant, msg: &Message<'_>) {
-        let rest = msg.uri.get(self.cfg.our_uri.len()..).unwrap_or("");
+        let rest = fims::uri::route_rest(&self.cfg.our_uri, msg.uri).unwrap_or("");
         let mut parts = fims::uri::frags(rest);
         let (first, second, third) = (parts.next(), parts.next(), parts.next());
         let control = match (msg.method(), first, second, third) {

@@ -417,6 +417,33 @@ fn serves_gets_on_our_uri() {
 }
 
 #[test]
+fn serves_our_uri_with_empty_segments_collapsed_as_the_broker_routes() {
+    let mut h = quick(vec![Fake::answering(4242, 5)], "");
+    h.run_ms(300);
+    for uri in [
+        "//cops/stats/p0/pid",
+        "/cops//stats//p0/pid",
+        "/cops/stats/p0/pid/",
+    ] {
+        assert_eq!(get(&mut h, uri), 4242, "{uri}");
+    }
+    assert_eq!(get(&mut h, "/cops//summary")["controller_name"], "test");
+    assert_eq!(get(&mut h, "/cops/")["summary"]["alive"], 1);
+    // Not ours: no answer at all.
+    for uri in ["/copsx/summary", "/co/ps", "cops/summary"] {
+        let msg = Message {
+            method: "get",
+            uri,
+            replyto: "/me/reply",
+            ..Message::default()
+        };
+        let now = h.now;
+        h.e.handle_message(now, Via::Serve, &msg, &mut h.os);
+        assert!(h.e.poll_transmit().is_none(), "{uri}");
+    }
+}
+
+#[test]
 fn publishes_summary_and_stats_every_briefing() {
     let fakes: Vec<Fake> = (0..3).map(|i| Fake::answering(4000 + i, 5)).collect();
     let cfg = config(3, r#","heartbeatFreq":100,"briefingFrequencyMS":1000"#, "");
