@@ -127,6 +127,22 @@ impl Client {
         Ok(())
     }
 
+    /// Takes the client apart and hands its connected socket over whole, with
+    /// the messages it had already received and not handed out (they arrived
+    /// while it waited for a subscribe answer or a reply). For hosts that do
+    /// their own I/O on the socket from here on ([`crate::batch`], an event
+    /// loop): the socket then has one owner. It is in blocking mode; the
+    /// [`batch`](crate::batch) calls never block whatever the mode.
+    pub fn into_parts(self) -> Parts {
+        Parts {
+            fd: self.fd,
+            name: self.name,
+            max_len: self.max_len,
+            subscriptions: self.subs,
+            pending: self.pending,
+        }
+    }
+
     /// The datagram limit the broker announced (whole datagram).
     pub fn max_len(&self) -> u32 {
         self.max_len
@@ -341,6 +357,22 @@ impl Client {
             self.pending.push_back(msg.to_owned());
         }
     }
+}
+
+/// A [`Client`] taken apart by [`Client::into_parts`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Parts {
+    /// The connected socket.
+    pub fd: OwnedFd,
+    /// The process name the connection was made under.
+    pub name: String,
+    /// The datagram limit the broker announced (whole datagram).
+    pub max_len: u32,
+    /// The complete subscription set the broker confirmed.
+    pub subscriptions: Vec<Subscription>,
+    /// Messages received and not handed out yet, oldest first.
+    pub pending: VecDeque<OwnedMessage>,
 }
 
 impl AsRawFd for Client {

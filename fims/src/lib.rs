@@ -7,6 +7,9 @@
 //!   caller buffer), [`Handshake`], subscribe bodies. Pure, no I/O.
 //! - [`uri`]: frags and the broker's segment-prefix match.
 //! - [`blocking`]: a std-only client (poll + recv with timeouts).
+//! - [`batch`]: `sendmmsg`/`recvmmsg` on a socket taken from a client
+//!   ([`blocking::Client::into_parts`]), for hosts moving thousands of
+//!   datagrams a second.
 //! - `tokio` (feature `tokio`): the same client for async hosts.
 //! - [`socket_path`]: `FIMS_SOCKET` when set, else the default path.
 //!
@@ -22,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod blocking;
 pub mod codec;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Thin socket helpers over `SOCK_SEQPACKET` (the only `unsafe` of the crate).
+//! Thin socket helpers over `SOCK_SEQPACKET` (with `batch.rs`, the only
+//! `unsafe` of the crate).
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -70,7 +71,11 @@ pub fn set_buffers(fd: BorrowedFd<'_>, size: usize) {
     }
 }
 
-fn setsockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+pub(crate) fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: v lives across the call and its size is passed.
     let rc = unsafe {
         libc::setsockopt(
@@ -90,16 +95,14 @@ fn setsockopt_int(fd: BorrowedFd<'_>, opt: libc::c_int, v: libc::c_int) -> io::R
 
 /// Sends one datagram (no SIGPIPE).
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
+    send_flags(fd, buf, libc::MSG_NOSIGNAL)
+}
+
+/// Sends one datagram with `flags` (retried when interrupted).
+pub(crate) fn send_flags(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
+        let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
         if n >= 0 {
             return Ok(());
         }

@@ -5,10 +5,10 @@
 //! cloneable [`Sender`] for other tasks; senders belong to one connection, take new
 //! ones after [`Client::reconnect`].
 //!
-//! Connecting never blocks the runtime: the socket is nonblocking from the
-//! start, a full listen backlog is retried on a timer, and the connect, the
-//! handshake and the first answers run under one timeout
-//! ([`Client::connect_timeout`]).
+//! Connecting never blocks the runtime: it is the blocking client's
+//! step-by-step [`Connecting`] driven by [`establish`] (a full listen backlog
+//! is retried on a timer; the connect, the handshake and the first answers run
+//! under one deadline, [`Client::connect_timeout`]).
 //!
 //! Subscriptions work as in the blocking client: the client keeps its complete
 //! set and sends it whole, in one `sub`, on every change and every reconnect
@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use crate::blocking::{Connecting, Progress, Wait};
 
 use crate::codec::{Message, Method, OwnedMessage, Subscription};
 use crate::error::{Error, Result};
@@ -124,26 +127,34 @@ impl Client {
 
     /// Connects to the broker at `path` as `name`, with the connect and the
     /// handshake done within `timeout` ([`Error::Timeout`] after that). Never
-    /// blocks the runtime.
+    /// blocks the runtime: the setup is the blocking client's non-blocking
+    /// [`Connecting`], driven by [`establish`].
     pub async fn connect_timeout(
         path: impl AsRef<Path>,
         name: &str,
         timeout: Duration,
     ) -> Result<Client> {
-        proto::check_name(name)?;
-        let path = path.as_ref().to_path_buf();
-        let (io, max_len) = with_timeout(timeout, handshake(&path, name)).await?;
+        let c = establish(Connecting::start(path, name, timeout)?).await?;
+        Client::from_blocking(c)
+    }
+
+    /// A tokio client on the socket of a connected blocking client (its
+    /// set and its received messages come along).
+    fn from_blocking(c: crate::blocking::Client) -> Result<Client> {
+        let path = c.path().to_path_buf();
+        let parts = c.into_parts();
+        let (io, max_len) = register(parts.fd, parts.max_len)?;
         Ok(Client {
             tx: Sender {
                 io,
-                name: name.into(),
+                name: parts.name.into(),
                 max_len,
                 wbuf: Vec::new(),
             },
             path,
             rbuf: Vec::with_capacity(proto::recv_capacity(max_len)),
-            subs: Vec::new(),
-            pending: VecDeque::new(),
+            subs: parts.subscriptions,
+            pending: parts.pending,
             current: OwnedMessage::default(),
             replies: proto::ReplyUris::default(),
         })
@@ -160,24 +171,16 @@ impl Client {
     /// [`reconnect`](Self::reconnect) within `timeout` for the connect, the
     /// handshake and the subscription answer together.
     pub async fn reconnect_timeout(&mut self, timeout: Duration) -> Result<()> {
-        let sub = match self.subs.is_empty() {
-            true => None,
-            false => Some(proto::encode_sub(&self.tx.name, &self.subs)?),
-        };
-        let (io, max, rbuf, pending) = with_timeout(timeout, async {
-            let (io, max) = handshake(&self.path, &self.tx.name).await?;
-            let mut rbuf = Vec::with_capacity(proto::recv_capacity(max));
-            let mut pending = VecDeque::new();
-            if let Some(dg) = &sub {
-                exchange_sub(&io, dg, &mut rbuf, &mut pending).await?;
-            }
-            Ok((io, max, rbuf, pending))
-        })
-        .await?;
+        let mut c = Connecting::start(&self.path, &self.tx.name, timeout)?;
+        if !self.subs.is_empty() {
+            c = c.with_subscriptions(&self.subs)?;
+        }
+        let parts = establish(c).await?.into_parts();
+        let (io, max_len) = register(parts.fd, parts.max_len)?;
         self.tx.io = io;
-        self.tx.max_len = max;
-        self.rbuf = rbuf;
-        self.pending = pending;
+        self.tx.max_len = max_len;
+        self.rbuf = Vec::with_capacity(proto::recv_capacity(max_len));
+        self.pending = parts.pending;
         Ok(())
     }
 
@@ -336,26 +339,60 @@ async fn exchange_sub(
     }
 }
 
-/// Connects (nonblocking; a full listen backlog is retried on a timer, never
-/// waited for in a blocking call) and runs the client side of the handshake.
-/// The caller bounds it with a timeout.
-async fn handshake(path: &Path, name: &str) -> Result<(Arc<AsyncFd<OwnedFd>>, u32)> {
-    let fd = loop {
-        match sys::connect(path) {
-            Ok(Some(fd)) => break fd,
-            Ok(None) => tokio::time::sleep(proto::CONNECT_RETRY).await,
-            Err(e) => return Err(proto::connect_error(path, e)),
-        }
-    };
+/// The connected socket, nonblocking, registered with the runtime.
+fn register(fd: OwnedFd, max_len: u32) -> Result<(Arc<AsyncFd<OwnedFd>>, u32)> {
+    sys::set_nonblocking(fd.as_fd(), true)?;
     // SAFETY: the OwnedFd is moved into the AsyncFd, which owns it (and so keeps it
     // open and unchanged) until the AsyncFd is dropped.
     let io = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
-    let io = Arc::new(io);
-    let mut buf = Vec::with_capacity(64);
-    recv_dg(&io, &mut buf).await?;
-    let hs = proto::answer_handshake(&buf)?;
-    sys::set_buffers(io.get_ref().as_fd(), proto::recv_capacity(hs.max_len));
-    send_dg(&io, &proto::our_handshake(&hs)).await?;
-    send_dg(&io, name.as_bytes()).await?;
-    Ok((io, hs.max_len))
+    Ok((Arc::new(io), max_len))
+}
+
+/// A descriptor owned elsewhere, registered with the runtime only while its
+/// owner waits on it.
+struct Borrowed(RawFd);
+
+impl AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Drives a blocking-client [`Connecting`] to its end on the tokio runtime,
+/// never blocking it: each step that cannot go on waits for the socket in
+/// the runtime's reactor (or on a timer while the broker's listen backlog is
+/// full), never past the connection's deadline. Every async host connects
+/// through this: the tokio [`Client`] and hosts that take the socket whole
+/// ([`crate::blocking::Client::into_parts`]).
+pub async fn establish(mut c: Connecting) -> Result<crate::blocking::Client> {
+    loop {
+        match c.advance()? {
+            Progress::Ready(client) => return Ok(client),
+            Progress::Pending(next) => c = next,
+        }
+        let deadline = tokio::time::Instant::from_std(c.deadline());
+        let (fd, interest) = match c.wait() {
+            Wait::Until(at) => {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at).min(deadline)).await;
+                continue;
+            }
+            Wait::Readable(fd) => (fd, Interest::READABLE),
+            Wait::Writable(fd) => (fd, Interest::WRITABLE),
+        };
+        // SAFETY: `c` owns `fd` and keeps it open and unchanged while the
+        // registration lives: it is dropped at the end of this turn, before
+        // `c` is advanced (which may replace the socket) or dropped.
+        let io = unsafe { AsyncFd::register_with_interest(Borrowed(fd), interest) }
+            .map_err(|e| e.into_parts().1)?;
+        let ready = async {
+            match interest == Interest::READABLE {
+                true => io.readable().await.map(drop),
+                false => io.writable().await.map(drop),
+            }
+        };
+        // At the deadline, the next `advance` says so.
+        if let Ok(r) = tokio::time::timeout_at(deadline, ready).await {
+            r?;
+        }
+    }
 }
