@@ -8,7 +8,7 @@
 //! - [`identity`]: the pure PID rule and the typed answers of the OS side.
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
-//!   Its child [`runtime::batch`] does the `sendmmsg`/`recvmmsg` batches.
+//!   Its data I/O is `fims::batch` (`sendmmsg`/`recvmmsg`) on sockets it owns.
 //! - [`metrics`]: `--metrics-listen`, the exporter and its snapshot channel;
 //!   [`access`]: who may send control requests (inhibit, resume).
 //! - [`cli`]: the operator commands `cops status`, `cops why`, `cops inhibit`,
@@ -23,7 +23,6 @@
 //! takes `now: Instant`, so tests drive thousands of processes on a fake clock.
 //! [`kill`] reads `/proc` and signals; [`runtime`] owns the socket, the clock and
 //! the OS side of the engine's actions. Operator documentation: `docs/cops.md`.
-#![warn(missing_docs)]
 
 pub mod access;
 pub mod cli;

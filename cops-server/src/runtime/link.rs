@@ -12,24 +12,27 @@
 //! The three live and die together: when one is lost, all are dropped and
 //! connected again (the engine voids the rounds in between).
 //!
-//! Each socket belongs to a `fims::blocking::Client` (connect, handshake,
-//! subscribe); data I/O is non-blocking batches on its descriptor
-//! ([`super::batch`]).
+//! Each connection is set up by `fims::blocking::Connecting` (connect,
+//! handshake, subscribe), driven on the runtime without blocking it
+//! (`fims::tokio::establish`); COPS then takes the socket whole
+//! (`Client::into_parts`) and does its data I/O as non-blocking batches
+//! (`fims::batch`). The socket has one owner, [`Conn`]; tokio's registration
+//! borrows it only while the loop sleeps on it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use fims::blocking::Client;
+use fims::batch::{enable_timestamps, Received, RecvBatch, SendBatch};
+use fims::blocking::Connecting;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn};
 
-use super::batch::{enable_timestamps, recv_up_to, Received, RecvBufs, SendBatch};
 use crate::engine::{Transmit, Via};
 
-/// Longest a connect and its handshake may take (the loop waits meanwhile, but
-/// only while COPS has no bus anyway).
+/// Longest a connect and its handshake may take (the loop goes on meanwhile;
+/// COPS has no bus until it is done anyway).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest COPS waits for room in a socket buffer before dropping a batch
 /// (heartbeat and probe connections only).
@@ -38,12 +41,26 @@ const SEND_WAIT_MS: i32 = 100;
 /// more; past this the oldest are dropped.
 const SERVE_BACKLOG: usize = 4096;
 
+/// The socket's descriptor as tokio's registration sees it: the registration
+/// does not own it ([`Conn`] does).
+pub(super) struct Borrowed(RawFd);
+
+impl AsRawFd for Borrowed {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
 /// One connection.
 pub(super) struct Conn {
     pub(super) via: Via,
-    client: Client,
-    /// Readable-only registration of a dup of the socket, while not polling.
-    pub(super) readable: Option<AsyncFd<OwnedFd>>,
+    /// Readable-only registration of the socket, while not polling. Declared
+    /// before `fd` so that it is dropped (deregistered) while `fd` is open.
+    pub(super) readable: Option<AsyncFd<Borrowed>>,
+    /// The socket; its one owner.
+    fd: OwnedFd,
+    /// The broker's datagram limit (whole datagram).
+    max_len: u32,
     batch: SendBatch,
     /// When the socket was last seen empty: nothing drained later arrived before it.
     last_empty: Instant,
@@ -60,48 +77,53 @@ pub(super) struct Drained {
 
 impl Conn {
     /// Connects as `name` and sends its complete subscription set `subs` in
-    /// one `sub` (none when empty).
-    pub(super) fn open(
-        socket: &Path,
-        name: &str,
+    /// one `sub` (none when empty), without blocking the runtime.
+    pub(super) async fn dial(
+        socket: PathBuf,
+        name: String,
         via: Via,
-        subs: &[String],
+        subs: Vec<String>,
     ) -> Result<Conn, fims::Error> {
-        let mut c = Client::connect_timeout(socket, name, CONNECT_TIMEOUT)?;
+        let mut c = Connecting::start(&socket, &name, CONNECT_TIMEOUT)?;
         if !subs.is_empty() {
             let set: Vec<fims::Subscription> = subs
                 .iter()
                 .map(|u| fims::Subscription::all(u.as_str()))
                 .collect();
-            c.set_subscriptions(&set)?;
+            c = c.with_subscriptions(&set)?;
         }
-        // Messages queued while subscribing: nothing of ours can be among them
-        // before the engine sent anything, so they are dropped.
-        while c.has_pending() {
-            let _ = c.recv(Some(Duration::ZERO));
-        }
+        let parts = fims::tokio::establish(c).await?.into_parts();
+        // Messages that came while subscribing: nothing of ours can be among
+        // them before the engine sent anything, so they are dropped.
+        drop(parts.pending);
         if via != Via::Probe {
-            if let Err(e) = enable_timestamps(c.as_raw_fd()) {
+            if let Err(e) = enable_timestamps(parts.fd.as_fd()) {
                 debug!(error = %e, "no kernel receive timestamps");
             }
         }
         Ok(Conn {
             via,
-            client: c,
             readable: None,
+            fd: parts.fd,
+            max_len: parts.max_len,
             batch: SendBatch::default(),
             last_empty: Instant::now(),
         })
     }
 
-    pub(super) fn fd(&self) -> RawFd {
-        self.client.as_raw_fd()
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Registers the socket with tokio for readability (when not polling).
     pub(super) fn register(&mut self) {
         if self.readable.is_none() {
-            self.readable = register(self.fd());
+            let raw = Borrowed(self.fd.as_raw_fd());
+            // SAFETY: `self.fd` stays open and unchanged while the
+            // registration lives: it is dropped before `fd` (field order,
+            // and `readable = None` before any replacement of the Conn).
+            self.readable =
+                unsafe { AsyncFd::register_with_interest(raw, Interest::READABLE) }.ok();
         }
     }
 
@@ -111,12 +133,12 @@ impl Conn {
     /// spent, leaving the rest in the socket.
     pub(super) fn drain(
         &mut self,
-        bufs: &mut RecvBufs,
+        bufs: &mut RecvBatch,
         max: usize,
         budget: Option<Duration>,
         mut f: impl FnMut(Instant, &fims::Message<'_>),
     ) -> Drained {
-        let fd = self.fd();
+        let fd = self.fd.as_fd();
         let mut out = Drained::default();
         let began = Instant::now();
         // Small batches when time counts, so the budget is kept closely.
@@ -124,7 +146,7 @@ impl Conn {
         while out.n < max && budget.is_none_or(|b| began.elapsed() < b) {
             let (now, wall) = (Instant::now(), SystemTime::now());
             let floor = self.last_empty.min(now);
-            let r = recv_up_to(fd, bufs, batch.min(max - out.n), |dg, stamp| {
+            let r = bufs.recv(fd, batch.min(max - out.n), |dg, stamp| {
                 let age = stamp.and_then(|st| wall.duration_since(st).ok());
                 let at = age
                     .and_then(|a| now.checked_sub(a))
@@ -158,7 +180,7 @@ impl Conn {
     pub(super) fn queue(&mut self, t: &Transmit, name: &str, our_uri: &str) {
         // The broker's number limits the whole datagram; keep room for the five
         // strings at their longest (the username is stamped by the broker).
-        let max = (self.client.max_len() as usize).saturating_sub(fims::MAX_OVERHEAD);
+        let max = (self.max_len as usize).saturating_sub(fims::MAX_OVERHEAD);
         let too_large;
         let body: &[u8] = if t.body.len() > max {
             // A GET answer too large for the broker: say so on the replyto instead.
@@ -189,7 +211,7 @@ impl Conn {
     /// requests must not slow the cycle): what does not fit is sent on a later
     /// turn. Returns false when the connection is gone.
     pub(super) fn flush(&mut self) -> bool {
-        let fd = self.fd();
+        let fd = self.fd.as_fd();
         let mut from = 0;
         let mut up = true;
         while from < self.batch.len() {
@@ -234,22 +256,8 @@ impl Conn {
     }
 }
 
-/// Registers a duplicate of `fd` with tokio for readability only.
-fn register(fd: RawFd) -> Option<AsyncFd<OwnedFd>> {
-    // SAFETY: dup of a descriptor we hold open; we own the new one.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return None;
-    }
-    // SAFETY: dup is a fresh descriptor owned by nobody else.
-    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
-    // SAFETY: the AsyncFd owns the duplicate, keeping it open and unchanged
-    // until it is dropped (which deregisters it).
-    unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) }.ok()
-}
-
 /// Waits until `r` is readable (forever when there is no registration).
-pub(super) async fn readable(r: &Option<AsyncFd<OwnedFd>>) {
+pub(super) async fn readable(r: &Option<AsyncFd<Borrowed>>) {
     match r {
         Some(r) => {
             if let Ok(mut guard) = r.readable().await {
@@ -261,9 +269,9 @@ pub(super) async fn readable(r: &Option<AsyncFd<OwnedFd>>) {
 }
 
 /// Waits up to `ms` for room to send on `fd`.
-fn wait_writable(fd: RawFd, ms: i32) -> bool {
+fn wait_writable(fd: BorrowedFd<'_>, ms: i32) -> bool {
     let mut p = libc::pollfd {
-        fd,
+        fd: fd.as_raw_fd(),
         events: libc::POLLOUT,
         revents: 0,
     };

@@ -16,7 +16,7 @@
 //!
 //! Cost at scale (10,000 processes: 20,000 datagrams out and 10,000 in a second):
 //! - timers are handled at most once per [`tick`], so the rounds go out in a few
-//!   hundred `sendmmsg` batches a second (see [`batch`]);
+//!   hundred `sendmmsg` batches a second (`fims::batch`);
 //! - replies are drained with `recvmmsg`, each with its kernel arrival time
 //!   (`SO_TIMESTAMPNS`), so a reply drained late is still judged by when it came;
 //! - when a drain finds many datagrams, the loop polls the sockets once per tick
@@ -24,6 +24,7 @@
 //!   would wake the thread for every arriving datagram.
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
@@ -31,10 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 use fims::Method;
 use tracing::{debug, error, info, warn};
 
-pub mod batch;
 mod link;
 
-use batch::RecvBufs;
+use fims::batch::RecvBatch;
 use link::{readable, Conn};
 
 use crate::config::Config;
@@ -73,6 +73,11 @@ const MAX_SERVE_DRAIN: usize = 1024;
 fn serve_budget(tick: Duration) -> Duration {
     (tick / 5).clamp(Duration::from_micros(200), Duration::from_millis(2))
 }
+/// Receive slot size: heartbeat replies and requests to COPS are small; a
+/// larger datagram is cut and skipped (it is nothing COPS acts on).
+const SLOT: usize = 8192;
+/// Most datagrams one `recvmmsg` takes.
+const MAX_BATCH: usize = 256;
 /// A drain that finds at least this many datagrams switches to polling per tick.
 const POLL_MIN: usize = 4;
 
@@ -93,10 +98,16 @@ struct Link {
     serve: Conn,
 }
 
+/// The three connections being set up (connect, handshake, subscribe), on
+/// the runtime while the loop goes on.
+type Dialing = Pin<Box<dyn Future<Output = Result<Link, fims::Error>>>>;
+
 struct Shell {
     engine: Engine,
     kill: KillLayer,
     link: Option<Link>,
+    /// The connections being set up while there is no link.
+    dialing: Option<Dialing>,
     opts: Options,
     our_uri: String,
     backoff: Duration,
@@ -111,7 +122,7 @@ struct Shell {
     polling: bool,
     /// When the serving connection was last drained.
     last_poll: Instant,
-    rbufs: RecvBufs,
+    rbufs: RecvBatch,
     /// Scrapes of `--metrics-listen` waiting for a snapshot.
     scrapes: Option<Scrapes>,
 }
@@ -153,6 +164,7 @@ impl Shell {
             engine,
             kill: KillLayer::new(own, opts.dry_run),
             link: None,
+            dialing: None,
             opts,
             our_uri,
             backoff: BACKOFF_MIN,
@@ -165,17 +177,16 @@ impl Shell {
             tick: tick_len,
             polling: false,
             last_poll: now,
-            rbufs: RecvBufs::default(),
+            rbufs: RecvBatch::new(SLOT, MAX_BATCH),
             scrapes: None,
         }
     }
 
     /// One turn of the loop (see the module documentation).
     fn step(&mut self) {
-        if self.link.is_none() && Instant::now() >= self.next_connect {
-            self.connect();
+        if self.link.is_none() && self.dialing.is_none() && Instant::now() >= self.next_connect {
+            self.dialing = Some(self.dial());
         }
-        // Measured after connecting: a handshake waits on the broker, not on COPS.
         let began = Instant::now();
         let n = self.drain_heartbeat();
         self.timers();
@@ -208,7 +219,7 @@ impl Shell {
             Some(l) => (&l.heartbeat.readable, &l.probe.readable, &l.serve.readable),
             None => (&none, &none, &none),
         };
-        let mut scrape = None;
+        let (mut scrape, mut dialed) = (None, None);
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => return true,
@@ -216,10 +227,15 @@ impl Shell {
             _ = readable(p) => {}
             _ = readable(s) => {}
             w = wanted(&mut self.scrapes) => scrape = Some(w),
+            r = dialed_link(&mut self.dialing) => dialed = Some(r),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
         if let Some(w) = scrape {
             self.answer_scrapes(w);
+        }
+        if let Some(r) = dialed {
+            self.dialing = None;
+            self.dialed(r);
         }
         // Up later than meant (descheduled, stopped): COPS's own lag.
         let now = Instant::now();
@@ -241,28 +257,41 @@ impl Shell {
         }
     }
 
-    fn connect(&mut self) {
-        let name = self.opts.process_name.clone();
-        let socket = self.opts.socket.clone();
-        let open = |via| Conn::open(&socket, &name, via, &self.engine.subscriptions(via));
-        let attempt =
-            || Ok::<_, fims::Error>((open(Via::Heartbeat)?, open(Via::Probe)?, open(Via::Serve)?));
-        match attempt() {
-            Ok((heartbeat, probe, serve)) => {
-                debug!(socket = %socket.display(), uri = %self.our_uri, "connected");
-                self.kill.set_bus(heartbeat.fd());
-                self.link = Some(Link {
-                    heartbeat,
-                    probe,
-                    serve,
-                });
+    /// Starts setting up the three connections; [`dialed`](Self::dialed)
+    /// takes the outcome.
+    fn dial(&self) -> Dialing {
+        let (socket, name) = (&self.opts.socket, &self.opts.process_name);
+        let [h, p, s] = [Via::Heartbeat, Via::Probe, Via::Serve].map(|via| {
+            Conn::dial(
+                socket.clone(),
+                name.clone(),
+                via,
+                self.engine.subscriptions(via),
+            )
+        });
+        Box::pin(async move {
+            Ok(Link {
+                heartbeat: h.await?,
+                probe: p.await?,
+                serve: s.await?,
+            })
+        })
+    }
+
+    fn dialed(&mut self, r: Result<Link, fims::Error>) {
+        let socket = self.opts.socket.display();
+        match r {
+            Ok(link) => {
+                debug!(socket = %socket, uri = %self.our_uri, "connected");
+                self.kill.set_bus(link.heartbeat.fd().as_raw_fd());
+                self.link = Some(link);
                 self.backoff = BACKOFF_MIN;
                 self.warned_down = false;
                 self.engine.set_connected(Instant::now(), true);
             }
             Err(e) => {
                 if !self.warned_down {
-                    warn!(socket = %socket.display(), error = %e, "cannot reach the FIMS broker; retrying with backoff");
+                    warn!(socket = %socket, error = %e, "cannot reach the FIMS broker; retrying with backoff");
                     self.warned_down = true;
                 }
                 self.next_connect = Instant::now() + self.backoff;
@@ -349,7 +378,7 @@ impl Shell {
         if self.polling {
             wake = wake.min(self.last_poll + self.tick);
         }
-        if self.link.is_none() {
+        if self.link.is_none() && self.dialing.is_none() {
             wake = wake.min(self.next_connect);
         }
         if self.watchdog.is_some() {
@@ -455,6 +484,14 @@ impl Shell {
                 self.engine.exit_result(Instant::now(), process, pid, r);
             }
         }
+    }
+}
+
+/// The connections being set up, once they are (never, when none are).
+async fn dialed_link(dialing: &mut Option<Dialing>) -> Result<Link, fims::Error> {
+    match dialing {
+        Some(d) => d.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -370,7 +370,8 @@ fn rounds_are_spread_over_the_period() {
     assert_eq!(starts, [5, 30, 55, 80]);
 }
 
-fn get(h: &mut Harness, uri: &str) -> Value {
+/// Hands `get <uri>` (replyto `/me/reply`) to the engine on the serving connection.
+fn ask(h: &mut Harness, uri: &str) {
     let msg = Message {
         method: "get",
         uri,
@@ -379,6 +380,10 @@ fn get(h: &mut Harness, uri: &str) -> Value {
     };
     let now = h.now;
     h.e.handle_message(now, Via::Serve, &msg, &mut h.os);
+}
+
+fn get(h: &mut Harness, uri: &str) -> Value {
+    ask(h, uri);
     let t = h.e.poll_transmit().expect("an answer");
     assert_eq!(&*t.uri, "/me/reply");
     assert_eq!(t.method, Method::Set);
@@ -431,14 +436,7 @@ fn serves_our_uri_with_empty_segments_collapsed_as_the_broker_routes() {
     assert_eq!(get(&mut h, "/cops/")["summary"]["alive"], 1);
     // Not ours: no answer at all.
     for uri in ["/copsx/summary", "/co/ps", "cops/summary"] {
-        let msg = Message {
-            method: "get",
-            uri,
-            replyto: "/me/reply",
-            ..Message::default()
-        };
-        let now = h.now;
-        h.e.handle_message(now, Via::Serve, &msg, &mut h.os);
+        ask(&mut h, uri);
         assert!(h.e.poll_transmit().is_none(), "{uri}");
     }
 }
