@@ -180,3 +180,22 @@ async fn route_async_on_the_hosts_connection() {
         .expect("task");
     assert_eq!(others, ["/ah/speed"]);
 }
+
+/// The reconnect backoff on the runtime's clock, paused: no broker at the
+/// path, so every attempt fails at once and only the pauses between them
+/// take (virtual) time: 50 ms doubling to 500 ms, exactly.
+#[tokio::test(start_paused = true)]
+async fn tokio_driver_backs_off_50ms_doubling_to_500ms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = TokioDriver::new(responder("/bo"), dir.path().join("no-broker.sock"));
+    let start = tokio::time::Instant::now();
+    let mut failed_at = Vec::new();
+    d.run_with(
+        tokio::time::sleep(Duration::from_millis(2000)),
+        |_| {},
+        |_| failed_at.push((tokio::time::Instant::now() - start).as_millis()),
+    )
+    .await;
+    assert_eq!(failed_at, [0, 50, 150, 350, 750, 1250, 1750]);
+    assert_eq!(d.connects(), 0);
+}
