@@ -242,8 +242,8 @@ pub unsafe extern "C" fn cops_responder_set_version(
 /// `r` is NULL or a live responder.
 #[no_mangle]
 pub unsafe extern "C" fn cops_responder_heartbeat(r: *const cops_responder) -> u64 {
-    // SAFETY: the caller's contract, see above.
     boundary(0, || {
+        // SAFETY: the caller's contract, see above.
         unsafe { handle_ref(r) }.map_or(0, |r| r.core().heartbeat())
     })
 }

@@ -223,7 +223,7 @@
 //! A tokio host that owns its [`fims::tokio::Client`] routes instead:
 //! `router.route_async(&mut sender, &msg).await?` with `sender = client.sender()`
 //! (with a liveness window and [`Router::pet_handle`] petted from the work loop).
-#![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 mod driver;
 pub mod ffi;

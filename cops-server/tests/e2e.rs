@@ -171,6 +171,7 @@ fn dry_run_signals_nothing() {
         v["state"] == "alive"
     });
     let pid = v["pid"].as_u64().unwrap() as i32;
+    // SAFETY: kill(2) takes plain integers; pid is the victim's, read from cops.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     wait_stats(&mut client, "victim", Duration::from_secs(5), |v| {
         v["state"] == "hung"
@@ -181,6 +182,7 @@ fn dry_run_signals_nothing() {
     assert!(seen, "{}", cops_log(&broker));
     std::thread::sleep(Duration::from_millis(200));
     assert!(victim.deaths().is_empty());
+    // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 

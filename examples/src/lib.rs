@@ -17,7 +17,6 @@
 //! Everything here is a test and demo harness: it spawns processes, talks FIMS
 //! over a Unix socket and reads the wall clock. Nothing in it is a library for
 //! production hosts; those link `cops-responder` directly.
-#![warn(missing_docs)]
 
 pub mod bins;
 pub mod children;

@@ -25,7 +25,6 @@
 //!
 //! `docs/protocol/fims.md` is the contract; `README.md` lists the choices made
 //! where it left one open.
-#![warn(missing_docs)]
 
 mod conn;
 mod core;

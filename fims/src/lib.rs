@@ -23,7 +23,7 @@
 //! println!("{}", answer.body_text());
 //! # Ok(()) }
 //! ```
-#![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 pub mod batch;
 pub mod blocking;

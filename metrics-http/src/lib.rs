@@ -15,7 +15,6 @@
 //! methods); a render error is a 503 with its text. At most
 //! [`MAX_CONNECTIONS`] connections are served at once (more are closed at
 //! accept), and a client has [`HEADER_TIMEOUT`] to send its request headers.
-#![warn(missing_docs)]
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
