@@ -18,6 +18,10 @@ pub(crate) struct Entry {
     pub(crate) pub_only: bool,
 }
 
+/// A message URI that is not in collapsed form (see [`SubIndex::for_each_match`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotCollapsed;
+
 /// Keys are as long as a URI may be (255 bytes); longer ones share the last
 /// count (and are always looked up).
 const LENS: usize = 256;
@@ -101,13 +105,30 @@ impl SubIndex {
         self.map.values().map(Vec::len).sum()
     }
 
-    /// Calls `f` for every entry whose subscription matches `uri`, a collapsed
-    /// URI (the broker collapses message URIs with empty segments first). A connection
-    /// with several matching subscriptions is seen several times: the caller
-    /// de-duplicates (the broker uses a per-message generation stamp).
-    pub(crate) fn for_each_match(&self, uri: &str, mut f: impl FnMut(Entry)) {
+    /// Calls `f` for every entry whose subscription matches `uri`, a message
+    /// URI. A connection with several matching subscriptions is seen several
+    /// times: the caller de-duplicates (the broker uses a per-message
+    /// generation stamp).
+    ///
+    /// `Err(NotCollapsed)` when `uri` is not in collapsed form
+    /// ([`fims::uri::normalize`]: an empty segment, a trailing `/`, no leading
+    /// `/`): the caller collapses it and asks again. `f` may have been called
+    /// for some prefixes by then, each of which the collapsed URI matches too
+    /// (so the caller's de-duplication makes that harmless). Checking the form
+    /// here costs nothing beyond the scan for segment prefixes.
+    pub(crate) fn for_each_match(
+        &self,
+        uri: &str,
+        mut f: impl FnMut(Entry),
+    ) -> Result<(), NotCollapsed> {
+        let b = uri.as_bytes();
+        match b {
+            [b'/'] => {}
+            [b'/', .., last] if *last != b'/' => {}
+            _ => return Err(NotCollapsed),
+        }
         if self.map.is_empty() {
-            return;
+            return Ok(());
         }
         let mut visit = |key: &str| {
             if self.by_len[len_slot(key)] == 0 {
@@ -118,15 +139,22 @@ impl SubIndex {
             }
         };
         visit("/");
-        // A '/' after the first byte ends a segment prefix (`/a`, `/a/b`, ...).
-        for (i, &b) in uri.as_bytes().iter().enumerate().skip(2) {
-            if b == b'/' {
+        // A '/' after the first byte ends a segment prefix (`/a`, `/a/b`, ...);
+        // one right after another is an empty segment.
+        let mut prev = b'/';
+        for (i, &c) in b.iter().enumerate().skip(1) {
+            if c == b'/' {
+                if prev == b'/' {
+                    return Err(NotCollapsed);
+                }
                 visit(&uri[..i]);
             }
+            prev = c;
         }
-        if uri != "/" {
+        if b.len() > 1 {
             visit(uri);
         }
+        Ok(())
     }
 
     /// Number of distinct subscription URIs.
@@ -143,7 +171,14 @@ mod tests {
 
     fn matched(idx: &SubIndex, uri: &str) -> Vec<(ConnId, bool)> {
         let mut v = Vec::new();
-        idx.for_each_match(uri, |e| v.push((e.conn, e.pub_only)));
+        let key = fims::uri::normalize(uri);
+        assert_eq!(
+            idx.for_each_match(uri, |_| {}).is_ok(),
+            key == uri,
+            "{uri:?} is collapsed or not"
+        );
+        idx.for_each_match(&key, |e| v.push((e.conn, e.pub_only)))
+            .expect("collapsed");
         v.sort_unstable();
         v.dedup();
         v

@@ -18,7 +18,7 @@
 use std::io;
 use std::rc::Rc;
 
-use fims::codec::EncodeError;
+use fims::codec::{EncodeError, HEADER_LEN};
 
 use crate::conn::Link;
 use crate::core::Broker;
@@ -68,6 +68,8 @@ impl OutBatch {
         body: &[u8],
     ) -> Result<u32, EncodeError> {
         let start = self.arena.len();
+        let len = HEADER_LEN + strings.iter().map(|s| s.len()).sum::<usize>() + body.len();
+        self.arena.reserve(len);
         fims::codec::write_header(&mut self.arena, strings, body.len())?;
         self.arena.extend_from_slice(body);
         Ok(self.push(start, from))

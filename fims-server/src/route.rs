@@ -16,7 +16,7 @@ use fims::DecodeError;
 
 use crate::conn::{Delivery, Link, State};
 use crate::core::{cost, Broker};
-use crate::index::ConnId;
+use crate::index::{ConnId, Entry};
 use crate::queue::FROM_BROKER;
 use crate::stats::DropKind;
 
@@ -98,15 +98,9 @@ impl<L: Link> Broker<L> {
             stats,
             ..
         } = self;
-        let key: &str = if fims::uri::needs_normalizing(msg.uri) {
-            fims::uri::normalize_into(msg.uri, ubuf);
-            ubuf
-        } else {
-            msg.uri
-        };
         // Written at the first receiver: a message nobody wants costs no copy.
         let mut written: Option<Result<u32, EncodeError>> = None;
-        index.for_each_match(key, |e| {
+        let mut visit = |e: Entry| {
             if e.pub_only && method != Method::Pub {
                 return;
             }
@@ -123,7 +117,13 @@ impl<L: Link> Broker<L> {
             if let Ok(m) = *written.get_or_insert_with(|| out.add_message(from, strs, msg.body)) {
                 out.deliver(e.conn, m);
             }
-        });
+        };
+        if index.for_each_match(msg.uri, &mut visit).is_err() {
+            // Empty segments or a trailing '/': matched as collapsed, as the
+            // existing broker does (receivers already seen are stamped).
+            fims::uri::normalize_into(msg.uri, ubuf);
+            let _collapsed = index.for_each_match(ubuf, &mut visit);
+        }
         match written {
             None => stats.unrouted += 1,
             Some(Err(e)) => {

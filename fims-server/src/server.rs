@@ -82,7 +82,10 @@ pub struct Server {
     core: Broker<OwnedFd>,
     /// Receive buffers: one slot per datagram of a `recvmmsg`.
     ring: RecvRing,
+    /// Connections still readable after their share of a turn (read first
+    /// next turn), and the list of the turn before (kept to reuse its memory).
     again: Vec<ConnId>,
+    again_now: Vec<ConnId>,
     /// Loop turn number, and the turn each connection slot was last read in:
     /// a connection is read at most once (READ_BUDGET datagrams) per turn.
     turn: u64,
@@ -140,6 +143,7 @@ impl Server {
             socket_id: (meta.dev(), meta.ino()),
             ring,
             again: Vec::new(),
+            again_now: Vec::new(),
             turn: 0,
             read_in: Vec::new(),
             budget: READ_BUDGET,
@@ -188,7 +192,9 @@ impl Server {
                 log_stats(&self.core.stats, "fims_server counters");
             }
             self.turn += 1;
-            let again = std::mem::take(&mut self.again);
+            let mut again = std::mem::take(&mut self.again_now);
+            again.clear();
+            std::mem::swap(&mut again, &mut self.again);
             let timeout = if again.is_empty() {
                 self.timeout()
             } else {
@@ -221,10 +227,11 @@ impl Server {
                 }
                 self.sync();
             }
-            for id in again {
+            for &id in &again {
                 self.read(id);
                 self.sync();
             }
+            self.again_now = again;
             self.core.flush();
             self.sync();
             self.timers();

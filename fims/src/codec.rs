@@ -263,15 +263,18 @@ pub fn write_header(
     body_len: usize,
 ) -> Result<(), EncodeError> {
     let mut header = [0u8; HEADER_LEN];
-    for ((slot, s), field) in header.iter_mut().zip(strings).zip(STRING_NAMES) {
-        *slot = u8::try_from(s.len()).map_err(|_| EncodeError::StringTooLong {
-            field,
+    let mut total = HEADER_LEN;
+    for (i, s) in strings.iter().enumerate() {
+        header[i] = u8::try_from(s.len()).map_err(|_| EncodeError::StringTooLong {
+            field: STRING_NAMES[i],
             len: s.len(),
         })?;
+        total += s.len();
     }
     let data_len =
         u32::try_from(body_len).map_err(|_| EncodeError::BodyTooLarge { len: body_len })?;
     header[8..].copy_from_slice(&data_len.to_le_bytes());
+    out.reserve(total);
     out.extend_from_slice(&header);
     for s in strings {
         out.extend_from_slice(s.as_bytes());
