@@ -9,6 +9,11 @@
 //! - [`kill`]: kill safety (PID acceptance, identity pinning, evidence, signals).
 //! - [`runtime`]: the tokio shell (FIMS connection, reconnect, actions, events, systemd).
 //!   Its child [`runtime::batch`] does the `sendmmsg`/`recvmmsg` batches.
+//! - [`metrics`]: `--metrics-listen`, the exporter and its snapshot channel;
+//!   [`access`]: who may send control requests (inhibit, resume).
+//! - [`cli`]: the operator commands `cops status`, `cops why`, `cops inhibit`,
+//!   `cops resume` (clients of what COPS serves over FIMS); [`human`]:
+//!   durations as operators read and write them.
 //!
 //! Binaries: `cops` (the supervisor: parse arguments, set up logging, run
 //! [`runtime::run`]) and `cops-sim` (simulated responders for measuring COPS).
@@ -20,8 +25,12 @@
 //! the OS side of the engine's actions. Operator documentation: `docs/cops.md`.
 #![warn(missing_docs)]
 
+pub mod access;
+pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod human;
 pub mod identity;
 pub mod kill;
+pub mod metrics;
 pub mod runtime;

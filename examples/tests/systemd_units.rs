@@ -141,6 +141,33 @@ fn documentation_files_are_installed_by_the_packages() {
     }
 }
 
+/// COPS without root (docs/systemd.md): `cops.service` runs as the `cops`
+/// system user that the package's sysusers file creates, with exactly the
+/// capabilities that cops-server/tests/unprivileged.rs shows it needs, as
+/// ambient and bounding set alike, and no way to gain more.
+#[test]
+fn cops_runs_as_its_own_user_with_exactly_the_documented_capabilities() {
+    let unit = settings("cops.service");
+    assert_eq!(one(&unit, "User"), "cops");
+    let caps = ["CAP_KILL", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
+    assert_eq!(values(&unit, "AmbientCapabilities"), caps);
+    assert_eq!(values(&unit, "CapabilityBoundingSet"), caps);
+    assert_eq!(one(&unit, "NoNewPrivileges"), "yes");
+    let sysusers =
+        std::fs::read_to_string(repo().join("packaging/sysusers.d/cops.conf")).expect("cops.conf");
+    assert!(
+        sysusers
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["u", "cops"])),
+        "packaging/sysusers.d/cops.conf does not create user cops:\n{sysusers}"
+    );
+    let doc = std::fs::read_to_string(repo().join("docs/systemd.md")).expect("systemd.md");
+    assert!(
+        doc.contains(&format!("AmbientCapabilities={}", caps.join(" "))),
+        "docs/systemd.md does not show the unit's capabilities"
+    );
+}
+
 /// `systemd-analyze security --offline=yes` exposure within docs/systemd.md's
 /// limits. Skipped with a notice where systemd-analyze is missing (.ci/run
 /// installs it; packaging/check checks the installed units as well).

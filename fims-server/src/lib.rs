@@ -15,6 +15,9 @@
 //!   `queue`: its outbound queue, `stats`: [`Stats`] counters and the warning
 //!   rate limiter, `sys`: the socket syscalls (the only `unsafe`).
 //! - [`tools`]: formatting shared by the `fims_send` / `fims_listen` binaries.
+//! - [`metrics`]: `--metrics-listen`: the counters the loop publishes through
+//!   atomics, and their encoding for Prometheus (served by `metrics-http` on a
+//!   thread of its own).
 //! - [`spawn`]: runs a broker on a thread of this process (tests, benches).
 //!
 //! # I/O and time
@@ -32,6 +35,7 @@ mod conn;
 mod core;
 mod index;
 mod listener;
+pub mod metrics;
 mod out;
 mod queue;
 mod route;
@@ -47,7 +51,7 @@ use std::time::Duration;
 
 pub use listener::ServeError;
 pub use server::{Server, ShutdownHandle};
-pub use stats::Stats;
+pub use stats::{Stats, METHODS};
 
 /// Default outbound queue bound per connection, in datagrams.
 pub const DEFAULT_QUEUE_DATAGRAMS: usize = 4096;

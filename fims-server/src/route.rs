@@ -18,12 +18,15 @@ use crate::conn::{Delivery, Link, State};
 use crate::core::{cost, Broker};
 use crate::index::{ConnId, Entry};
 use crate::queue::FROM_BROKER;
-use crate::stats::DropKind;
+use crate::stats::{method_index, DropKind};
 
 impl<L: Link> Broker<L> {
     /// A datagram from a handshaken connection: decode, check, then subscribe or route.
     pub(crate) fn on_message(&mut self, id: ConnId, dg: &[u8]) {
         let checked = Message::decode(dg).and_then(|m| m.check_data().map(|meth| (m, meth)));
+        if let Ok((_, method)) = &checked {
+            self.stats.by_method[method_index(*method)] += 1;
+        }
         match checked {
             Ok((msg, Method::Sub)) => self.subscribe(id, &msg),
             Ok((msg, method)) => self.route(id, &msg, method),

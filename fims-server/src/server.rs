@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::core::Broker;
 use crate::index::ConnId;
 use crate::listener::{listen, ServeError};
+use crate::metrics::Published;
 use crate::stats::Stats;
 use crate::sys::RecvRing;
 use crate::{sys, Config};
@@ -98,6 +99,8 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     report: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// Where the counters are published for `--metrics-listen` (once per loop turn).
+    published: Option<Arc<Published>>,
 }
 
 impl Server {
@@ -153,7 +156,16 @@ impl Server {
             stop: Arc::new(AtomicBool::new(false)),
             report: Arc::new(AtomicBool::new(false)),
             waker,
+            published: None,
         })
+    }
+
+    /// From now on, publishes the counters at the end of every loop turn
+    /// (relaxed atomic stores; the loop never waits for a reader).
+    pub fn publish_stats(&mut self) -> Arc<Published> {
+        let p = Arc::clone(self.published.get_or_insert_with(Arc::default));
+        p.store(&self.core.stats);
+        p
     }
 
     /// A handle that stops [`run`](Self::run) from another thread.
@@ -235,6 +247,9 @@ impl Server {
             self.core.flush();
             self.sync();
             self.timers();
+            if let Some(p) = &self.published {
+                p.store(&self.core.stats);
+            }
         }
         Ok(())
     }

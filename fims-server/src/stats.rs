@@ -2,6 +2,30 @@
 
 use std::time::{Duration, Instant};
 
+use fims::Method;
+
+/// The methods [`Stats::by_method`] counts, in its order.
+pub const METHODS: [Method; 6] = [
+    Method::Set,
+    Method::Get,
+    Method::Pub,
+    Method::Post,
+    Method::Del,
+    Method::Sub,
+];
+
+/// The index of `m` in [`METHODS`].
+pub(crate) fn method_index(m: Method) -> usize {
+    match m {
+        Method::Set => 0,
+        Method::Get => 1,
+        Method::Pub => 2,
+        Method::Post => 3,
+        Method::Del => 4,
+        Method::Sub => 5,
+    }
+}
+
 /// What the broker counted since it started, and how much it holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -52,6 +76,78 @@ pub struct Stats {
     pub queued_bytes: u64,
     /// The most `queued_bytes` ever reached.
     pub peak_queued_bytes: u64,
+    /// Well-formed messages received from handshaken connections, by
+    /// method, in [`METHODS`] order (`sub` included; counted before the
+    /// size check, so oversize ones too).
+    pub by_method: [u64; 6],
+}
+
+/// How many numbers [`Stats::fields`] has.
+pub const FIELDS: usize = 27;
+
+impl Stats {
+    /// Every field, in declaration order (`by_method` last), to publish
+    /// them through atomics ([`crate::metrics::Published`]).
+    pub fn fields(&self) -> [u64; FIELDS] {
+        let m = self.by_method;
+        [
+            self.accepted,
+            self.handshakes,
+            self.bad_handshakes,
+            self.handshake_timeouts,
+            self.uid_refused,
+            self.accept_stalls,
+            self.malformed,
+            self.unknown_method,
+            self.oversize,
+            self.sub_refused,
+            self.too_many_subs,
+            self.routed,
+            self.unrouted,
+            self.delivered,
+            self.overflow,
+            self.shed,
+            self.send_errors,
+            self.connections,
+            self.subscriptions,
+            self.queued_bytes,
+            self.peak_queued_bytes,
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
+        ]
+    }
+
+    /// The inverse of [`fields`](Self::fields).
+    pub fn from_fields(f: [u64; FIELDS]) -> Stats {
+        Stats {
+            accepted: f[0],
+            handshakes: f[1],
+            bad_handshakes: f[2],
+            handshake_timeouts: f[3],
+            uid_refused: f[4],
+            accept_stalls: f[5],
+            malformed: f[6],
+            unknown_method: f[7],
+            oversize: f[8],
+            sub_refused: f[9],
+            too_many_subs: f[10],
+            routed: f[11],
+            unrouted: f[12],
+            delivered: f[13],
+            overflow: f[14],
+            shed: f[15],
+            send_errors: f[16],
+            connections: f[17],
+            subscriptions: f[18],
+            queued_bytes: f[19],
+            peak_queued_bytes: f[20],
+            by_method: [f[21], f[22], f[23], f[24], f[25], f[26]],
+        }
+    }
 }
 
 /// The kinds of event that are logged at most once per interval.
@@ -120,6 +216,15 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        let f: [u64; FIELDS] = std::array::from_fn(|i| i as u64 * 3 + 1);
+        let s = Stats::from_fields(f);
+        assert_eq!(s.fields(), f);
+        assert_eq!(s.by_method, [64, 67, 70, 73, 76, 79]);
+        assert_eq!(s.peak_queued_bytes, 61);
+    }
 
     #[test]
     fn one_warning_per_interval_per_kind() {

@@ -103,7 +103,9 @@ fn warm_routing_does_not_allocate() {
     // The broker is bound on its own thread (it is not Send), as `spawn` does.
     let broker = std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
-        let server = Server::bind(Config::new(&path)).expect("broker binds");
+        let mut server = Server::bind(Config::new(&path)).expect("broker binds");
+        // As with --metrics-listen: the counters are published every turn.
+        let _published = server.publish_stats();
         handle_tx
             .send(server.shutdown_handle())
             .expect("test waits");

@@ -7,6 +7,7 @@
 //! exact datagrams a client sends, for what a real broker does not show.
 
 pub mod fake_broker;
+pub mod scrape;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

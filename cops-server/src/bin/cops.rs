@@ -1,19 +1,42 @@
-//! `cops`: the supervisor. Thin: parse arguments, set up logging, run.
+//! `cops`: the supervisor (the default: `cops --config FILE`) and the operator
+//! commands (`cops status`, `why`, `inhibit`, `resume`). Thin: parse
+//! arguments, set up logging, run.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cops_server::{config, runtime};
+use cops_server::{access, cli, config, metrics, runtime};
 use tokio::signal::unix::{signal, SignalKind};
+
+/// Where to read more, at the end of `cops --help`.
+const MORE: &str = "\
+Without a command, cops is the supervisor: `cops --config /etc/cops/cops.json`.
+The operator commands ask a running cops over FIMS: cops status, cops why NAME,
+cops inhibit NAME --for 10m, cops resume NAME (`cops help <command>`).
+
+Logs go to stderr (the journal under systemd); RUST_LOG sets the level
+(default info; RUST_LOG=debug adds connection details).
+
+Docs: /usr/share/doc/cops/cops.md (docs/cops.md in the source): configuration,
+events, stats, operating COPS, metrics; the protocol: /usr/share/doc/cops/protocol/cops.md.";
 
 /// COPS: heartbeats the configured processes over FIMS and kills hung ones safely.
 #[derive(Debug, Parser)]
-#[command(name = "cops", version)]
+#[command(
+    name = "cops",
+    version,
+    after_help = MORE,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    /// An operator command (without one, cops supervises).
+    #[command(subcommand)]
+    command: Option<cli::Command>,
     /// The configuration file (JSON).
-    #[arg(long, short = 'c')]
-    config: PathBuf,
+    #[arg(long, short = 'c', required = true)]
+    config: Option<PathBuf>,
     /// The FIMS broker's socket (default: $FIMS_SOCKET, else /tmp/FlexGen_FIMS_Server.socket).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -26,6 +49,10 @@ struct Args {
     /// FIMS process name.
     #[arg(long, default_value = "cops")]
     name: String,
+    /// Serve metrics (Prometheus text, OpenMetrics) at http://ADDR:PORT/metrics,
+    /// e.g. 127.0.0.1:9632. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// Every `expectedUser` must name a user of this host: a name that matches
@@ -52,9 +79,15 @@ fn known_users(
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config::load(&args.config, &config::host_name())
-        .and_then(|c| known_users(c, &args.config))
-    {
+    if let Some(cmd) = args.command {
+        return cmd.run();
+    }
+    // clap requires --config without a command.
+    let Some(path) = args.config.clone() else {
+        eprintln!("cops: --config FILE is required (or give a command: cops status)");
+        return ExitCode::from(2);
+    };
+    let cfg = match config::load(&path, &config::host_name()).and_then(|c| known_users(c, &path)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cops: {e}");
@@ -64,8 +97,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let control_users = match access::control_stamps(cfg.control_users.as_deref()) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("cops: {}: key \"controlUsers\": {e}", path.display());
+            if args.check {
+                eprintln!("cops: configuration test failed");
+            }
+            return ExitCode::from(1);
+        }
+    };
     if args.check {
-        return check(&args, &cfg);
+        return check(&path, &cfg);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,16 +122,29 @@ fn main() -> ExitCode {
         tracing::warn!("{w}");
     }
     runtime::raise_fd_limit();
+    let scrapes = match args.metrics_listen.as_deref().map(metrics::start) {
+        None => None,
+        Some(Ok((addr, scrapes))) => {
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+            Some(scrapes)
+        }
+        Some(Err(e)) => {
+            let addr = args.metrics_listen.as_deref().unwrap_or_default();
+            eprintln!("cops: --metrics-listen {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let opts = runtime::Options {
         socket: args.socket.unwrap_or_else(fims::socket_path),
         dry_run: args.dry_run,
         process_name: args.name,
+        control_users,
     };
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(supervise(cfg, opts)),
+        Ok(rt) => rt.block_on(supervise(cfg, opts, scrapes)),
         Err(e) => {
             eprintln!("cops: cannot start the async runtime: {e}");
             ExitCode::from(1)
@@ -97,7 +153,7 @@ fn main() -> ExitCode {
 }
 
 /// `--check`: warnings, suggestions, the effective settings.
-fn check(args: &Args, cfg: &config::Config) -> ExitCode {
+fn check(path: &std::path::Path, cfg: &config::Config) -> ExitCode {
     for w in &cfg.warnings {
         eprintln!("cops: warning: {w}");
     }
@@ -110,13 +166,17 @@ fn check(args: &Args, cfg: &config::Config) -> ExitCode {
     }
     eprintln!(
         "cops: configuration file {} test is successful",
-        args.config.display()
+        path.display()
     );
     ExitCode::SUCCESS
 }
 
 /// Runs COPS until SIGTERM or SIGINT.
-async fn supervise(cfg: config::Config, opts: runtime::Options) -> ExitCode {
+async fn supervise(
+    cfg: config::Config,
+    opts: runtime::Options,
+    scrapes: Option<metrics::Scrapes>,
+) -> ExitCode {
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -139,6 +199,6 @@ async fn supervise(cfg: config::Config, opts: runtime::Options) -> ExitCode {
             _ = int.recv() => tracing::info!("SIGINT"),
         }
     };
-    runtime::run(cfg, opts, shutdown).await;
+    runtime::run(cfg, opts, scrapes, shutdown).await;
     ExitCode::SUCCESS
 }

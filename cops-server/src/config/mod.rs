@@ -44,6 +44,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "processList",
     "enableRedundantFailover",
     "maxKillsPerWindow",
+    "controlUsers",
 ];
 
 pub(crate) const PROC_KEYS: &[&str] = &[
@@ -136,6 +137,10 @@ pub struct Config {
     pub processes: Vec<ProcessConfig>,
     /// Site-wide kill budget per `error_allowance x heartbeat` (`None`: no limit).
     pub max_kills_per_window: Option<u32>,
+    /// Users (names or numeric uids) whose control requests (`set
+    /// ourUri/control/<name>`: inhibit, resume) COPS takes; `None`: root and
+    /// the user COPS runs as.
+    pub control_users: Option<Vec<String>>,
     /// Warnings to log (ignored keys, ...).
     pub warnings: Vec<String>,
     /// Advice `cops --check` prints (not logged at start).
@@ -370,6 +375,9 @@ impl Config {
         });
         if let (Some(k), Some(m)) = (self.max_kills_per_window, top.as_object_mut()) {
             m.insert("maxKillsPerWindow".into(), k.into());
+        }
+        if let (Some(u), Some(m)) = (&self.control_users, top.as_object_mut()) {
+            m.insert("controlUsers".into(), u.clone().into());
         }
         top
     }

@@ -34,6 +34,11 @@ fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
 
+/// Whether `u` can be a user name or a numeric uid.
+fn valid_user(u: &str) -> bool {
+    !(u.is_empty() || has_control(u) || u.contains(':') || u.contains('/') || u.len() > 255)
+}
+
 impl<'a> Ctx<'a> {
     pub(super) fn new(file: &'a str, hostname: &'a str) -> Ctx<'a> {
         Ctx {
@@ -77,6 +82,7 @@ impl<'a> Ctx<'a> {
         let max_kills_per_window = self
             .ranged(map, "maxKillsPerWindow", SITE_KILLS)?
             .map(|k| k as u32);
+        let control_users = self.control_users(map)?;
         let processes = self.process_list(map, &our_uri, &mut ignored)?;
         let mut warnings = self.warnings(ignored, &timing, &processes);
         warnings.extend(self.process_warnings(&timing, &processes));
@@ -90,6 +96,7 @@ impl<'a> Ctx<'a> {
             controller_name,
             processes,
             max_kills_per_window,
+            control_users,
             warnings,
             suggestions,
         })
@@ -120,6 +127,32 @@ impl<'a> Ctx<'a> {
             }
             other => Ok(other),
         }
+    }
+
+    /// `controlUsers`: who may inhibit and resume (user names or numeric uids).
+    fn control_users(&self, map: &Map<String, Value>) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = map.get("controlUsers") else {
+            return Ok(None);
+        };
+        let bad = || {
+            self.err(
+                Some("controlUsers"),
+                "must be an array of user names or numeric uids, e.g. [\"root\", \"site\"] ([] lets nobody inhibit)",
+            )
+        };
+        let list = v.as_array().ok_or_else(bad)?;
+        if list.len() > 64 {
+            return Err(self.err(Some("controlUsers"), "at most 64 users"));
+        }
+        let mut users = Vec::with_capacity(list.len());
+        for u in list {
+            let u = u.as_str().ok_or_else(bad)?;
+            if !valid_user(u) {
+                return Err(bad());
+            }
+            users.push(u.to_owned());
+        }
+        Ok(Some(users))
     }
 
     fn failover(&self, map: &Map<String, Value>) -> Result<(), ConfigError> {
@@ -315,7 +348,7 @@ impl<'a> Ctx<'a> {
         let expected_exe = self.expected_exe(map)?;
         let expected_user = self.opt_str(map, "expectedUser")?;
         if let Some(u) = &expected_user {
-            if u.is_empty() || has_control(u) || u.contains(':') || u.contains('/') {
+            if !valid_user(u) {
                 return Err(self.err(
                     Some("expectedUser"),
                     "must be a user name or a numeric uid, e.g. \"site\" or \"1001\"",

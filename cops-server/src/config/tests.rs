@@ -579,3 +579,37 @@ fn load_reads_only_regular_files_and_fails_fast_otherwise() {
     std::fs::write(&good, one("")).unwrap();
     assert_eq!(load(&good, "h").unwrap().controller_name, "h");
 }
+
+#[test]
+fn control_users_parse_and_round_trip() {
+    let top = |v: &str| {
+        format!(
+            r#"{{"controlUsers":{v},"processList":[{{"name":"a","uri":"/a","killOnHang":true}}]}}"#
+        )
+    };
+    assert_eq!(parse("f", &one("")).unwrap().control_users, None);
+    let c = parse("f", &top(r#"["root","site","1001"]"#)).unwrap();
+    assert_eq!(
+        c.control_users.as_deref(),
+        Some(&["root".to_owned(), "site".into(), "1001".into()][..])
+    );
+    assert_eq!(c.to_json()["controlUsers"][1], "site");
+    let again = parse("f", &c.to_json().to_string()).unwrap();
+    assert_eq!(again.control_users, c.control_users);
+    assert_eq!(parse("f", &top("[]")).unwrap().control_users, Some(vec![]));
+    for bad in [
+        r#""root""#,
+        "[1]",
+        r#"[""]"#,
+        r#"["a:b"]"#,
+        r#"["a/b"]"#,
+        r#"["a\u0000"]"#,
+        "{}",
+    ] {
+        let e = parse("f", &top(bad)).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("controlUsers"), "{bad}: {e}");
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("\"u{i}\"")).collect();
+    let e = parse("f", &top(&format!("[{}]", many.join(",")))).unwrap_err();
+    assert!(e.message.contains("at most 64"), "{e}");
+}

@@ -249,13 +249,15 @@ impl Engine {
     fn missed(&mut self, now: Instant, t: Instant, i: usize) {
         let p = &mut self.procs[i];
         p.misses = p.misses.saturating_add(1);
+        p.ops.misses += 1;
         let due = match p.cfg.hang_time_allowance {
             Some(allow) => t.saturating_duration_since(p.miss_base) >= allow,
             None => p.misses >= self.cfg.error_allowance,
         };
         if p.state == State::Hung {
-            // Already hung: kill now if it was not possible before (quarantine over, ...).
-            let _ = self.maybe_kill(now, i);
+            // Already hung: kill now if it was not possible before (quarantine
+            // or inhibit over, ...).
+            self.kill_still_hung(now, i);
         } else if due {
             self.declare_hung(now, i);
         } else {

@@ -22,6 +22,9 @@ pub enum EventKind {
     Alive,
     /// Declared hung.
     Hung,
+    /// Hung since an earlier verdict, and signalled now (its inhibit or
+    /// quarantine ended).
+    StillHung,
     /// Good replies again after `hung`.
     Resurrected,
     /// A new PID answered.
@@ -59,6 +62,44 @@ pub enum EventKind {
     ServeLimited,
     /// Bus connection up or down.
     Bus,
+    /// A maintenance inhibit started (or was changed): no signals until it ends.
+    Inhibited,
+    /// A maintenance inhibit ended (resumed, or expired by itself).
+    InhibitEnded,
+    /// A control request (`set ourUri/control/<name>`) was refused.
+    ControlRefused,
+}
+
+impl EventKind {
+    /// The spelling in the decision log (`get ourUri/events/<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Alive => "alive",
+            EventKind::Hung => "hung",
+            EventKind::StillHung => "still_hung",
+            EventKind::Resurrected => "alive_again",
+            EventKind::Restarted => "restarted",
+            EventKind::Signalled => "signalled",
+            EventKind::WouldSignal => "would_signal",
+            EventKind::SignalRefused => "signal_refused",
+            EventKind::Exited => "exited",
+            EventKind::Escalated => "escalated",
+            EventKind::DidNotExit => "did_not_exit",
+            EventKind::Quarantined => "quarantined",
+            EventKind::QuarantineOver => "quarantine_over",
+            EventKind::KillDeferred => "kill_deferred",
+            EventKind::Stall => "stall",
+            EventKind::StallOver => "stall_over",
+            EventKind::BadReply => "bad_reply",
+            EventKind::PidRejected => "pid_rejected",
+            EventKind::Conflict => "conflict",
+            EventKind::ServeLimited => "serve_limited",
+            EventKind::Bus => "bus",
+            EventKind::Inhibited => "inhibited",
+            EventKind::InhibitEnded => "inhibit_ended",
+            EventKind::ControlRefused => "control_refused",
+        }
+    }
 }
 
 /// One event.

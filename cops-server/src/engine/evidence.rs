@@ -105,6 +105,8 @@ pub(super) struct Evidence {
     stalls: u64,
     /// Rounds void so far (summary `void_rounds`).
     void_rounds: u64,
+    /// Time spent in stall episodes that are over (`cops_stall_seconds_total`).
+    stall_time: Duration,
     /// When COPS started, for "never answered since COPS started at ...".
     started_wall: SystemTime,
 }
@@ -129,6 +131,7 @@ impl Evidence {
             episode: None,
             stalls: 0,
             void_rounds: 0,
+            stall_time: Duration::ZERO,
             started_wall: wall,
         }
     }
@@ -166,6 +169,20 @@ impl Evidence {
 
     pub(super) fn void_rounds(&self) -> u64 {
         self.void_rounds
+    }
+
+    /// Time spent stalled so far, the episode in progress included.
+    pub(super) fn stall_time(&self, now: Instant) -> Duration {
+        let open = self
+            .episode
+            .map(|e| now.saturating_duration_since(e.since))
+            .unwrap_or_default();
+        self.stall_time + open
+    }
+
+    /// When the stall in progress began.
+    pub(super) fn stalled_since(&self) -> Option<Instant> {
+        self.episode.map(|e| e.since)
     }
 
     pub(super) fn count_void(&mut self) {
@@ -389,7 +406,9 @@ impl Engine {
             return;
         }
         self.evidence.episode = None;
-        let ms = last_end.saturating_duration_since(ep.since).as_millis();
+        let took = last_end.saturating_duration_since(ep.since);
+        self.evidence.stall_time += took;
+        let ms = took.as_millis();
         let msg = format!(
             "bus or host stall over after {ms} ms ({} rounds void; {} late probes (worst {} ms), {} lost, {} COPS lags (worst {} ms))",
             ep.voided,

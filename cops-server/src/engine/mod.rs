@@ -22,7 +22,10 @@
 //! through the broker, COPS's own lag, void rounds and stalls), `reply`
 //! (parsing and judging replies, identities), `verdict` (hung, kills, the kill
 //! budgets, escalation), `serve` (stats, GETs, briefings), `events` (what is
-//! logged and posted).
+//! logged and posted), `ops` (what operators see: RTT percentiles, kill and
+//! restart history, the decision log), `control` (maintenance inhibit),
+//! `status` (`get ourUri/status`, `get ourUri/events/<name>`, the metrics
+//! snapshot).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -33,14 +36,17 @@ use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
 
+mod control;
 mod cycle;
 mod events;
 mod evidence;
+mod ops;
 mod parse;
 mod process;
 mod reply;
 mod serve;
 mod signals;
+mod status;
 mod verdict;
 
 use cycle::{Awaiting, Schedule};
@@ -52,6 +58,8 @@ use verdict::SiteBudget;
 
 pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome, Verifier};
 pub use events::{Event, EventKind, Severity};
+pub use ops::{KillReason, RttHistogram, Suppressed, LOG_LEN, RTT_BOUNDS};
+pub use status::{MetricsSnapshot, ProcessMetrics, STATUS_PAGE};
 
 /// Which of COPS's connections a message belongs to (docs/cops.md, "Connections").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +154,8 @@ enum Kind {
     SiteBudget,
     /// Publish the next part of the summary and stats.
     Briefing,
+    /// A maintenance inhibit may have run out.
+    InhibitEnd,
 }
 
 /// (when, what, process index or probe seq, sequence number).
@@ -207,6 +217,18 @@ pub struct Engine {
     summary_uri: Arc<str>,
     /// `ourUri/heartbeat`: nothing under it is served.
     heartbeat_prefix: Arc<str>,
+    /// Events concerning no single process (stalls, the bus), for `cops why`.
+    site_log: ops::EventLog,
+    /// Kills decided but not made, by [`Suppressed`] reason.
+    suppressed: [u64; Suppressed::ALL.len()],
+    /// The worst recent lag of the driver's loop (`cops_loop_lag_seconds`).
+    lag: ops::LagWindow,
+    /// The users (as the broker stamps them) whose control requests are taken.
+    control_users: Vec<String>,
+    /// Numbers inhibits, so a stale expiry timer is ignored.
+    inhibit_seq: u64,
+    /// The process of the last event (whose log entry `event_pid` completes).
+    last_event_proc: Option<usize>,
 }
 
 impl Engine {
@@ -249,6 +271,15 @@ impl Engine {
             briefing_round: now + cfg.briefing,
             summary_uri: format!("{}/summary", cfg.our_uri).into(),
             heartbeat_prefix: format!("{}/heartbeat", cfg.our_uri).into(),
+            site_log: ops::EventLog::default(),
+            suppressed: [0; Suppressed::ALL.len()],
+            lag: ops::LagWindow::default(),
+            control_users: cfg
+                .control_users
+                .clone()
+                .unwrap_or_else(|| vec!["root".into()]),
+            inhibit_seq: 0,
+            last_event_proc: None,
             cfg: cfg.clone(),
         };
         for p in &cfg.processes {
@@ -370,6 +401,9 @@ impl Engine {
     /// `to`. Past the lag bound (the reply deadline), rounds overlapping
     /// `from..to` are void and a stall episode starts.
     pub fn lagged(&mut self, from: Instant, to: Instant) {
+        let started = self.started;
+        self.lag
+            .note(started, to, to.saturating_duration_since(from));
         self.note_lag(from, to);
     }
 
@@ -410,6 +444,7 @@ impl Engine {
                         Kind::Probe => probe |= self.on_probe_timer(now),
                         Kind::SiteBudget => self.on_site_budget(now),
                         Kind::Briefing => self.on_briefing(now),
+                        Kind::InhibitEnd => self.on_inhibit_end(now, idx as usize, seq),
                     }
                 }
                 _ => break,
@@ -463,6 +498,21 @@ impl Engine {
     fn event_pid(&mut self, pid: u32) {
         if let Some(e) = self.events.back_mut() {
             e.pid = Some(pid);
+            let log = match self.last_event_proc.and_then(|i| self.procs.get_mut(i)) {
+                Some(p) => &mut p.ops.log,
+                None => &mut self.site_log,
+            };
+            if let Some(l) = log.last_mut() {
+                l.pid = Some(pid);
+            }
+        }
+    }
+
+    /// Adds the numbers that decided the last event of process `i` (a JSON
+    /// object's text) to its decision log entry.
+    fn event_data(&mut self, i: usize, data: String) {
+        if let Some(l) = self.procs[i].ops.log.last_mut() {
+            l.data = Some(data.into());
         }
     }
 
@@ -479,6 +529,20 @@ impl Engine {
             Some(p) => (Some(p.cfg.name.clone()), p.pid),
             None => (None, None),
         };
+        // Every event also goes to the decision log of its process (or the site's).
+        let entry = ops::LogEntry {
+            at: now,
+            kind,
+            severity,
+            pid,
+            message: message.as_str().into(),
+            data: None,
+        };
+        match i.and_then(|i| self.procs.get_mut(i)) {
+            Some(p) => p.ops.log.push(entry),
+            None => self.site_log.push(entry),
+        }
+        self.last_event_proc = i;
         self.events.push_back(Event {
             at: now,
             severity,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cycle::Round;
+use super::ops::{KillReason, Ops};
 use super::reply::Rejects;
 use super::State;
 use crate::config::{ProcessConfig, Signal};
@@ -17,6 +18,8 @@ pub(super) struct Kill {
     pub(super) signal: Signal,
     pub(super) sent: Instant,
     pub(super) seq: u64,
+    /// Why it is sent (stats `last_kill`, metric `cops_kills_total`).
+    pub(super) reason: KillReason,
 }
 
 /// Per-process statistics (docs/protocol/cops.md "What COPS serves").
@@ -123,6 +126,9 @@ pub(super) struct Proc {
     pub(super) rejected_pid: Option<i64>,
     /// The pinned PID a conflict alarm was raised for (one alarm per conflict).
     pub(super) conflict: Option<u32>,
+    /// What operators see: RTT percentiles, kills, restarts, the decision
+    /// log, a maintenance inhibit (`ops`).
+    pub(super) ops: Ops,
 }
 
 impl Proc {
@@ -157,6 +163,7 @@ impl Proc {
             rejects: Rejects::default(),
             rejected_pid: None,
             conflict: None,
+            ops: Ops::default(),
         }
     }
 }

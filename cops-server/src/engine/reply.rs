@@ -213,12 +213,17 @@ impl Engine {
             r.versions.clone().map(|v| v.map(Cow::into_owned))
         };
         p.stats.record(rt, now, versions, hash);
+        p.ops
+            .record_rtt(super::ops::rtt_slice(self.started, now), rt);
         let seq = round.seq;
         let restarted = match new {
             Some((pid, pinned)) => self.adopt_pid(i, pid, pinned, seq),
             None => None,
         };
         let p = &mut self.procs[i];
+        if restarted.is_some() {
+            p.ops.last_restart = Some(now);
+        }
         let before = std::mem::replace(&mut p.state, State::Alive);
         if restarted.is_some() || before != State::Alive {
             self.announce_alive(now, i, before, first, restarted, rt);

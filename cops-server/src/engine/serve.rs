@@ -98,13 +98,30 @@ pub const STAT_FIELDS: &[&str] = &[
     "rejected_replies",
     "unchecked",
     "pid_confirmed",
+    "last_beat_age_ms",
+    "rtt_p50_ms",
+    "rtt_p99_ms",
+    "rtt_replies_1m",
+    "misses_total",
+    "miss_allowance",
+    "hang_time_allowance_ms",
+    "kills_total",
+    "last_kill",
+    "last_restart",
+    "last_restart_age_ms",
+    "monitored",
+    "inhibited",
+    "inhibited_until",
+    "inhibit_left_ms",
+    "inhibit_reason",
+    "inhibited_by",
 ];
 
 /// Ticks a briefing is spread over.
 const BRIEFING_TICK: Duration = Duration::from_millis(10);
 
 /// A duration in ms with 3 decimals, or null.
-fn push_ms(out: &mut String, d: Option<Duration>) {
+pub(super) fn push_ms(out: &mut String, d: Option<Duration>) {
     use std::fmt::Write;
     match d {
         Some(d) => {
@@ -116,7 +133,7 @@ fn push_ms(out: &mut String, d: Option<Duration>) {
 }
 
 /// A JSON string (escaped when it has to be).
-fn push_str(out: &mut String, s: &str) {
+pub(super) fn push_str(out: &mut String, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push('"');
         out.push_str(s);
@@ -128,15 +145,29 @@ fn push_str(out: &mut String, s: &str) {
 
 impl Engine {
     pub(super) fn serve(&mut self, now: Instant, msg: &Message<'_>) {
-        let Some(replyto) = msg.replyto() else {
-            return; // nothing to answer (our own pubs, sets without replyto)
-        };
         let rest = msg.uri.get(self.cfg.our_uri.len()..).unwrap_or("");
-        let whole = fims::uri::frags(rest).nth(1).is_none() && !rest.contains("summary");
-        let cost = if whole {
-            1.0 + (self.procs.len() / PROCS_PER_TOKEN) as f64
-        } else {
-            1.0
+        let mut parts = fims::uri::frags(rest);
+        let (first, second, third) = (parts.next(), parts.next(), parts.next());
+        let control = match (msg.method(), first, second, third) {
+            (Some(Method::Set), Some("control"), Some(name), None) => Some(name),
+            _ => None,
+        };
+        let replyto = msg.replyto();
+        if replyto.is_none() && control.is_none() {
+            return; // nothing to answer (our own pubs, sets without replyto)
+        }
+        // The answers that cover every process cost in proportion.
+        let whole =
+            matches!((first, second), (None, _) | (Some("stats"), None)) || first == Some("status");
+        // A status row is half a stats object: twice the rows per token, so
+        // `cops status` of 10,000 processes (20 pages) fits in the burst.
+        let cost = match (whole, first) {
+            (true, Some("status")) => {
+                let rows = self.procs.len().min(super::STATUS_PAGE);
+                1.0 + (rows / (2 * PROCS_PER_TOKEN)) as f64
+            }
+            (true, _) => 1.0 + (self.procs.len() / PROCS_PER_TOKEN) as f64,
+            (false, _) => 1.0,
         };
         if !self.serve_tokens.take(now, cost) {
             if let Some(n) = self.serve_tokens.log_due(now) {
@@ -155,9 +186,13 @@ impl Engine {
             }
             return;
         }
-        let answer = match msg.method() {
-            Some(Method::Get) => self.get(now, rest),
+        let answer = match (msg.method(), control) {
+            (_, Some(name)) => self.control(now, name, msg),
+            (Some(Method::Get), None) => self.get(now, rest),
             _ => Err(format!("{} is not supported on {}", msg.method, msg.uri)),
+        };
+        let Some(replyto) = replyto else {
+            return;
         };
         let body = match answer {
             Ok(text) => text,
@@ -179,14 +214,16 @@ impl Engine {
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (None, ..) => {
                 let mut out = format!("{{\"summary\":{},\"stats\":", self.summary(now));
-                self.write_all_stats(&mut out);
+                self.write_all_stats(now, &mut out);
                 out.push('}');
                 Ok(out)
             }
             (Some("summary"), None, ..) => Ok(self.summary(now).to_string()),
+            (Some("status"), offset, None, ..) => self.status_page(now, offset),
+            (Some("events"), name, None, ..) => self.events_answer(now, name),
             (Some("stats"), None, ..) => {
                 let mut out = String::new();
-                self.write_all_stats(&mut out);
+                self.write_all_stats(now, &mut out);
                 Ok(out)
             }
             (Some("stats"), Some(name), field, None) => {
@@ -194,8 +231,8 @@ impl Engine {
                     .process_index(name)
                     .ok_or_else(|| format!("no process named {name}"))?;
                 let Some(f) = field else {
-                    let mut out = String::with_capacity(512);
-                    self.write_stats(i, &mut out);
+                    let mut out = String::with_capacity(1024);
+                    self.write_stats(i, now, &mut out);
                     return Ok(out);
                 };
                 self.stats(i, now)
@@ -208,7 +245,7 @@ impl Engine {
     }
 
     /// `{"<name>":{stats},...}` for every process.
-    fn write_all_stats(&self, out: &mut String) {
+    fn write_all_stats(&self, now: Instant, out: &mut String) {
         out.push('{');
         for (i, p) in self.procs.iter().enumerate() {
             if i > 0 {
@@ -216,22 +253,22 @@ impl Engine {
             }
             push_str(out, &p.cfg.name);
             out.push(':');
-            self.write_stats(i, out);
+            self.write_stats(i, now, out);
         }
         out.push('}');
     }
 
     /// The stats object of process `i`.
-    pub(super) fn stats(&self, i: usize, _now: Instant) -> Value {
-        let mut out = String::with_capacity(512);
-        self.write_stats(i, &mut out);
+    pub(super) fn stats(&self, i: usize, now: Instant) -> Value {
+        let mut out = String::with_capacity(1024);
+        self.write_stats(i, now, &mut out);
         // write_stats writes valid JSON; Null would only show a bug, not crash COPS.
         serde_json::from_str(&out).unwrap_or(Value::Null)
     }
 
     /// Writes the stats object of process `i` as JSON text (the briefing's hot
     /// path: 10,000 of these every briefing, so no JSON tree is built).
-    pub(super) fn write_stats(&self, i: usize, out: &mut String) {
+    pub(super) fn write_stats(&self, i: usize, now: Instant, out: &mut String) {
         use std::fmt::Write;
         let p = &self.procs[i];
         let s = &p.stats;
@@ -291,9 +328,11 @@ impl Engine {
         }
         let _ = write!(
             out,
-            "],\"pid_confirmed\":{}}}",
+            "],\"pid_confirmed\":{}",
             p.confirmed && p.pid.is_some()
         );
+        self.write_ops(i, now, out);
+        out.push('}');
     }
 
     /// The summary: controller name, status, counts by state, uptime.
@@ -307,7 +346,7 @@ impl Engine {
             counts[p.state as usize] += 1;
             healthy &= p.state == State::Alive;
         }
-        json!({
+        let mut v = json!({
             "controller_name": self.cfg.controller_name,
             "status": if healthy { "healthy" } else { "unhealthy" },
             "processes": self.procs.len(),
@@ -322,7 +361,11 @@ impl Engine {
             "kills_waiting": self.site.waiting(),
             "requests_dropped": self.serve_tokens.dropped,
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
-        })
+        });
+        if let Some(m) = v.as_object_mut() {
+            self.summary_ops(now, m);
+        }
+        v
     }
 
     pub(super) fn on_briefing(&mut self, now: Instant) {
@@ -341,10 +384,10 @@ impl Engine {
                 });
             }
             let end = (self.briefing_cursor + chunk).min(n);
-            let mut text = String::with_capacity(512);
+            let mut text = String::with_capacity(1024);
             for i in self.briefing_cursor..end {
                 text.clear();
-                self.write_stats(i, &mut text);
+                self.write_stats(i, now, &mut text);
                 self.transmits.push_back(Transmit {
                     via: Via::Serve,
                     method: Method::Pub,

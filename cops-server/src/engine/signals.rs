@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
+use super::ops::{KillReason, Suppressed};
 use super::{Action, Engine, EventKind, ExitCheck, Kill, Kind, Severity, SignalOutcome};
 use crate::config::Signal;
 use crate::identity::unchecked_note;
@@ -36,6 +37,7 @@ impl Engine {
             } => {
                 // Look early and then at doubling intervals, so the exit is
                 // reported when it happened, not only at the escalation deadline.
+                p.ops.killed(sig, kill.reason, pid, now);
                 let check = now + p.cfg.kill_escalation.min(FIRST_EXIT_CHECK);
                 self.timers
                     .push(Reverse((check, Kind::KillCheck, process as u32, kill.seq)));
@@ -53,6 +55,7 @@ impl Engine {
             }
             SignalOutcome::DryRun { evidence } => {
                 p.kill = None;
+                self.suppressed[Suppressed::DryRun as usize] += 1;
                 let msg = format!(
                     "{name} (pid {pid}) would be sent {sig} (dry run); threads: {evidence}"
                 );
@@ -70,6 +73,7 @@ impl Engine {
                 // The PID stays in the stats: a new one is pinned once this one
                 // is gone (while it lives, another PID is a conflict).
                 p.kill = None;
+                self.suppressed[Suppressed::Refused as usize] += 1;
                 let msg = format!("{name} (pid {pid}) NOT sent {sig}: {reason}");
                 self.event(
                     now,
@@ -86,6 +90,9 @@ impl Engine {
 
     /// A signal other than SIGKILL did not end the process in time: SIGKILL.
     fn escalate(&mut self, now: Instant, process: usize, kill: Kill, evidence: &str) {
+        if let Some(why) = self.inhibit_reason(now, process) {
+            return self.escalation_inhibited(now, process, kill, why);
+        }
         let p = &mut self.procs[process];
         let pid = kill.pid;
         p.seq += 1;
@@ -94,6 +101,7 @@ impl Engine {
             signal: Signal::KILL,
             sent: now,
             seq: p.seq,
+            reason: KillReason::Escalation,
         });
         self.actions.push_back(Action::Signal {
             process,
@@ -103,6 +111,30 @@ impl Engine {
         let ms = now.saturating_duration_since(kill.sent).as_millis();
         let msg = format!(
             "{} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
+            p.cfg.name, kill.signal
+        );
+        self.event(
+            now,
+            Severity::Alarm,
+            EventKind::Escalated,
+            Some(process),
+            msg,
+            true,
+        );
+        self.event_pid(pid);
+    }
+
+    /// An inhibit came while a signal other than SIGKILL was in flight: no
+    /// escalation. The incarnation may be signalled again once the inhibit
+    /// ends and it is still hung.
+    fn escalation_inhibited(&mut self, now: Instant, process: usize, kill: Kill, why: String) {
+        self.suppressed[Suppressed::Inhibited as usize] += 1;
+        let p = &mut self.procs[process];
+        p.kill = None;
+        p.killed_incarnation = None;
+        let pid = kill.pid;
+        let msg = format!(
+            "{} (pid {pid}) still running after {}: not escalating to SIGKILL: {why}",
             p.cfg.name, kill.signal
         );
         self.event(

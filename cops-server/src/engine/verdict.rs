@@ -7,6 +7,8 @@ use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::ops::{KillReason, Suppressed};
+use super::serve::iso8601;
 use super::{Action, Engine, EventKind, Kill, Kind, Severity, State};
 use crate::config::Signal;
 
@@ -27,6 +29,11 @@ impl SiteBudget {
     pub(super) fn waiting(&self) -> usize {
         self.waiting.len()
     }
+
+    /// Kills made within `window` before `now` (the budget used).
+    pub(super) fn kills_within(&self, now: Instant, window: std::time::Duration) -> usize {
+        self.kills.iter().filter(|&&t| t + window > now).count()
+    }
 }
 
 /// What [`Engine::maybe_kill`] decided.
@@ -38,6 +45,9 @@ pub(super) enum KillDecision {
     Deferred(String),
     /// Not killed, and why.
     No(String),
+    /// A kill COPS would make, held back by a protection (counted in
+    /// `cops_kills_suppressed_total` when a verdict decides it).
+    Suppressed(Suppressed, String),
 }
 
 impl Engine {
@@ -65,13 +75,75 @@ impl Engine {
             before.as_str(),
             p.misses
         );
-        let tail = match self.maybe_kill(now, i) {
-            KillDecision::Killing(sig) => format!("; killing with {sig}"),
-            KillDecision::Deferred(why) => format!("; kill deferred: {why}"),
-            KillDecision::No(why) => format!("; not killed: {why}"),
+        let decision = self.maybe_kill(now, i);
+        let (tail, what) = match &decision {
+            KillDecision::Killing(sig) => (format!("; killing with {sig}"), "killing"),
+            KillDecision::Deferred(why) => (format!("; kill deferred: {why}"), "deferred"),
+            KillDecision::No(why) => (format!("; not killed: {why}"), "not_killed"),
+            KillDecision::Suppressed(r, why) => {
+                self.suppressed[*r as usize] += 1;
+                (format!("; not killed: {why}"), r.as_str())
+            }
         };
         let msg = head + &tail;
         self.event(now, Severity::Alarm, EventKind::Hung, Some(i), msg, true);
+        let data = self.hung_data(now, i, what);
+        self.event_data(i, data);
+    }
+
+    /// A miss of a process hung since an earlier verdict: kill it now if that
+    /// was not possible before (its inhibit or quarantine ended), saying so.
+    pub(super) fn kill_still_hung(&mut self, now: Instant, i: usize) {
+        let KillDecision::Killing(sig) = self.maybe_kill(now, i) else {
+            return;
+        };
+        let p = &self.procs[i];
+        let since = match p.last_good {
+            Some(t) => format!(
+                "{} ms since the last good reply",
+                now.saturating_duration_since(t).as_millis()
+            ),
+            None => "never answered".into(),
+        };
+        let msg = format!(
+            "{} (pid {}) still hung: {} heartbeats missed, {since}; killing with {sig}",
+            p.cfg.name,
+            p.pid.unwrap_or_default(),
+            p.misses
+        );
+        self.event(
+            now,
+            Severity::Alarm,
+            EventKind::StillHung,
+            Some(i),
+            msg,
+            true,
+        );
+        let data = self.hung_data(now, i, "killing");
+        self.event_data(i, data);
+    }
+
+    /// The numbers behind a verdict, for the decision log.
+    fn hung_data(&self, now: Instant, i: usize, decision: &str) -> String {
+        let p = &self.procs[i];
+        let since = p
+            .last_good
+            .map(|t| now.saturating_duration_since(t).as_millis().to_string());
+        let last = p
+            .last_good
+            .map(|t| format!("\"{}\"", iso8601(self.wall(t))));
+        let allow = p.cfg.hang_time_allowance.map(|d| d.as_millis().to_string());
+        format!(
+            r#"{{"missed":{},"allowance":{},"hang_time_allowance_ms":{},"since_last_good_ms":{},"last_good":{},"period_ms":{},"deadline_ms":{},"decision":"{decision}","signal":"{}"}}"#,
+            p.misses,
+            self.cfg.error_allowance,
+            allow.as_deref().unwrap_or("null"),
+            since.as_deref().unwrap_or("null"),
+            last.as_deref().unwrap_or("null"),
+            self.cfg.heartbeat.as_millis(),
+            self.cfg.reply_deadline.as_millis(),
+            p.cfg.kill_signal,
+        )
     }
 
     /// Decides whether to signal process `i` now; queues the action if so.
@@ -97,11 +169,15 @@ impl Engine {
                 "pid {pid} answered one round only, not confirmed as this process's"
             ));
         }
+        if let Some(why) = self.inhibit_reason(now, i) {
+            return KillDecision::Suppressed(Suppressed::Inhibited, why);
+        }
+        let p = &self.procs[i];
         if p.waiting_site {
             return KillDecision::Deferred(self.site_reason());
         }
         if let Err(why) = self.process_budget(now, i, pid) {
-            return KillDecision::No(why);
+            return KillDecision::Suppressed(Suppressed::Quarantined, why);
         }
         if !self.site_room(now, turn) {
             return self.defer(now, i, pid);
@@ -117,6 +193,7 @@ impl Engine {
             signal,
             sent: now,
             seq: p.seq,
+            reason: KillReason::Hung,
         });
         self.actions.push_back(Action::Signal {
             process: i,
@@ -199,6 +276,7 @@ impl Engine {
     fn defer(&mut self, now: Instant, i: usize, pid: u32) -> KillDecision {
         self.site.waiting.push_back(i as u32);
         self.site.deferred += 1;
+        self.suppressed[Suppressed::SiteBudget as usize] += 1;
         self.procs[i].waiting_site = true;
         self.arm_site_timer();
         let why = self.site_reason();

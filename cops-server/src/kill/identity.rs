@@ -128,12 +128,22 @@ impl Identity {
             return Ok(());
         }
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::ESRCH) {
-            return Err(SignalRefusal::IdentityGone);
+        match err.raw_os_error() {
+            Some(libc::ESRCH) => Err(SignalRefusal::IdentityGone),
+            // Said in the event, so that an operator knows what to grant.
+            Some(libc::EPERM) => Err(SignalRefusal::Os(format!(
+                "signal: {err}; {}",
+                NO_KILL_NOTE
+            ))),
+            _ => Err(SignalRefusal::Os(format!("signal: {err}"))),
         }
-        Err(SignalRefusal::Os(format!("signal: {err}")))
     }
 }
+
+/// Why the kernel refuses a signal with `EPERM`: COPS runs as another user
+/// than the process, without `CAP_KILL`.
+pub(super) const NO_KILL_NOTE: &str =
+    "signalling a process of another user needs CAP_KILL (docs/systemd.md, \"COPS without root\")";
 
 /// `pidfd_open(2)`: `Ok(None)` where the kernel has no pidfds (the start time
 /// then pins the identity alone); no such process is a refusal.

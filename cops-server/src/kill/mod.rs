@@ -27,7 +27,10 @@
 //! 8. the pidfd still shows the process running (the reads above were of it).
 //!
 //! Checks 3-5 read world-readable files; 6 and 7 need ptrace-read access to a
-//! process of another user (`CAP_SYS_PTRACE` or the same user).
+//! process of another user (`CAP_SYS_PTRACE` or the same user), and 7 also
+//! `CAP_DAC_READ_SEARCH` to list its descriptors. A check skipped for want of
+//! a privilege is named in the pin ([`Pinned::unchecked`]) and again in the
+//! signal's outcome, so the kill event says what the PID was believed on.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -68,13 +71,20 @@ fn fd_limit() -> usize {
 
 const PTRACE_NOTE: &str = "needs ptrace-read access: the same user, or CAP_SYS_PTRACE";
 
+/// A pinned identity and the checks that could not be made when it was pinned.
+#[derive(Debug)]
+struct Pin {
+    id: Identity,
+    unchecked: Vec<Unchecked>,
+}
+
 /// The runtime's kill layer: pinned identities by (process, pid), the checks
 /// that pin them, and the OS side of the engine's actions.
 #[derive(Debug)]
 pub struct KillLayer {
     own_pid: u32,
     dry_run: bool,
-    pinned: HashMap<(usize, u32), Identity>,
+    pinned: HashMap<(usize, u32), Pin>,
     /// Most pidfds to hold: the descriptor limit less a reserve for everything
     /// else (sockets, /proc reads). Past it, identities are pinned by start time.
     max_pidfds: usize,
@@ -183,9 +193,9 @@ impl KillLayer {
         };
         let inodes = match socket_inodes(pid) {
             Ok(v) => v,
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return skipped(format!("/proc/{pid}/fd: {e}; {PTRACE_NOTE}"))
-            }
+            // The error names the refused step (listing, or reading a link)
+            // and the privilege it needs.
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => return skipped(e.to_string()),
             Err(e) => return Err(os_refusal(pid, "fd", &e)),
         };
         let bus = match &self.bus {
@@ -247,8 +257,12 @@ impl Verifier for KillLayer {
         };
         let uids = id.uids();
         self.pidfds += usize::from(id.has_pidfd());
-        if let Some(old) = self.pinned.insert((req.process, req.pid), id) {
-            self.pidfds -= usize::from(old.has_pidfd());
+        let pin = Pin {
+            id,
+            unchecked: unchecked.clone(),
+        };
+        if let Some(old) = self.pinned.insert((req.process, req.pid), pin) {
+            self.pidfds -= usize::from(old.id.has_pidfd());
         }
         PinOutcome::Pinned(Pinned {
             uids,
@@ -260,12 +274,12 @@ impl Verifier for KillLayer {
     fn alive(&mut self, process: usize, pid: u32) -> bool {
         self.pinned
             .get(&(process, pid))
-            .is_some_and(|id| !id.exited())
+            .is_some_and(|p| !p.id.exited())
     }
 
     fn unpin(&mut self, process: usize, pid: u32) {
         if let Some(old) = self.pinned.remove(&(process, pid)) {
-            self.pidfds -= usize::from(old.has_pidfd());
+            self.pidfds -= usize::from(old.id.has_pidfd());
         }
     }
 
@@ -288,7 +302,10 @@ impl KillLayer {
 impl KillLayer {
     /// [`Action::Signal`](crate::engine::Action::Signal): verifies the
     /// identity and `expected_exe` again, gathers the evidence, then signals
-    /// (unless dry run).
+    /// (unless dry run). The outcome names the checks that could not be made:
+    /// `expectedExe` as just re-checked, the others as when the PID was pinned
+    /// (the bus check is not repeated: the broker may have dropped a hung
+    /// process's connection, which does not make it another process).
     pub fn signal(
         &mut self,
         process: usize,
@@ -296,13 +313,17 @@ impl KillLayer {
         signal: Signal,
         expected_exe: Option<&str>,
     ) -> SignalOutcome {
-        let Some(id) = self.pinned.get(&(process, pid)) else {
+        let Some(Pin { id, unchecked }) = self.pinned.get(&(process, pid)) else {
             return SignalOutcome::Refused(SignalRefusal::NotPinned);
         };
         if let Err(e) = id.verify() {
             return SignalOutcome::Refused(e);
         }
-        let mut unchecked = Vec::new();
+        let mut unchecked: Vec<Unchecked> = unchecked
+            .iter()
+            .filter(|u| u.check != Check::Exe || expected_exe.is_none())
+            .cloned()
+            .collect();
         if let Some(expected) = expected_exe {
             let stat = match read_stat(pid) {
                 Ok(s) => s,
@@ -335,7 +356,7 @@ impl KillLayer {
     /// [`Action::CheckExit`](crate::engine::Action::CheckExit).
     pub fn check_exit(&mut self, process: usize, pid: u32) -> ExitCheck {
         match self.pinned.get(&(process, pid)) {
-            Some(id) if !id.exited() => ExitCheck::StillAlive {
+            Some(p) if !p.id.exited() => ExitCheck::StillAlive {
                 evidence: evidence(pid),
             },
             _ => ExitCheck::Exited,

@@ -1,11 +1,13 @@
 //! What COPS reads from `/proc`, and which of it needs a privilege:
 //! `/proc/<pid>/stat` and `/proc/<pid>/status` are world-readable;
-//! `/proc/<pid>/exe` and `/proc/<pid>/fd` of a process of another user need
-//! ptrace-read access (the same user, or `CAP_SYS_PTRACE`); `wchan` may read
-//! as `0` without it.
+//! `/proc/<pid>/exe` and the links in `/proc/<pid>/fd` of a process of
+//! another user need ptrace-read access (the same user, or `CAP_SYS_PTRACE`),
+//! and listing `/proc/<pid>/fd` needs `CAP_DAC_READ_SEARCH` besides; `wchan`
+//! reads as `0` without ptrace-read access.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 /// Reads a small `/proc` file with one `open`, one `read` and one `close`
@@ -116,15 +118,29 @@ pub fn comm_matches(expected: &str, comm: &str) -> bool {
     comm.as_bytes() == cut
 }
 
-/// The socket inodes among the descriptors of `pid` (`/proc/<pid>/fd`; needs
-/// ptrace-read access for another user's process).
+/// The socket inodes among the descriptors of `pid` (`/proc/<pid>/fd`).
+///
+/// For another user's process two privileges are at stake, and either can be
+/// missing: listing the directory (its owner's, mode 0500: the same user, or
+/// `CAP_DAC_READ_SEARCH`) and reading its links (ptrace-read access: the same
+/// user, or `CAP_SYS_PTRACE`). Either refusal is an error of kind
+/// `PermissionDenied` that says which one was refused: a link that cannot be
+/// read must not pass for a descriptor that is not a socket (the process would
+/// then look off the bus and its PID be refused for want of a privilege).
 pub fn socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
     use std::os::unix::ffi::OsStrExt;
     let dir = format!("/proc/{pid}/fd");
-    let entries = std::fs::read_dir(&dir)?;
-    let c = CString::new(dir).map_err(io::Error::other)?;
-    // SAFETY: open with a valid C string; closed below. The links are read
-    // relative to it (readlinkat), without walking /proc/<pid>/fd each time.
+    let entries = std::fs::read_dir(&dir).map_err(|e| {
+        let note = if e.kind() == io::ErrorKind::PermissionDenied {
+            "; listing it needs the same user, or CAP_DAC_READ_SEARCH"
+        } else {
+            ""
+        };
+        io::Error::new(e.kind(), format!("{dir}: {e}{note}"))
+    })?;
+    let c = CString::new(dir.as_str()).map_err(io::Error::other)?;
+    // SAFETY: open with a valid C string. The links are read relative to it
+    // (readlinkat), without walking /proc/<pid>/fd each time.
     let dfd = unsafe {
         libc::open(
             c.as_ptr(),
@@ -134,6 +150,8 @@ pub fn socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
     if dfd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: a fresh descriptor we own (closed when dropped).
+    let dfd = unsafe { OwnedFd::from_raw_fd(dfd) };
     let mut out = Vec::new();
     let mut link = [0u8; 64];
     for entry in entries {
@@ -144,16 +162,24 @@ pub fn socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
         // SAFETY: readlinkat into our buffer, within its length.
         let n = unsafe {
             libc::readlinkat(
-                dfd,
+                dfd.as_raw_fd(),
                 name.as_ptr(),
                 link.as_mut_ptr() as *mut libc::c_char,
                 link.len(),
             )
         };
-        if n <= 0 {
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                let msg = format!(
+                    "{dir}/{}: {e}; reading it needs ptrace-read access: the same user, or CAP_SYS_PTRACE",
+                    entry.file_name().to_string_lossy()
+                );
+                return Err(io::Error::new(e.kind(), msg));
+            }
             continue; // closed meanwhile
         }
-        let t = &link[..n as usize];
+        let t = &link[..n.unsigned_abs()];
         if let Some(ino) = t
             .strip_prefix(b"socket:[")
             .and_then(|r| r.strip_suffix(b"]"))
@@ -162,8 +188,6 @@ pub fn socket_inodes(pid: u32) -> io::Result<Vec<u64>> {
             out.push(ino);
         }
     }
-    // SAFETY: closes the descriptor opened above.
-    unsafe { libc::close(dfd) };
     Ok(out)
 }
 

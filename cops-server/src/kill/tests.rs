@@ -515,3 +515,170 @@ fn pin_cost() {
         reap(c);
     }
 }
+
+/// Capabilities by number (linux/capability.h).
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_KILL: u32 = 5;
+const CAP_SYS_PTRACE: u32 = 19;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Runs `f` on a thread of its own whose effective capabilities lack `caps`
+/// (capabilities are per thread: the rest of the test process keeps them), as
+/// COPS run as root without them would see the kernel. `None` where the tests
+/// do not run as root (nothing to drop).
+fn without_caps<T: Send>(caps: &[u32], f: impl FnOnce() -> T + Send) -> Option<T> {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (the test drops capabilities root has)");
+        return None;
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let header = CapHeader {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let mut data = [CapData::default(); 2];
+            // SAFETY: capget/capset on this thread with a v3 header and two data structs.
+            unsafe {
+                assert_eq!(
+                    libc::syscall(libc::SYS_capget, &header, data.as_mut_ptr()),
+                    0
+                );
+                for &c in caps {
+                    data[(c / 32) as usize].effective &= !(1 << (c % 32));
+                }
+                assert_eq!(libc::syscall(libc::SYS_capset, &header, data.as_ptr()), 0);
+            }
+            f()
+        })
+        .join()
+        .expect("the capability-less thread")
+    })
+    .into()
+}
+
+/// A `sleep` run as user 65534 (another user than the root test).
+fn strangers_sleeper() -> Child {
+    Command::new("sleep")
+        .arg("100")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .expect("spawn sleep as 65534")
+}
+
+#[test]
+fn without_ptrace_read_access_the_bus_check_is_skipped_not_failed() {
+    // COPS with CAP_DAC_READ_SEARCH but no CAP_SYS_PTRACE lists
+    // /proc/<pid>/fd of another user's process but reads none of its links;
+    // those unread links once passed for "no socket", so the PID of a process
+    // on the bus was refused as off the bus and its hang never acted on.
+    let mut broker = FakeBroker::start();
+    let cops = broker.connect();
+    let on_bus = broker.connect();
+    let member = sleeper_holding(&on_bus);
+    std::thread::sleep(Duration::from_millis(50)); // exec'd, descriptors in place
+    let pid = member.id();
+    let mut layer = KillLayer::new(OWN, false);
+    layer.set_bus(cops.as_raw_fd());
+    let outcome = without_caps(&[CAP_SYS_PTRACE], || {
+        let listed = super::procfs::socket_inodes(pid);
+        let mut req = request(pid, Instant::now());
+        req.expected_exe = Some("/no/such/dir/sleep");
+        let pinned = layer.pin(&req);
+        let signalled = layer.signal(0, pid, Signal::KILL, Some("/no/such/dir/sleep"));
+        (listed, pinned, signalled)
+    });
+    let Some((listed, pinned, signalled)) = outcome else {
+        return reap(member);
+    };
+    let e = listed.expect_err("the links are not readable without CAP_SYS_PTRACE");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(e.to_string().contains("CAP_SYS_PTRACE"), "{e}");
+    let p = match pinned {
+        PinOutcome::Pinned(p) => p,
+        other => panic!("a process on the bus is believed on the other checks: {other:?}"),
+    };
+    let checks: Vec<Check> = p.unchecked.iter().map(|u| u.check).collect();
+    assert_eq!(checks, [Check::Exe, Check::Bus], "{:?}", p.unchecked);
+    assert!(p.unchecked[0]
+        .why
+        .contains("the command name \"sleep\" matched instead"));
+    assert!(p.unchecked[1].why.contains(&format!("/proc/{pid}/fd/")));
+    // The kill event names both: expectedExe as re-checked at the signal, the
+    // bus check as when the PID was pinned.
+    match signalled {
+        SignalOutcome::Delivered { unchecked, .. } => {
+            let checks: Vec<Check> = unchecked.iter().map(|u| u.check).collect();
+            assert_eq!(checks, [Check::Bus, Check::Exe], "{unchecked:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut member = member;
+    let status = member.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+}
+
+#[test]
+fn without_dac_read_search_listing_another_users_descriptors_is_named() {
+    let c = strangers_sleeper();
+    let pid = c.id();
+    std::thread::sleep(Duration::from_millis(50));
+    let listed = without_caps(&[CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE], || {
+        super::procfs::socket_inodes(pid)
+    });
+    if let Some(listed) = listed {
+        let e = listed.expect_err("the directory is its owner's, mode 0500");
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("/proc/{pid}/fd: Permission denied")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("CAP_DAC_READ_SEARCH"), "{e}");
+    }
+    reap(c);
+}
+
+#[test]
+fn a_signal_refused_for_want_of_cap_kill_says_so_and_the_process_lives() {
+    let mut c = strangers_sleeper();
+    let pid = c.id();
+    let mut layer = KillLayer::new(OWN, false);
+    assert!(matches!(
+        layer.pin(&request(pid, Instant::now())),
+        PinOutcome::Pinned(_)
+    ));
+    let outcome = without_caps(&[CAP_KILL], || layer.signal(0, pid, Signal::KILL, None));
+    if let Some(outcome) = outcome {
+        match outcome {
+            SignalOutcome::Refused(SignalRefusal::Os(why)) => {
+                assert!(why.contains("Operation not permitted"), "{why}");
+                assert!(why.contains("needs CAP_KILL"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(alive(&mut c));
+        assert!(layer.alive(0, pid), "still pinned");
+    }
+    reap(c);
+}

@@ -40,6 +40,7 @@ use link::{readable, Conn};
 use crate::config::Config;
 use crate::engine::{Action, Engine, Event, Severity, Transmit, Via};
 use crate::kill::KillLayer;
+use crate::metrics::{Scrapes, Waiting};
 
 /// How `cops` runs.
 #[derive(Debug, Clone)]
@@ -50,6 +51,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Our FIMS process name.
     pub process_name: String,
+    /// The users whose control requests are taken, as the broker stamps
+    /// them (see [`crate::access::control_stamps`]).
+    pub control_users: Vec<String>,
 }
 
 /// Timers are handled at most once per tick, so the rounds of a tick leave in
@@ -108,11 +112,20 @@ struct Shell {
     /// When the serving connection was last drained.
     last_poll: Instant,
     rbufs: RecvBufs,
+    /// Scrapes of `--metrics-listen` waiting for a snapshot.
+    scrapes: Option<Scrapes>,
 }
 
-/// Runs COPS until `shutdown` completes.
-pub async fn run(cfg: Config, opts: Options, shutdown: impl Future<Output = ()>) {
+/// Runs COPS until `shutdown` completes; `scrapes` is the loop's end of the
+/// metrics exporter, when there is one.
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    scrapes: Option<Scrapes>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut sh = Shell::new(cfg, opts);
+    sh.scrapes = scrapes;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tokio::pin!(shutdown);
     loop {
@@ -134,8 +147,10 @@ impl Shell {
         let mut usec = 0u64;
         let watchdog =
             sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        let mut engine = Engine::new(cfg, now, SystemTime::now(), own);
+        engine.set_control_users(opts.control_users.clone());
         Shell {
-            engine: Engine::new(cfg, now, SystemTime::now(), own),
+            engine,
             kill: KillLayer::new(own, opts.dry_run),
             link: None,
             opts,
@@ -151,6 +166,7 @@ impl Shell {
             polling: false,
             last_poll: now,
             rbufs: RecvBufs::default(),
+            scrapes: None,
         }
     }
 
@@ -192,19 +208,37 @@ impl Shell {
             Some(l) => (&l.heartbeat.readable, &l.probe.readable, &l.serve.readable),
             None => (&none, &none, &none),
         };
+        let mut scrape = None;
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => return true,
             _ = readable(h) => {}
             _ = readable(p) => {}
             _ = readable(s) => {}
+            w = wanted(&mut self.scrapes) => scrape = Some(w),
             _ = tokio::time::sleep_until(wake.into()) => {}
+        }
+        if let Some(w) = scrape {
+            self.answer_scrapes(w);
         }
         // Up later than meant (descheduled, stopped): COPS's own lag.
         let now = Instant::now();
         self.worst_lag = self.worst_lag.max(now.saturating_duration_since(wake));
         self.engine.lagged(wake, now);
         false
+    }
+
+    /// Answers every waiting scrape with one snapshot of the engine.
+    fn answer_scrapes(&mut self, first: Waiting) {
+        let mut waiting = vec![first];
+        if let Some(s) = &mut self.scrapes {
+            waiting.extend(s.waiting());
+        }
+        let snap = std::sync::Arc::new(self.engine.metrics_snapshot(Instant::now()));
+        for w in waiting {
+            // A scrape that gave up meanwhile: nothing to do.
+            let _ = w.send(std::sync::Arc::clone(&snap));
+        }
     }
 
     fn connect(&mut self) {
@@ -420,6 +454,14 @@ impl Shell {
                 self.engine.exit_result(Instant::now(), process, pid, r);
             }
         }
+    }
+}
+
+/// The next scrape (never, without an exporter).
+async fn wanted(scrapes: &mut Option<Scrapes>) -> Waiting {
+    match scrapes {
+        Some(s) => s.wanted().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -36,6 +36,19 @@ pub struct Supervised {
 impl Supervised {
     pub fn start(socket: &Path, uri: &str, delay_ms: u64) -> Supervised {
         let exe = testkit::example("cops-server", "test_responder");
+        Supervised::start_as(socket, uri, delay_ms, exe, None)
+    }
+
+    /// As [`start`](Self::start), running `exe` (a `test_responder`), as
+    /// `ids` (uid, gid) when given (the tests must run as root).
+    pub fn start_as(
+        socket: &Path,
+        uri: &str,
+        delay_ms: u64,
+        exe: PathBuf,
+        ids: Option<(u32, u32)>,
+    ) -> Supervised {
+        use std::os::unix::process::CommandExt;
         let stop = Arc::new(AtomicBool::new(false));
         let current = Arc::new(AtomicU32::new(0));
         let deaths = Arc::new(Mutex::new(Vec::new()));
@@ -43,13 +56,15 @@ impl Supervised {
         let (socket, uri) = (socket.to_path_buf(), uri.to_owned());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                let mut child: Child = Command::new(&exe)
-                    .arg("--socket")
+                let mut cmd = Command::new(&exe);
+                cmd.arg("--socket")
                     .arg(&socket)
                     .args(["--uri", &uri, "--delay-ms", &delay_ms.to_string()])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .expect("spawn test_responder");
+                    .stdin(Stdio::null());
+                if let Some((uid, gid)) = ids {
+                    cmd.uid(uid).gid(gid);
+                }
+                let mut child: Child = cmd.spawn().expect("spawn test_responder");
                 cur.store(child.id(), Ordering::SeqCst);
                 // Polled, so that only this thread, which has not reaped the
                 // child yet, ever signals it (its PID cannot be reused meanwhile).

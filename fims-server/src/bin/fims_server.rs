@@ -43,6 +43,10 @@ struct Args {
     /// Most connections one Unix user may hold open (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_conns_per_uid: usize,
+    /// Serve the broker's counters (Prometheus text, OpenMetrics) at
+    /// http://ADDR:PORT/metrics, e.g. 127.0.0.1:9633. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     cfg.handshake_timeout = std::time::Duration::from_millis(args.handshake_timeout_ms);
     cfg.max_subs_per_conn = args.max_subs_per_conn;
     cfg.max_conns_per_uid = args.max_conns_per_uid;
-    let server = match Server::bind(cfg) {
+    let mut server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -114,6 +118,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = &args.metrics_listen {
+        let published = server.publish_stats();
+        let render: metrics_http::Render = std::sync::Arc::new(move || {
+            let s = published.load();
+            Box::pin(async move { Ok(fims_server::metrics::registry(s)) })
+        });
+        match metrics_http::spawn(addr, "fims-metrics", render) {
+            Ok(bound) => tracing::info!(addr = %bound, "metrics at http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("fims_server: --metrics-listen {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let handle = server.shutdown_handle();
     std::thread::spawn(move || wait_for_signal(set, handle));
     // Under systemd with Type=notify: ready once the socket accepts. Without

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 mod cycle;
+mod ops;
 mod safety;
 
 pub(crate) const OWN_PID: u32 = 999_999;

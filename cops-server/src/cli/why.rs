@@ -1,0 +1,167 @@
+//! `cops why NAME [--json]`: the decision log of one process, newest first,
+//! from `get <ourUri>/events/<name>`.
+
+use std::process::ExitCode;
+
+use fims::Method;
+use serde_json::Value;
+
+use super::{age, use_color, Paint, Target};
+
+/// `cops why`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WhyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The process (its configured name).
+    name: String,
+    /// Print what COPS answered as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run(a: &WhyArgs) -> ExitCode {
+    let answer = a.target.connect("cops_why").and_then(|mut c| {
+        let path = format!("/events/{}", a.name);
+        a.target.ask(&mut c, Method::Get, &path, b"")
+    });
+    match answer {
+        Ok(v) if a.json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", render_why(&v, Paint(use_color())));
+            ExitCode::SUCCESS
+        }
+        Err(f) => f.exit(),
+    }
+}
+
+/// `1` info, `2` status, `3` alarm, `4` fault.
+fn severity(n: u64) -> (&'static str, &'static str) {
+    match n {
+        4 => ("FAULT", "1;31"),
+        3 => ("ALARM", "33"),
+        2 => ("status", "0"),
+        _ => ("info", "2"),
+    }
+}
+
+/// The numbers behind an entry, in words (verdicts carry them).
+fn decided_by(d: &Value) -> Option<String> {
+    let missed = d.get("missed")?.as_u64()?;
+    let allowance = d["allowance"].as_u64().unwrap_or(0);
+    let rule = match d["hang_time_allowance_ms"].as_u64() {
+        Some(ms) => format!("{missed} heartbeats missed, hangTimeAllowanceMS {ms}"),
+        None if missed > allowance => {
+            format!("{missed} heartbeats missed (allowance {allowance})")
+        }
+        None => format!("{missed} of {allowance} heartbeats missed"),
+    };
+    let since = match (d["since_last_good_ms"].as_u64(), d["last_good"].as_str()) {
+        (Some(ms), Some(at)) => format!(
+            "{ms} ms since the last good reply at {}",
+            at.replace('T', " ")
+        ),
+        _ => "never a good reply".into(),
+    };
+    let signal = d["signal"].as_str().unwrap_or("?");
+    let decision = match d["decision"].as_str().unwrap_or("?") {
+        "killing" => format!("killing with {signal}"),
+        "deferred" => "kill deferred (site kill budget)".into(),
+        "not_killed" => "not killed".into(),
+        other => format!("not killed ({other})"),
+    };
+    Some(format!(
+        "decided by: {rule}, {since} (period {} ms, deadline {} ms): {decision}",
+        d["period_ms"], d["deadline_ms"]
+    ))
+}
+
+/// The log as text: one line per event (time, age, kind, severity, text),
+/// the numbers that decided a verdict on the line below it.
+pub fn render_why(v: &Value, p: Paint) -> String {
+    let events = v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let name = v["name"].as_str().unwrap_or("?");
+    let mut out = format!(
+        "{name}: {} events, newest first (times UTC; [site] marks events of the whole site)\n",
+        events.len()
+    );
+    let kind_w = events
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    for e in events {
+        let at = e["at"].as_str().unwrap_or("?").replace('T', " ");
+        let ago = age(&e["age_ms"])
+            .map(|a| format!("{a} ago"))
+            .unwrap_or_default();
+        let (sev, color) = severity(e["severity"].as_u64().unwrap_or(1));
+        let kind = e["kind"].as_str().unwrap_or("?");
+        let site = if e["scope"] == "site" { "[site] " } else { "" };
+        let msg = e["message"].as_str().unwrap_or("");
+        out.push_str(&format!(
+            "{at}  {ago:>9}  {}  {}  {site}{msg}\n",
+            p.paint(color, &format!("{sev:<6}")),
+            format_args!("{kind:<kind_w$}"),
+        ));
+        if let Some(d) = e.get("data").and_then(decided_by) {
+            out.push_str(&format!("{:>w$}{d}\n", "", w = at.len() + 2));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_the_log_with_its_numbers() {
+        let v = json!({"name":"victim","events":[
+            {"at":"2026-11-26T14:02:24.329Z","age_ms":3100,"kind":"restarted","severity":2,"scope":"process","pid":6816,
+             "message":"victim restarted: pid 6794 -> 6816 (restart #1)"},
+            {"at":"2026-11-26T14:02:23.916Z","age_ms":3500,"kind":"signalled","severity":3,"scope":"process","pid":6794,
+             "message":"victim (pid 6794) sent SIGKILL; threads: tid 6794 T do_signal_stop"},
+            {"at":"2026-11-26T14:02:23.915Z","age_ms":3501,"kind":"hung","severity":3,"scope":"process","pid":6794,
+             "message":"victim (pid 6794) hung (alive -> hung): 3 heartbeats missed, 488 ms since the last good reply; killing with SIGKILL",
+             "data":{"missed":3,"allowance":3,"hang_time_allowance_ms":null,"since_last_good_ms":488,
+                     "last_good":"2026-11-26T14:02:23.427Z","period_ms":100,"deadline_ms":90,"decision":"killing","signal":"SIGKILL"}},
+            {"at":"2026-11-26T14:00:00.000Z","age_ms":147000,"kind":"bus","severity":2,"scope":"site","pid":null,
+             "message":"connected to the FIMS broker"}
+        ]});
+        let text = render_why(&v, Paint(false));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("victim: 4 events, newest first"));
+        assert!(
+            lines[1].starts_with(
+                "2026-11-26 14:02:24.329Z   3.1s ago  status  restarted  victim restarted"
+            ),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("ALARM   signalled  victim (pid 6794) sent SIGKILL"),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("hung       victim (pid 6794) hung"),
+            "{}",
+            lines[3]
+        );
+        assert_eq!(
+            lines[4].trim_start(),
+            "decided by: 3 of 3 heartbeats missed, 488 ms since the last good reply at 2026-11-26 14:02:23.427Z (period 100 ms, deadline 90 ms): killing with SIGKILL"
+        );
+        assert!(
+            lines[5].contains("[site] connected to the FIMS broker"),
+            "{}",
+            lines[5]
+        );
+    }
+}
