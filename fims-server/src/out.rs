@@ -212,12 +212,19 @@ impl<L: Link> Broker<L> {
             if !conn.queue.is_empty() {
                 return Sent::Rest(next);
             }
-            let mut chunk: [&[u8]; SEND_CHUNK] = [&[]; SEND_CHUNK];
             let n = (group.len() - next).min(SEND_CHUNK);
-            for (slot, &(_, m)) in chunk.iter_mut().zip(&group[next..next + n]) {
-                *slot = dg(m);
-            }
-            match conn.link.send_many(&chunk[..n]) {
+            let result = if n == 1 {
+                // A lone datagram (the usual case at a low rate, and every
+                // round trip): no 64-entry list to fill.
+                conn.link.send_many(&[dg(group[next].1)])
+            } else {
+                let mut chunk: [&[u8]; SEND_CHUNK] = [&[]; SEND_CHUNK];
+                for (slot, &(_, m)) in chunk.iter_mut().zip(&group[next..next + n]) {
+                    *slot = dg(m);
+                }
+                conn.link.send_many(&chunk[..n])
+            };
+            match result {
                 Ok(sent) => {
                     self.stats.delivered += sent as u64;
                     next += sent;
