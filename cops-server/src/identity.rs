@@ -273,6 +273,34 @@ pub enum SignalOutcome {
     },
     /// Not delivered.
     Refused(SignalRefusal),
+    /// Not delivered: the process was runnable but hardly scheduled since its
+    /// first missed heartbeat (it had no CPU to answer with). The engine gives
+    /// the kill back and decides again at the next missed heartbeat.
+    Starved(CpuUse),
+}
+
+/// What the scheduler says a process did between two samples
+/// (`/proc/<pid>/task/*/schedstat`, summed over its threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuUse {
+    /// Time its threads spent runnable, waiting for a CPU (summed).
+    pub waited: std::time::Duration,
+    /// Time its threads spent running (summed).
+    pub ran: std::time::Duration,
+    /// The interval the two are measured over.
+    pub over: std::time::Duration,
+}
+
+impl fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "waited {} ms for a CPU and ran {} ms in the last {} ms",
+            self.waited.as_millis(),
+            self.ran.as_millis(),
+            self.over.as_millis()
+        )
+    }
 }
 
 /// The kill layer's answer to an exit check.

@@ -19,7 +19,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{MetricsSnapshot, ProcessMetrics, RTT_BOUNDS};
+use crate::engine::{LoopCounts, MetricsSnapshot, ProcessMetrics, RTT_BOUNDS};
 
 /// How long a scrape waits for COPS's loop.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -149,6 +149,34 @@ const COUNTERS: [(&str, &str, Of); 3] = [
     ),
 ];
 
+/// One number of what loop supervision counted.
+type OfLoop = fn(&LoopCounts) -> u64;
+
+/// Per-process loop counters of processes with loop keys: (name without
+/// `_total`, help, value).
+const LOOP_COUNTERS: [(&str, &str, OfLoop); 4] = [
+    (
+        "cops_loop_overruns",
+        "Beats in which the work loop overran loopDeadlineMS (its longest iteration, or none ended for that long).",
+        |c| c.overruns,
+    ),
+    (
+        "cops_loop_slow_beats",
+        "Beats with fewer work loop iterations than minLoopsPerBeat per period.",
+        |c| c.slow_beats,
+    ),
+    (
+        "cops_loop_fast_beats",
+        "Beats with more work loop iterations than maxLoopsPerBeat per period (spinning).",
+        |c| c.fast_beats,
+    ),
+    (
+        "cops_loop_alarms",
+        "Loop alarms raised: loopToleranceBeats failing beats in a row.",
+        |c| c.alarms,
+    ),
+];
+
 impl Snapshot {
     fn processes(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &*self.0;
@@ -171,7 +199,32 @@ impl Snapshot {
             s,
             ("cops_last_beat_age", help, Some(&Unit::Seconds)),
             |p| p.last_beat_age.map(|d| ConstGauge::new(d.as_secs_f64())),
-        )
+        )?;
+        self.loops(enc)
+    }
+
+    /// Deadline supervision (docs/cops.md): the work loop's figures of hosts
+    /// that tick, and for processes with loop keys what was judged.
+    fn loops(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &*self.0;
+        let secs = Some(&Unit::Seconds);
+        let help = "The 99th percentile of the work loop's iterations over the process's last minute, as its last heartbeat reply said (hosts that tick).";
+        per_process(enc, s, ("cops_loop_iteration_p99", help, secs), |p| {
+            p.loops.p99.map(|d| ConstGauge::new(d.as_secs_f64()))
+        })?;
+        let help = "The longest iteration of the work loop in the beat of its last heartbeat reply (hosts that tick).";
+        per_process(enc, s, ("cops_loop_iteration_max", help, secs), |p| {
+            p.loops.max.map(|d| ConstGauge::new(d.as_secs_f64()))
+        })?;
+        for (name, help, of) in LOOP_COUNTERS {
+            per_process(enc, s, (name, help, None), |p| {
+                p.loops.judged.map(|c| ConstCounter::new(of(&c)))
+            })?;
+        }
+        let help = "1 while the loop alarm is raised (loopToleranceBeats failing beats in a row, until as many good ones), else 0 (processes with loop keys).";
+        per_process(enc, s, ("cops_loop_alarm", help, None), |p| {
+            p.loops.judged.map(|c| ConstGauge::new(i64::from(c.alarm)))
+        })
     }
 
     /// `cops_process_state{state}`: 1 for the current state, 0 for the others.
@@ -225,7 +278,7 @@ impl Snapshot {
         }
         let mut m = enc.encode_descriptor(
             "cops_kills",
-            "Signals COPS delivered, by process, signal and reason (hung, escalation).",
+            "Signals COPS delivered, by process, signal and reason (hung, escalation, loop).",
             None,
             MetricType::Counter,
         )?;
@@ -304,7 +357,7 @@ impl Snapshot {
         )?;
         let mut m = enc.encode_descriptor(
             "cops_kills_suppressed",
-            "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run).",
+            "Kills COPS decided on but did not make, by reason (inhibited, quarantined, site_budget, refused, dry_run, starved).",
             None,
             MetricType::Counter,
         )?;

@@ -217,6 +217,11 @@ fn all_cores_saturated() {
 }
 
 #[test]
+fn starved_of_cpu() {
+    run(one(cases::starved));
+}
+
+#[test]
 fn pub_flood() {
     run(one(|t| cases::flood(t, Flood::Pub)));
 }

@@ -1,6 +1,8 @@
 //! The scenario of `cops-demo`: a broker, COPS and two supervised demo
 //! processes in a temp directory; one is hung and one crashed, and the timeline
 //! shows COPS's alarm, the kill, the restart and the heartbeats coming back.
+//! Then (child `loops`) the work loop of each slows down while it keeps
+//! answering: an alarm for one, a kill for the other.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -16,6 +18,8 @@ use crate::children::{describe, Guarded, Supervisor, SupervisorEvent};
 use crate::interrupt;
 use crate::stats::{self, ProcStats};
 use crate::world::{out, World};
+
+mod loops;
 
 /// The configuration the demo runs COPS with (`examples/configs/demo.json`).
 pub const DEMO_CONFIG: &str = include_str!("../configs/demo.json");
@@ -173,6 +177,10 @@ struct Demo {
     socket: PathBuf,
     bins: Bins,
     our_uri: String,
+    /// The configuration COPS runs with.
+    cfg: serde_json::Value,
+    /// The demo processes' normal iteration, ms.
+    work_ms: u64,
 }
 
 impl Demo {
@@ -247,6 +255,8 @@ impl Demo {
             socket,
             bins: bins.clone(),
             our_uri,
+            cfg,
+            work_ms: opts.work_ms,
         })
     }
 
@@ -347,6 +357,8 @@ impl Demo {
         self.pause(act)?;
         self.hang_act(linger)?;
         self.crash_act(linger)?;
+        self.loop_alarm_act(linger)?;
+        self.loop_kill_act(linger)?;
         self.finale()?;
         if opts.keep_running {
             self.keep_running()?;

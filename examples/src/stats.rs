@@ -33,6 +33,16 @@ pub struct ProcStats {
     pub max_response_time_ms: Option<f64>,
     /// Average response time, ms.
     pub avg_response_time_ms: Option<f64>,
+    /// Iterations of the work loop in the last beat (hosts that tick).
+    pub loop_count: Option<u64>,
+    /// The longest of them, microseconds.
+    pub loop_max_us: Option<u64>,
+    /// The loop's 99th percentile over the last minute, microseconds.
+    pub loop_p99_us: Option<u64>,
+    /// Beats with an iteration over `loopDeadlineMS`, so far.
+    pub loop_overruns: Option<u64>,
+    /// The loop alarm is raised.
+    pub loop_alarm: bool,
 }
 
 fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -87,6 +97,13 @@ impl ProcStats {
             last_response_time_ms: f(v, "last_response_time_ms"),
             max_response_time_ms: f(v, "max_response_time_ms"),
             avg_response_time_ms: f(v, "avg_response_time_ms"),
+            loop_count: u(v, "loop_count"),
+            loop_max_us: u(v, "loop_max_us"),
+            loop_p99_us: u(v, "loop_p99_us"),
+            loop_overruns: u(v, "loop_overruns"),
+            loop_alarm: field(v, "loop_alarm")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -109,7 +126,9 @@ impl ProcStats {
         out
     }
 
-    /// One timeline line: "alive  pid 4242  heartbeat 17  missed 0  reply 0.31 ms".
+    /// One timeline line: "alive  pid 4242  heartbeat 17  missed 0  reply
+    /// 0.31 ms", and for a host that ticks "  loop 3 x <= 101 ms, overruns 0"
+    /// (", LOOP ALARM" while it is raised).
     pub fn brief(&self) -> String {
         let mut line = format!("{:<7} pid {}", self.state, opt(self.pid));
         line += &format!("  heartbeat {}", opt(self.heartbeat));
@@ -117,12 +136,28 @@ impl ProcStats {
         if let Some(ms) = self.last_response_time_ms {
             line += &format!("  reply {ms:.2} ms");
         }
+        match (self.loop_count, self.loop_max_us) {
+            (Some(0), _) => line += "  loop: no iteration ended",
+            (Some(n), Some(us)) => line += &format!("  loop {n} x <= {} ms", us_as_ms(us)),
+            _ => {}
+        }
+        if self.loop_count.is_some() {
+            line += &format!(", overruns {}", opt(self.loop_overruns));
+            if self.loop_alarm {
+                line += ", LOOP ALARM";
+            }
+        }
         line
     }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |x| x.to_string())
+}
+
+/// Microseconds as whole milliseconds (rounded).
+fn us_as_ms(us: u64) -> u64 {
+    (us + 500) / 1000
 }
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -142,8 +177,10 @@ pub fn table(rows: &[ProcStats]) -> String {
         "last ms",
         "avg ms",
         "max ms",
+        "loop p99 ms",
+        "overruns",
     ];
-    let body: Vec<[String; 10]> = rows
+    let body: Vec<[String; 12]> = rows
         .iter()
         .map(|r| {
             [
@@ -157,6 +194,8 @@ pub fn table(rows: &[ProcStats]) -> String {
                 opt_ms(r.last_response_time_ms),
                 opt_ms(r.avg_response_time_ms),
                 opt_ms(r.max_response_time_ms),
+                opt(r.loop_p99_us.map(us_as_ms)),
+                opt(r.loop_overruns),
             ]
         })
         .collect();
@@ -240,6 +279,28 @@ mod tests {
             p.brief(),
             "alive   pid 42  heartbeat 7  missed 0  reply 0.25 ms"
         );
+    }
+
+    #[test]
+    fn reads_the_loop_figures() {
+        let v = serde_json::json!({"name":"m","state":"alive","pid":7,"heartbeat":3,
+            "missed_heartbeats":0,"loop_count":2,"loop_max_us":400_321,"loop_p99_us":399_999,
+            "loop_overruns":4,"loop_alarm":true});
+        let p = ProcStats::parse(&v, None).expect("object with name");
+        assert_eq!(
+            (p.loop_count, p.loop_max_us, p.loop_overruns, p.loop_alarm),
+            (Some(2), Some(400_321), Some(4), true)
+        );
+        assert_eq!(
+            p.brief(),
+            "alive   pid 7  heartbeat 3  missed 0  loop 2 x <= 400 ms, overruns 4, LOOP ALARM"
+        );
+        let t = table(&[p]);
+        assert!(
+            t.lines().next().unwrap().ends_with("loop p99 ms  overruns"),
+            "{t}"
+        );
+        assert!(t.lines().nth(2).unwrap().ends_with("400          4"), "{t}");
     }
 
     #[test]

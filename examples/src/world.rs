@@ -154,6 +154,7 @@ impl World {
                     || old.pid != p.pid
                     || old.missed_heartbeats != p.missed_heartbeats
                     || old.total_restarts != p.total_restarts
+                    || old.loop_alarm != p.loop_alarm
             }
         };
         let routine = match &self.focus {

@@ -1,5 +1,6 @@
 //! The one-command demo runs end to end (in its fast mode) and exits 0, having
-//! shown the hang, COPS's alarm, the kill, the restarts and the final stats.
+//! shown the hang, COPS's alarm, the kill, the restarts, the loop overrun
+//! alarm, the loop kill and the final stats.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -45,12 +46,22 @@ fn cops_demo_runs_end_to_end_and_exits_zero() {
         "modbus_client pid",
         "ended: exit status 3",
         "restarted modbus_client as pid",
+        "set /components/modbus_test_client/debug/slow 400",
+        "modbus_client (pid",
+        "loop overran its 200 ms deadline",
+        "LOOP ALARM",
+        "loop back within its limits",
+        "set /site/debug/slow 400",
+        "; killing with SIGKILL",
+        "hybridos_controller loop alarm over: pid",
+        "restarted hybridos_controller as pid",
+        "new pid",
         "all children stopped",
     ] {
         assert!(out.contains(needle), "missing {needle:?}\n{report}");
     }
     assert!(
-        out.contains("name") && out.contains("restarts"),
+        out.contains("name") && out.contains("restarts") && out.contains("loop p99 ms"),
         "no stats table\n{report}"
     );
 }

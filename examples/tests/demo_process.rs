@@ -97,3 +97,46 @@ fn reconnects_after_the_broker_restarts() {
     let v = first_answer(&mut c, "hybridos_controller", "/site");
     assert!(v["pid"].as_u64().is_some());
 }
+
+#[test]
+fn ticks_its_loop_and_slows_down_on_request_while_still_answering() {
+    let broker = Broker::start();
+    let _p = start(&broker, "modbus_client", "/modbus");
+    let mut c = client(&broker);
+    let v = first_answer(&mut c, "modbus_client", "/modbus");
+    assert!(
+        v["loop"]["count"].is_u64(),
+        "the answer carries the loop: {v}"
+    );
+    // 10 ms iterations: the longest of a beat stays well under 150 ms.
+    std::thread::sleep(Duration::from_millis(100));
+    let v = heartbeat(&mut c, "modbus_client", "/modbus", 1).expect("answer");
+    assert!(v["loop"]["count"].as_u64() > Some(1), "{v}");
+    assert!(v["loop"]["max_us"].as_u64() < Some(150_000), "{v}");
+
+    c.send(Method::Set, "/modbus/debug/slow", None, b"200")
+        .expect("send");
+    // Every answer comes at once (the loop serves FIMS between iterations);
+    // within a few beats one carries a 200 ms iteration.
+    let mut longest = 0;
+    for h in 2..40 {
+        let v = heartbeat(&mut c, "modbus_client", "/modbus", h).expect("still answering");
+        longest = longest.max(v["loop"]["max_us"].as_u64().unwrap_or(0));
+        if longest >= 200_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!((200_000..1_000_000).contains(&longest), "{longest}");
+
+    c.send(Method::Set, "/modbus/debug/slow", None, b"false")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(300)); // the slow iteration ends
+    heartbeat(&mut c, "modbus_client", "/modbus", 100).expect("answer");
+    std::thread::sleep(Duration::from_millis(100));
+    let v = heartbeat(&mut c, "modbus_client", "/modbus", 101).expect("answer");
+    assert!(
+        v["loop"]["max_us"].as_u64() < Some(150_000),
+        "back to 10 ms: {v}"
+    );
+}

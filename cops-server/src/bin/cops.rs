@@ -160,6 +160,9 @@ fn check(path: &std::path::Path, cfg: &config::Config) -> ExitCode {
     for s in &cfg.suggestions {
         eprintln!("cops: suggestion: {s}");
     }
+    for l in cfg.explain_loops() {
+        eprintln!("cops: loop supervision: {l}");
+    }
     match serde_json::to_string_pretty(&cfg.to_json()) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("cops: {e}"),

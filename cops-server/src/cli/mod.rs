@@ -21,6 +21,7 @@ mod status;
 mod why;
 
 pub use status::{render_status, StatusArgs};
+pub use why::render_why;
 
 /// How long a command waits for the broker's handshake and for each answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);

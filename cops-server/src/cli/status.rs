@@ -147,7 +147,8 @@ fn healthy(v: &Value, named: bool) -> bool {
         .all(|r| r["state"] == "alive")
 }
 
-/// The header line: controller, health, uptime, bus, kill budget.
+/// The header line: controller, health, uptime, bus, kill budget, inhibits,
+/// loop alarms.
 fn header(s: &Value, p: Paint) -> String {
     let health = if s["status"] == "healthy" {
         p.paint("32", "healthy")
@@ -182,14 +183,44 @@ fn header(s: &Value, p: Paint) -> String {
         Some(n) if n > 0 => format!(", {n} inhibited"),
         _ => String::new(),
     };
+    let loops = match s["loop_alarms"].as_u64() {
+        Some(n) if n > 0 => p.paint(
+            "1;33",
+            &format!(", {n} loop alarm{}", if n == 1 { "" } else { "s" }),
+        ),
+        _ => String::new(),
+    };
     format!(
-        "COPS on {}: {health}, up {up}, {bus}, {budget}{inhibited}\n",
+        "COPS on {}: {health}, up {up}, {bus}, {budget}{inhibited}{loops}\n",
         s["controller_name"].as_str().unwrap_or("?")
     )
 }
 
+/// The LOOP cell: the p99 of the work loop's iterations over the last minute
+/// (hosts that tick; `-` for the others), after the verdict where loop keys
+/// are set: `ok`, what fails with the failing beats in a row against
+/// `loopToleranceBeats` (`overrun 2/3`, `slow 1/3`, `fast 1/3`), or `alarm`.
+fn loop_cell(r: &Value) -> String {
+    let Some(us) = r["loop_p99_us"].as_f64() else {
+        return "-".to_owned();
+    };
+    let p99 = ms(us / 1000.0);
+    let Some(tolerance) = r["loop_tolerance"].as_u64() else {
+        return p99;
+    };
+    let failing = r["loop_failing"].as_u64().unwrap_or(0);
+    if r["loop_alarm"] == true {
+        format!("alarm {p99}")
+    } else if failing > 0 {
+        let fault = r["loop_fault"].as_str().unwrap_or("failing");
+        format!("{fault} {failing}/{tolerance} {p99}")
+    } else {
+        format!("ok {p99}")
+    }
+}
+
 /// The cells of one row (plain text) and the colour of its state.
-fn cells(r: &Value) -> ([String; 8], &'static str) {
+fn cells(r: &Value) -> ([String; 9], &'static str) {
     let inhibited = r["inhibited"] == true;
     let state = r["state"].as_str().unwrap_or("?");
     let (shown, color) = match state {
@@ -236,29 +267,70 @@ fn cells(r: &Value) -> ([String; 8], &'static str) {
     };
     let name = r["name"].as_str().unwrap_or("?").to_owned();
     (
-        [name, shown.into(), pid, beat, rtt, misses, restarts, kill],
+        [
+            name,
+            shown.into(),
+            pid,
+            beat,
+            rtt,
+            loop_cell(r),
+            misses,
+            restarts,
+            kill,
+        ],
         color,
     )
 }
 
-/// The whole screen: header, table, and a line per inhibited process.
+/// What a raised loop alarm's line under the table says: the failing run
+/// now, the last beat, the p99, the overruns so far.
+fn loop_alarm_detail(r: &Value) -> String {
+    let us = |k: &str| {
+        r[k].as_f64()
+            .map_or_else(|| "?".to_owned(), |us| ms(us / 1000.0))
+    };
+    let run = match (r["loop_failing"].as_u64(), r["loop_fault"].as_str()) {
+        (Some(n), Some(fault)) if n > 0 => format!("{n} failing beats in a row ({fault})"),
+        _ => "good beats again, not yet enough to end it".to_owned(),
+    };
+    let last = match r["loop_count"].as_u64() {
+        Some(0) => "no iteration ended in the last beat".to_owned(),
+        Some(n) => format!(
+            "last beat {n} iteration{}, longest {}",
+            if n == 1 { "" } else { "s" },
+            us("loop_max_us")
+        ),
+        None => "no loop figures".to_owned(),
+    };
+    format!(
+        "{run}; {last}; p99 {}; {} overrun beats so far",
+        us("loop_p99_us"),
+        r["loop_overruns"].as_u64().unwrap_or(0)
+    )
+}
+
+/// Column of the LOOP cell, shown only when some process reports loop figures.
+const LOOP_COL: usize = 5;
+
+/// The whole screen: header, table, and a line per inhibited process and per
+/// raised loop alarm. The LOOP column (the work loop's p99) is there only
+/// when some process reports loop figures (hosts that tick).
 pub fn render_status(v: &Value, p: Paint) -> String {
-    const HEAD: [&str; 8] = [
+    const HEAD: [&str; 9] = [
         "NAME",
         "STATE",
         "PID",
         "LAST BEAT",
         "RTT p50/p99",
+        "LOOP p99",
         "MISSES",
         "RESTARTS all/cops",
         "LAST KILL",
     ];
-    let rows: Vec<_> = v["processes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(cells)
-        .collect();
+    let list = v["processes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let with_loop = list.iter().any(|r| r["loop_p99_us"].is_number());
+    let keep = |k: usize| with_loop || k != LOOP_COL;
+    let rows: Vec<_> = list.iter().map(cells).collect();
     let mut width = HEAD.map(str::len);
     for (c, _) in &rows {
         for (w, cell) in width.iter_mut().zip(c) {
@@ -266,16 +338,20 @@ pub fn render_status(v: &Value, p: Paint) -> String {
         }
     }
     let mut out = header(&v["summary"], p);
-    let line = |cells: [&str; 8], color: Option<&str>| {
+    let line = |cells: [&str; 9], color: Option<&str>| {
+        let cells: Vec<(usize, &str, usize)> = (0..cells.len())
+            .filter(|&k| keep(k))
+            .map(|k| (k, cells[k], width[k]))
+            .collect();
         let mut l = String::new();
-        for (k, (cell, w)) in cells.iter().zip(width).enumerate() {
+        for (n, &(k, cell, w)) in cells.iter().enumerate() {
             let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
             let text = match color {
                 Some(c) if k == 1 => p.paint(c, cell),
                 _ => (*cell).to_owned(),
             };
             l.push_str(&text);
-            if k + 1 < cells.len() {
+            if n + 1 < cells.len() {
                 l.push_str(&pad);
                 l.push_str("  ");
             }
@@ -302,6 +378,14 @@ pub fn render_status(v: &Value, p: Paint) -> String {
             reason.map(|s| format!(": {s}")).unwrap_or_default()
         ));
     }
+    for r in list.iter().filter(|r| r["loop_alarm"] == true) {
+        let name = r["name"].as_str().unwrap_or("?");
+        out.push_str(&format!(
+            "{name} {}: {} (cops why {name})\n",
+            p.paint("1;33", "loop alarm"),
+            loop_alarm_detail(r)
+        ));
+    }
     out
 }
 
@@ -319,7 +403,8 @@ mod tests {
                  "last_beat_age_ms":412.5,"rtt_p50_ms":0.31,"rtt_p99_ms":1.24,"missed_heartbeats":0,
                  "miss_allowance":5,"hang_time_allowance_ms":null,"total_restarts":3,"cops_restarts":2,
                  "last_restart_age_ms":240000,"last_kill":{"signal":"SIGKILL","reason":"hung","age_ms":241000},
-                 "inhibited":false},
+                 "inhibited":false,"loop_max_us":21000,"loop_p99_us":20500,"loop_tolerance":3,
+                 "loop_overruns":0,"loop_failing":0,"loop_alarm":false,"loop_fault":null},
                 {"name":"modbus_client","state":"hung","pid":4310,"monitored":true,
                  "last_beat_age_ms":12000,"rtt_p50_ms":null,"rtt_p99_ms":null,"missed_heartbeats":5,
                  "miss_allowance":5,"hang_time_allowance_ms":null,"total_restarts":0,"cops_restarts":0,
@@ -353,6 +438,8 @@ mod tests {
         assert!(lines[2].contains("0.4s ago"), "{}", lines[2]);
         assert!(lines[2].contains("0.31ms/1.2ms"), "{}", lines[2]);
         assert!(lines[2].contains("3/2 (4m ago)"), "{}", lines[2]);
+        assert!(lines[1].contains("RTT p50/p99   LOOP p99"), "{}", lines[1]);
+        assert!(lines[2].contains("0.31ms/1.2ms  ok 20ms"), "{}", lines[2]);
         assert!(lines[2].ends_with("SIGKILL hung 4m1s ago"), "{}", lines[2]);
         assert!(lines[3].contains("inhibited"), "{}", lines[3]);
         assert!(
@@ -373,6 +460,76 @@ mod tests {
         let colored = render_status(&sample(), Paint(true));
         assert!(colored.contains("\x1b[1;31mUNHEALTHY"));
         assert!(colored.contains("\x1b[32malive\x1b[0m"));
+    }
+
+    /// The LOOP column: only when some process ticks; the verdict of
+    /// processes with loop keys; one line per raised loop alarm.
+    #[test]
+    fn renders_the_work_loop() {
+        let mut v = sample();
+        let row = |v: &mut Value, k: usize, extra: Value| {
+            for (key, val) in extra.as_object().expect("object") {
+                v["processes"][k][key] = val.clone();
+            }
+        };
+        let cell = |v: &Value| {
+            let text = render_status(v, Paint(false));
+            let head = text.lines().nth(1).expect("head").to_owned();
+            let at = head.find("LOOP p99").expect("LOOP column");
+            text.lines()
+                .nth(2)
+                .expect("row")
+                .get(at..)
+                .and_then(|s| s.split("  ").next())
+                .expect("cell")
+                .to_owned()
+        };
+        row(
+            &mut v,
+            0,
+            json!({"loop_failing":2,"loop_fault":"overrun","loop_p99_us":84000}),
+        );
+        assert_eq!(cell(&v), "overrun 2/3 84ms");
+        row(&mut v, 0, json!({"loop_failing":1,"loop_fault":"slow"}));
+        assert_eq!(cell(&v), "slow 1/3 84ms");
+        row(
+            &mut v,
+            0,
+            json!({"loop_failing":3,"loop_alarm":true,"loop_max_us":340000,"loop_overruns":7,"loop_count":1}),
+        );
+        assert_eq!(cell(&v), "alarm 84ms");
+        v["summary"]["loop_alarms"] = json!(1);
+        let text = render_status(&v, Paint(false));
+        assert!(text.starts_with("COPS on site7: UNHEALTHY (1 hung), up 2h3m, bus ok (0 stalls), kill budget 1 of 2 left per 3s, 1 inhibited, 1 loop alarm\n"), "{text}");
+        assert!(
+            text.ends_with("hybridos_controller loop alarm: 3 failing beats in a row (slow); last beat 1 iteration, longest 340ms; p99 84ms; 7 overrun beats so far (cops why hybridos_controller)\n"),
+            "{text}"
+        );
+        row(
+            &mut v,
+            0,
+            json!({"loop_failing":0,"loop_fault":null,"loop_count":0}),
+        );
+        let text = render_status(&v, Paint(false));
+        assert!(
+            text.ends_with("hybridos_controller loop alarm: good beats again, not yet enough to end it; no iteration ended in the last beat; p99 84ms; 7 overrun beats so far (cops why hybridos_controller)\n"),
+            "{text}"
+        );
+        assert!(render_status(&v, Paint(true)).contains("\x1b[1;33mloop alarm"));
+        // A host that ticks without loop keys: the p99 alone.
+        row(&mut v, 0, json!({"loop_tolerance":null,"loop_alarm":false}));
+        assert_eq!(cell(&v), "84ms");
+        // Nobody ticks: no LOOP column.
+        row(&mut v, 0, json!({"loop_p99_us":null}));
+        let text = render_status(&v, Paint(false));
+        assert!(!text.contains("LOOP"), "{text}");
+        assert!(
+            text.lines()
+                .nth(2)
+                .expect("row")
+                .contains("0.31ms/1.2ms  0/5"),
+            "{text}"
+        );
     }
 
     #[test]

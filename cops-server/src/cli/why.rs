@@ -48,8 +48,57 @@ fn severity(n: u64) -> (&'static str, &'static str) {
     }
 }
 
+/// The numbers behind a loop verdict, in words.
+fn loop_decided_by(d: &Value) -> Option<String> {
+    let f = d.get("loop")?;
+    let mut limits = Vec::new();
+    if let Some(ms) = d["deadline_ms"].as_u64() {
+        limits.push(format!("loopDeadlineMS {ms}"));
+    }
+    for (k, name) in [
+        ("min_per_beat", "minLoopsPerBeat"),
+        ("max_per_beat", "maxLoopsPerBeat"),
+    ] {
+        if let Some(n) = d[k].as_u64() {
+            limits.push(format!("{name} {n}"));
+        }
+    }
+    let us = |k: &str| {
+        f[k].as_f64()
+            .map_or_else(|| "?".into(), |us| super::ms(us / 1000.0))
+    };
+    let last = match f["count"].as_u64() {
+        Some(0) => "last beat: no iteration ended".to_owned(),
+        Some(n) => format!(
+            "last beat {n} iteration{}, longest {}",
+            if n == 1 { "" } else { "s" },
+            us("max_us")
+        ),
+        None => "no loop figures".to_owned(),
+    };
+    let signal = d["signal"].as_str().unwrap_or("?");
+    let decision = match d["decision"].as_str().unwrap_or("?") {
+        "alarm" => "alarm only (loopAction \"alarm\")".to_owned(),
+        "killing" => format!("killing with {signal}"),
+        "deferred" => "kill deferred (site kill budget)".into(),
+        "not_killed" => "not killed".into(),
+        other => format!("not killed ({other})"),
+    };
+    Some(format!(
+        "decided by: {} failing beats in a row (loopToleranceBeats {}, period {} ms; {}); {last}, p99 {}: {decision}",
+        d["failing"],
+        d["tolerance"],
+        d["period_ms"],
+        limits.join(", "),
+        us("p99_us"),
+    ))
+}
+
 /// The numbers behind an entry, in words (verdicts carry them).
 fn decided_by(d: &Value) -> Option<String> {
+    if d.get("loop").is_some() {
+        return loop_decided_by(d);
+    }
     let missed = d.get("missed")?.as_u64()?;
     let allowance = d["allowance"].as_u64().unwrap_or(0);
     let rule = match d["hang_time_allowance_ms"].as_u64() {
@@ -162,6 +211,40 @@ mod tests {
             lines[5].contains("[site] connected to the FIMS broker"),
             "{}",
             lines[5]
+        );
+    }
+
+    /// Loop verdicts carry their numbers; the end of an alarm is its message.
+    #[test]
+    fn renders_loop_alarms_kills_and_their_end() {
+        let v = json!({"name":"modbus_client","events":[
+            {"at":"2026-11-30T10:00:09.000Z","age_ms":1000,"kind":"loop_over","severity":2,"scope":"process","pid":7001,
+             "message":"modbus_client loop alarm over: pid 7000 was replaced by pid 7001"},
+            {"at":"2026-11-30T10:00:05.000Z","age_ms":5000,"kind":"loop_fault","severity":3,"scope":"process","pid":7000,
+             "message":"modbus_client (pid 7000) loop overran its 100 ms deadline: 400 ms (3 of the last 5 beats); killing with SIGKILL",
+             "data":{"loop":{"count":1,"max_us":400000,"p99_us":398000},"failing":3,"tolerance":3,"deadline_ms":100,
+                     "min_per_beat":null,"max_per_beat":null,"period_ms":500,"decision":"killing","signal":"SIGKILL"}},
+            {"at":"2026-11-30T10:00:01.000Z","age_ms":9000,"kind":"loop_fault","severity":3,"scope":"process","pid":7000,
+             "message":"modbus_client (pid 7000) loop too slow: 1 iteration in 500 ms, at least 4 expected (3 of the last 5 beats); not killed: inhibited until 10:10:00",
+             "data":{"loop":{"count":1,"max_us":90000,"p99_us":88000},"failing":3,"tolerance":3,"deadline_ms":null,
+                     "min_per_beat":4,"max_per_beat":20,"period_ms":500,"decision":"inhibited","signal":"SIGKILL"}}
+        ]});
+        let text = render_why(&v, Paint(false));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains(
+                "loop_over   modbus_client loop alarm over: pid 7000 was replaced by pid 7001"
+            ),
+            "{text}"
+        );
+        assert!(lines[2].contains("ALARM   loop_fault  modbus_client (pid 7000) loop overran its 100 ms deadline: 400 ms (3 of the last 5 beats); killing with SIGKILL"), "{text}");
+        assert_eq!(
+            lines[3].trim_start(),
+            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; loopDeadlineMS 100); last beat 1 iteration, longest 400ms, p99 398ms: killing with SIGKILL"
+        );
+        assert_eq!(
+            lines[5].trim_start(),
+            "decided by: 3 failing beats in a row (loopToleranceBeats 3, period 500 ms; minLoopsPerBeat 4, maxLoopsPerBeat 20); last beat 1 iteration, longest 90ms, p99 88ms: not killed (inhibited)"
         );
     }
 }

@@ -21,3 +21,10 @@ pub const SITE_KILLS: (u64, u64) = (1, 1_000_000);
 /// From this many processes with `killOnHang`, `--check` suggests a
 /// `maxKillsPerWindow` when none is set.
 pub const SUGGEST_SITE_BUDGET_FROM: usize = 8;
+/// `loopDeadlineMS`, ms: 1 ms to 1 hour.
+pub const LOOP_DEADLINE_MS: (u64, u64) = (1, 3_600_000);
+/// `minLoopsPerBeat` and `maxLoopsPerBeat`: 1 to 100,000,000 iterations per
+/// heartbeat period (0 would judge nothing).
+pub const LOOPS_PER_BEAT: (u64, u64) = (1, 100_000_000);
+/// `loopToleranceBeats`: 1 to 1,000 consecutive beats.
+pub const LOOP_TOLERANCE: (u64, u64) = (1, 1_000);

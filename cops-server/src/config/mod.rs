@@ -14,8 +14,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 pub mod limits;
+pub mod loops;
 mod read;
 mod strict;
+
+pub use loops::{LoopAction, LoopConfig};
 
 /// Keys of today's configs that this server accepts but does not act on.
 pub const IGNORED_KEYS: &[&str] = &[
@@ -59,6 +62,11 @@ pub(crate) const PROC_KEYS: &[&str] = &[
     "expectedUser",
     "maxKills",
     "killWindowMS",
+    "loopDeadlineMS",
+    "minLoopsPerBeat",
+    "maxLoopsPerBeat",
+    "loopToleranceBeats",
+    "loopAction",
 ];
 
 /// Signals a `killSignal` may name (with or without the `SIG` prefix).
@@ -180,6 +188,8 @@ pub struct ProcessConfig {
     pub expected_user: Option<String>,
     /// Kill budget: at most `.0` kills in `.1`.
     pub kill_budget: Option<(u32, Duration)>,
+    /// Deadline and alive supervision of the work loop (`None`: not supervised).
+    pub loops: Option<LoopConfig>,
 }
 
 /// A configuration error naming the file, the process and the key.
@@ -361,6 +371,9 @@ impl Config {
                     m.insert("maxKills".into(), k.into());
                     m.insert("killWindowMS".into(), (w.as_millis() as u64).into());
                 }
+                if let Some(l) = &p.loops {
+                    l.insert_json(&mut m);
+                }
                 Value::Object(m)
             })
             .collect();
@@ -380,6 +393,22 @@ impl Config {
             m.insert("controlUsers".into(), u.clone().into());
         }
         top
+    }
+
+    /// One line per process with loop supervision, for `cops --check`:
+    /// `process "x": an iteration longer than 200 ms ... is an overrun; ...`.
+    pub fn explain_loops(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter_map(|p| {
+                let l = p.loops.as_ref()?;
+                Some(format!(
+                    "process \"{}\": {}",
+                    p.name,
+                    l.explain(self.heartbeat)
+                ))
+            })
+            .collect()
     }
 }
 

@@ -14,6 +14,8 @@ use super::{
     did_you_mean, Config, ConfigError, ProcessConfig, Signal, IGNORED_KEYS, PROC_KEYS, TOP_KEYS,
 };
 
+mod loops;
+
 /// Where we are in the file, for errors.
 pub(super) struct Ctx<'a> {
     file: &'a str,
@@ -289,6 +291,7 @@ impl<'a> Ctx<'a> {
                     ));
                 }
             }
+            out.extend(self.loop_warnings(p));
             if let Some(e) = p.expected_exe.as_deref().filter(|e| !e.contains('/')) {
                 out.push(format!(
                     "{}: process \"{}\": expectedExe {e:?} is a bare file name: only the last component of /proc/<pid>/exe is compared; give the full path",
@@ -356,6 +359,7 @@ impl<'a> Ctx<'a> {
             }
         }
         let kill_budget = self.kill_budget(map)?;
+        let loops = self.loops(map, required, kill_on_hang)?;
         Ok(ProcessConfig {
             name,
             uri,
@@ -367,6 +371,7 @@ impl<'a> Ctx<'a> {
             expected_exe,
             expected_user,
             kill_budget,
+            loops,
         })
     }
 

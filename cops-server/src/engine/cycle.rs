@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fims::Method;
 
-use super::{Engine, State, Transmit, Via};
+use super::{Action, Engine, State, Transmit, Via};
 
 /// Round starts: the monitored processes in offset order on a grid of `period`.
 #[derive(Debug)]
@@ -179,6 +179,8 @@ impl Engine {
         if round.answered {
             return false;
         }
+        // Whatever the process answered (late, lost) started a beat unseen.
+        self.procs[i].loops.broken();
         if !self.connected || round.epoch != self.epoch {
             self.void_round(i, t); // the bus was down during the round
             return false;
@@ -250,6 +252,13 @@ impl Engine {
         let p = &mut self.procs[i];
         p.misses = p.misses.saturating_add(1);
         p.ops.misses += 1;
+        if p.misses == 1 && p.confirmed {
+            if let Some(pid) = p.pid {
+                // The baseline that tells a starved process from a hung one.
+                self.actions.push_back(Action::Watch { process: i, pid });
+            }
+        }
+        let p = &self.procs[i];
         let due = match p.cfg.hang_time_allowance {
             Some(allow) => t.saturating_duration_since(p.miss_base) >= allow,
             None => p.misses >= self.cfg.error_allowance,

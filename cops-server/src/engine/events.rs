@@ -35,6 +35,9 @@ pub enum EventKind {
     WouldSignal,
     /// A signal was not delivered (identity changed, exe mismatch, ...).
     SignalRefused,
+    /// A signal was held: the process was runnable but starved of CPU since
+    /// its first missed heartbeat (COPS decides again at the next miss).
+    Starved,
     /// A signalled process exited.
     Exited,
     /// A signal other than SIGKILL did not end it: SIGKILL follows.
@@ -62,6 +65,15 @@ pub enum EventKind {
     ServeLimited,
     /// Bus connection up or down.
     Bus,
+    /// The work loop failed `loopToleranceBeats` beats in a row (overrun, too
+    /// slow or too fast): the loop alarm, with the kill under `loopAction: "kill"`.
+    LoopFault,
+    /// A failing beat within the tolerance (rate-limited log line).
+    LoopTolerated,
+    /// The loop alarm is over (good beats again, or a new incarnation).
+    LoopOver,
+    /// A process with loop supervision answers without loop figures.
+    LoopUnmeasured,
     /// A maintenance inhibit started (or was changed): no signals until it ends.
     Inhibited,
     /// A maintenance inhibit ended (resumed, or expired by itself).
@@ -82,6 +94,7 @@ impl EventKind {
             EventKind::Signalled => "signalled",
             EventKind::WouldSignal => "would_signal",
             EventKind::SignalRefused => "signal_refused",
+            EventKind::Starved => "starved",
             EventKind::Exited => "exited",
             EventKind::Escalated => "escalated",
             EventKind::DidNotExit => "did_not_exit",
@@ -98,6 +111,10 @@ impl EventKind {
             EventKind::Inhibited => "inhibited",
             EventKind::InhibitEnded => "inhibit_ended",
             EventKind::ControlRefused => "control_refused",
+            EventKind::LoopFault => "loop_fault",
+            EventKind::LoopTolerated => "loop_tolerated",
+            EventKind::LoopOver => "loop_over",
+            EventKind::LoopUnmeasured => "loop_unmeasured",
         }
     }
 }

@@ -21,7 +21,8 @@
 //! Children: `cycle` (round starts, deadlines, misses), `evidence` (the probe
 //! through the broker, COPS's own lag, void rounds and stalls), `reply`
 //! (parsing and judging replies, identities), `verdict` (hung, kills, the kill
-//! budgets, escalation), `serve` (stats, GETs, briefings), `events` (what is
+//! budgets, escalation), `loops` (the work loop's beats: deadline and alive
+//! supervision), `serve` (stats, GETs, briefings), `events` (what is
 //! logged and posted), `ops` (what operators see: RTT percentiles, kill and
 //! restart history, the decision log), `control` (maintenance inhibit),
 //! `status` (`get ourUri/status`, `get ourUri/events/<name>`, the metrics
@@ -40,6 +41,7 @@ mod control;
 mod cycle;
 mod events;
 mod evidence;
+mod loops;
 mod ops;
 mod parse;
 mod process;
@@ -58,6 +60,7 @@ use verdict::SiteBudget;
 
 pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome, Verifier};
 pub use events::{Event, EventKind, Severity};
+pub use loops::{LoopCounts, LoopMetrics};
 pub use ops::{KillReason, RttHistogram, Suppressed, LOG_LEN, RTT_BOUNDS};
 pub use status::{MetricsSnapshot, ProcessMetrics, STATUS_PAGE};
 
@@ -107,6 +110,15 @@ pub enum Action {
         pid: u32,
         /// The signal.
         signal: Signal,
+    },
+    /// Note the scheduler times of the pinned identity of `pid` (its first
+    /// missed heartbeat of a series): a later [`Action::Signal`] is held when
+    /// the process was starved of CPU since (no answer).
+    Watch {
+        /// Process index.
+        process: usize,
+        /// The pinned PID.
+        pid: u32,
     },
     /// Check whether the pinned identity of `pid` exited (answer: [`Engine::exit_result`]).
     CheckExit {

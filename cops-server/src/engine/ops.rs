@@ -240,6 +240,9 @@ pub enum KillReason {
     Hung,
     /// A signal other than SIGKILL did not end it in time.
     Escalation,
+    /// Its work loop failed `loopToleranceBeats` beats in a row under
+    /// `loopAction: "kill"` (deadline supervision).
+    Loop,
 }
 
 impl KillReason {
@@ -248,6 +251,7 @@ impl KillReason {
         match self {
             KillReason::Hung => "hung",
             KillReason::Escalation => "escalation",
+            KillReason::Loop => "loop",
         }
     }
 }
@@ -265,16 +269,19 @@ pub enum Suppressed {
     Refused = 3,
     /// `--dry-run`.
     DryRun = 4,
+    /// The process was runnable but starved of CPU since its first miss.
+    Starved = 5,
 }
 
 impl Suppressed {
     /// Every reason, in index order.
-    pub const ALL: [Suppressed; 5] = [
+    pub const ALL: [Suppressed; 6] = [
         Suppressed::Inhibited,
         Suppressed::Quarantined,
         Suppressed::SiteBudget,
         Suppressed::Refused,
         Suppressed::DryRun,
+        Suppressed::Starved,
     ];
 
     /// The spelling in stats and metrics.
@@ -285,6 +292,7 @@ impl Suppressed {
             Suppressed::SiteBudget => "site_budget",
             Suppressed::Refused => "refused",
             Suppressed::DryRun => "dry_run",
+            Suppressed::Starved => "starved",
         }
     }
 }

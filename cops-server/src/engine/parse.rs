@@ -9,6 +9,75 @@ pub(super) struct Reply<'a> {
     pub(super) heartbeat: u64,
     pub(super) pid: i64,
     pub(super) versions: [Option<Cow<'a, str>>; 3],
+    /// The work loop's figures (second edition), when the host ticks.
+    pub(super) loop_: LoopField,
+}
+
+/// The work loop's figures of one beat:
+/// `"loop":{"count":N,"max_us":M,"p99_us":P}` (keys it does not know are ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LoopFigures {
+    /// Iterations ended since the previous heartbeat answer.
+    pub(super) count: u64,
+    /// The longest of them, microseconds (0 when `count` is 0).
+    pub(super) max_us: u64,
+    /// 99th percentile of the iterations of the last minute, microseconds.
+    pub(super) p99_us: u64,
+}
+
+/// Only a JSON object is the protocol's `loop` (serde's derive would also
+/// take an array by position); keys are borrowed, so one with an escape sends
+/// the reply to the slow path, which reads it alike.
+impl<'de> serde::Deserialize<'de> for LoopFigures {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FiguresVisitor)
+    }
+}
+
+struct FiguresVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FiguresVisitor {
+    type Value = LoopFigures;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object with count, max_us and p99_us")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<LoopFigures, A::Error> {
+        let (mut count, mut max_us, mut p99_us) = (None, None, None);
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "count" => count = Some(map.next_value::<u64>()?),
+                "max_us" => max_us = Some(map.next_value::<u64>()?),
+                "p99_us" => p99_us = Some(map.next_value::<u64>()?),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        match (count, max_us, p99_us) {
+            (Some(count), Some(max_us), Some(p99_us)) => Ok(LoopFigures {
+                count,
+                max_us,
+                p99_us,
+            }),
+            _ => Err(serde::de::Error::custom(
+                "loop lacks count, max_us or p99_us",
+            )),
+        }
+    }
+}
+
+/// The `loop` member of a reply. A bad one does not spoil the heartbeat:
+/// the pulse is judged as always, the loop is not judged on that reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LoopField {
+    /// No `loop` (a host that never ticks, or any existing process), or `null`.
+    Absent,
+    /// The figures.
+    Figures(LoopFigures),
+    /// Present but not the object of the protocol, and why.
+    Bad(String),
 }
 
 /// The usual reply, parsed without building a JSON tree.
@@ -22,6 +91,8 @@ struct PlainReply<'a> {
     version_commit: Option<&'a str>,
     #[serde(borrow, default)]
     version_build: Option<&'a str>,
+    #[serde(default, rename = "loop")]
+    loop_: Option<LoopFigures>,
 }
 
 /// Parses `{"cops_heartbeat":17,"pid":4242,"version_tag":...}` (clothed
@@ -33,6 +104,7 @@ pub(super) fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
             pid: r.pid,
             versions: [r.version_tag, r.version_commit, r.version_build]
                 .map(|v| v.map(Cow::Borrowed)),
+            loop_: r.loop_.map_or(LoopField::Absent, LoopField::Figures),
         });
     }
     // Anything else (clothed values, escapes, errors) the slow way.
@@ -63,7 +135,30 @@ pub(super) fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
             version("version_commit"),
             version("version_build"),
         ],
+        loop_: loop_field(obj.get("loop")),
     })
+}
+
+/// The `loop` member read the slow way (the fast path refused the reply).
+fn loop_field(v: Option<&Value>) -> LoopField {
+    let obj = match v {
+        None | Some(Value::Null) => return LoopField::Absent,
+        Some(Value::Object(o)) => o,
+        Some(other) => return LoopField::Bad(format!("loop is not an object: {other}")),
+    };
+    let get = |k: &str| {
+        obj.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("loop.{k} is missing or not a non-negative integer"))
+    };
+    match (get("count"), get("max_us"), get("p99_us")) {
+        (Ok(count), Ok(max_us), Ok(p99_us)) => LoopField::Figures(LoopFigures {
+            count,
+            max_us,
+            p99_us,
+        }),
+        (Err(why), ..) | (_, Err(why), _) | (.., Err(why)) => LoopField::Bad(why),
+    }
 }
 
 /// A hash of a reply's three version fields (absent and empty differ).
@@ -107,3 +202,6 @@ impl std::hash::Hasher for Fnv {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests;

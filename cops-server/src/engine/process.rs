@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cycle::Round;
+use super::loops::LoopWatch;
 use super::ops::{KillReason, Ops};
 use super::reply::Rejects;
 use super::State;
@@ -126,6 +127,8 @@ pub(super) struct Proc {
     pub(super) rejected_pid: Option<i64>,
     /// The pinned PID a conflict alarm was raised for (one alarm per conflict).
     pub(super) conflict: Option<u32>,
+    /// The work loop's beats, figures and alarm.
+    pub(super) loops: LoopWatch,
     /// What operators see: RTT percentiles, kills, restarts, the decision
     /// log, a maintenance inhibit (`ops`).
     pub(super) ops: Ops,
@@ -163,6 +166,7 @@ impl Proc {
             rejects: Rejects::default(),
             rejected_pid: None,
             conflict: None,
+            loops: LoopWatch::default(),
             ops: Ops::default(),
         }
     }

@@ -199,7 +199,8 @@ impl Engine {
         if new.is_none() && round.seq > p.pinned_in {
             p.confirmed = true;
         }
-        let rt = now.saturating_duration_since(round.sent);
+        let sent = round.sent;
+        let rt = now.saturating_duration_since(sent);
         p.h += 1;
         p.misses = 0;
         p.miss_base = now;
@@ -216,6 +217,7 @@ impl Engine {
         p.ops
             .record_rtt(super::ops::rtt_slice(self.started, now), rt);
         let seq = round.seq;
+        let adopted = new.is_some();
         let restarted = match new {
             Some((pid, pinned)) => self.adopt_pid(i, pid, pinned, seq),
             None => None,
@@ -228,6 +230,10 @@ impl Engine {
         if restarted.is_some() || before != State::Alive {
             self.announce_alive(now, i, before, first, restarted, rt);
         }
+        if adopted {
+            self.loop_incarnation(now, i, restarted);
+        }
+        self.on_loop(now, i, &r.loop_, sent);
     }
 
     /// Makes `pid` the current incarnation of process `i`; returns the old PID
@@ -320,6 +326,8 @@ impl Engine {
     /// A reply not taken: counted; logged at most once per 10 s per process.
     fn reject(&mut self, now: Instant, i: usize, kind: RejectKind, why: String) {
         let p = &mut self.procs[i];
+        // It may have been the process's own answer, which started a beat.
+        p.loops.broken();
         p.rejects.count(kind);
         let Some(unlogged) = p.rejects.log.may(now) else {
             return;

@@ -115,6 +115,15 @@ pub const STAT_FIELDS: &[&str] = &[
     "inhibit_left_ms",
     "inhibit_reason",
     "inhibited_by",
+    "loop_count",
+    "loop_max_us",
+    "loop_p99_us",
+    "loop_overruns",
+    "loop_slow_beats",
+    "loop_fast_beats",
+    "loop_failing_beats",
+    "loop_alarm",
+    "loop_alarms_total",
 ];
 
 /// Ticks a briefing is spread over.
@@ -332,6 +341,7 @@ impl Engine {
             p.confirmed && p.pid.is_some()
         );
         self.write_ops(i, now, out);
+        super::loops::write_loop_stats(out, &p.loops);
         out.push('}');
     }
 
@@ -360,6 +370,7 @@ impl Engine {
             "kills_deferred": self.site.deferred,
             "kills_waiting": self.site.waiting(),
             "requests_dropped": self.serve_tokens.dropped,
+            "loop_alarms": self.loop_alarms(),
             "uptime_s": now.saturating_duration_since(self.started).as_secs(),
         });
         if let Some(m) = v.as_object_mut() {

@@ -69,6 +69,35 @@ impl Engine {
                 );
                 self.event_pid(pid);
             }
+            SignalOutcome::Starved(s) => {
+                // Not made: the kill is given back to both budgets and to
+                // this incarnation; the next miss decides again.
+                p.kill = None;
+                p.killed_incarnation = None;
+                if p.kills.back() == Some(&kill.sent) {
+                    p.kills.pop_back();
+                }
+                self.site.give_back(kill.sent);
+                self.suppressed[Suppressed::Starved as usize] += 1;
+                let msg = if kill.reason == KillReason::Loop {
+                    format!(
+                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; its loop had no CPU to run with, COPS decides again at the loop's next failing beat"
+                    )
+                } else {
+                    format!(
+                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; it had no CPU to answer with, COPS decides again at its next missed heartbeat"
+                    )
+                };
+                self.event(
+                    now,
+                    Severity::Alarm,
+                    EventKind::Starved,
+                    Some(process),
+                    msg,
+                    true,
+                );
+                self.event_pid(pid);
+            }
             SignalOutcome::Refused(reason) => {
                 // The PID stays in the stats: a new one is pinned once this one
                 // is gone (while it lives, another PID is a conflict).

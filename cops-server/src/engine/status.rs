@@ -55,6 +55,8 @@ pub struct ProcessMetrics {
     pub cops_restarts: u64,
     /// Time since the last good reply (`None`: never answered).
     pub last_beat_age: Option<Duration>,
+    /// The work loop's figures and what loop supervision counted.
+    pub loops: super::LoopMetrics,
 }
 
 /// A copy of the numbers COPS exposes as metrics, taken at one instant.
@@ -226,6 +228,7 @@ impl Engine {
             p.misses, p.stats.total_restarts, p.stats.cops_restarts
         );
         self.write_ops(i, now, out);
+        super::loops::write_loop_row(out, &p.loops, p.cfg.loops.as_ref());
         out.push('}');
     }
 
@@ -357,6 +360,7 @@ impl Engine {
                 restarts: p.stats.total_restarts,
                 cops_restarts: p.stats.cops_restarts,
                 last_beat_age: p.last_good.map(|t| now.saturating_duration_since(t)),
+                loops: super::loops::loop_metrics(&p.loops, p.cfg.loops.as_ref()),
             })
             .collect();
         MetricsSnapshot {
@@ -393,6 +397,12 @@ fn kill_series(p: &super::process::Proc) -> Vec<(String, &'static str, u64)> {
         add(p.cfg.kill_signal, KillReason::Hung, 0);
         if !p.cfg.kill_signal.is_kill() {
             add(crate::config::Signal::KILL, KillReason::Escalation, 0);
+        }
+        if p.cfg
+            .loops
+            .is_some_and(|l| l.action == crate::config::LoopAction::Kill)
+        {
+            add(p.cfg.kill_signal, KillReason::Loop, 0);
         }
     }
     for &(sig, reason, n) in &p.ops.kills {

@@ -30,6 +30,13 @@ impl SiteBudget {
         self.waiting.len()
     }
 
+    /// A kill decided at `at` was not made: it no longer uses the budget.
+    pub(super) fn give_back(&mut self, at: Instant) {
+        if let Some(k) = self.kills.iter().rposition(|&t| t == at) {
+            self.kills.remove(k);
+        }
+    }
+
     /// Kills made within `window` before `now` (the budget used).
     pub(super) fn kills_within(&self, now: Instant, window: std::time::Duration) -> usize {
         self.kills.iter().filter(|&&t| t + window > now).count()
@@ -146,14 +153,26 @@ impl Engine {
         )
     }
 
-    /// Decides whether to signal process `i` now; queues the action if so.
+    /// Decides whether to signal hung process `i` now; queues the action if so.
     pub(super) fn maybe_kill(&mut self, now: Instant, i: usize) -> KillDecision {
-        self.decide_kill(now, i, false)
+        self.decide_kill(now, i, false, KillReason::Hung)
+    }
+
+    /// As [`maybe_kill`](Self::maybe_kill) for a process whose work loop
+    /// failed (`loopAction: "kill"`): the same checks, budgets and path.
+    pub(super) fn maybe_kill_loop(&mut self, now: Instant, i: usize) -> KillDecision {
+        self.decide_kill(now, i, false, KillReason::Loop)
     }
 
     /// As [`maybe_kill`](Self::maybe_kill); `turn`: its turn in the site
-    /// budget's queue has come (nobody waits before it).
-    fn decide_kill(&mut self, now: Instant, i: usize, turn: bool) -> KillDecision {
+    /// budget's queue has come (nobody waits before it); `reason`: why.
+    fn decide_kill(
+        &mut self,
+        now: Instant,
+        i: usize,
+        turn: bool,
+        reason: KillReason,
+    ) -> KillDecision {
         let p = &self.procs[i];
         if !p.cfg.kill_on_hang {
             return KillDecision::No("killOnHang is false".into());
@@ -193,7 +212,7 @@ impl Engine {
             signal,
             sent: now,
             seq: p.seq,
-            reason: KillReason::Hung,
+            reason,
         });
         self.actions.push_back(Action::Signal {
             process: i,
@@ -323,9 +342,12 @@ impl Engine {
             };
             let i = i as usize;
             self.procs[i].waiting_site = false;
+            // Still hung or its loop still failing (it may have answered,
+            // or recovered, meanwhile): its turn now.
             if self.procs[i].state == State::Hung {
-                // Still hung (it may have answered meanwhile): its turn now.
-                let _ = self.decide_kill(now, i, true);
+                let _ = self.decide_kill(now, i, true, KillReason::Hung);
+            } else if self.loop_kill_due(i) {
+                let _ = self.decide_kill(now, i, true, KillReason::Loop);
             }
         }
         if !self.site.waiting.is_empty() {

@@ -43,6 +43,7 @@ use crate::identity::{
 };
 
 pub mod bus;
+pub mod cpu;
 mod identity;
 pub mod procfs;
 mod users;
@@ -76,6 +77,10 @@ const PTRACE_NOTE: &str = "needs ptrace-read access: the same user, or CAP_SYS_P
 struct Pin {
     id: Identity,
     unchecked: Vec<Unchecked>,
+    /// Scheduler times since the first missed heartbeat of the current series
+    /// ([`Action::Watch`](crate::engine::Action::Watch)): what a verdict
+    /// compares against to tell a starved process from a hung one.
+    cpu: Option<cpu::CpuSample>,
 }
 
 /// The runtime's kill layer: pinned identities by (process, pid), the checks
@@ -260,6 +265,7 @@ impl Verifier for KillLayer {
         let pin = Pin {
             id,
             unchecked: unchecked.clone(),
+            cpu: None,
         };
         if let Some(old) = self.pinned.insert((req.process, req.pid), pin) {
             self.pidfds -= usize::from(old.id.has_pidfd());
@@ -313,11 +319,21 @@ impl KillLayer {
         signal: Signal,
         expected_exe: Option<&str>,
     ) -> SignalOutcome {
-        let Some(Pin { id, unchecked }) = self.pinned.get(&(process, pid)) else {
+        let Some(Pin { id, unchecked, cpu }) = self.pinned.get_mut(&(process, pid)) else {
             return SignalOutcome::Refused(SignalRefusal::NotPinned);
         };
         if let Err(e) = id.verify() {
             return SignalOutcome::Refused(e);
+        }
+        // Starved, not hung: hold the signal and measure again from now.
+        let mut cpu_use = None;
+        if let Some(before) = cpu.take() {
+            let now = cpu::sample(pid);
+            cpu_use = now.as_ref().and_then(|n| cpu::measure(&before, n));
+            if let Some(u) = cpu_use.filter(cpu::starved) {
+                *cpu = now;
+                return SignalOutcome::Starved(u);
+            }
         }
         let mut unchecked: Vec<Unchecked> = unchecked
             .iter()
@@ -340,7 +356,10 @@ impl KillLayer {
                 }
             }
         }
-        let evidence = evidence(pid);
+        let mut evidence = evidence(pid);
+        if let Some(u) = cpu_use {
+            evidence = format!("{evidence}; since the first miss it {u}");
+        }
         if self.dry_run {
             return SignalOutcome::DryRun { evidence };
         }
@@ -350,6 +369,18 @@ impl KillLayer {
                 unchecked,
             },
             Err(e) => SignalOutcome::Refused(e),
+        }
+    }
+
+    /// [`Action::Watch`](crate::engine::Action::Watch): the scheduler times of
+    /// the pinned process now, the baseline of its next signal's starvation check.
+    pub fn watch(&mut self, process: usize, pid: u32) {
+        if let Some(pin) = self.pinned.get_mut(&(process, pid)) {
+            pin.cpu = if pin.id.exited() {
+                None
+            } else {
+                cpu::sample(pid)
+            };
         }
     }
 

@@ -449,6 +449,7 @@ impl Shell {
                 let out = self.kill.signal(process, pid, signal, exe.as_deref());
                 self.engine.signal_result(Instant::now(), process, pid, out);
             }
+            Action::Watch { process, pid } => self.kill.watch(process, pid),
             Action::CheckExit { process, pid } => {
                 let r = self.kill.check_exit(process, pid);
                 self.engine.exit_result(Instant::now(), process, pid, r);

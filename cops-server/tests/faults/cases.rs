@@ -103,6 +103,92 @@ pub fn saturation(t: Timing) -> Outcome {
     site.finish(Stalls::AtMost(1), 0)
 }
 
+/// One process starved of CPU for three hang windows: its threads under
+/// `SCHED_IDLE` on the last core beside [`STARVERS`] busy loops (the scheduler
+/// leaves it a fraction of a percent of that core: it misses its heartbeats).
+/// COPS, the broker and the other process are moved to the other cores, so
+/// only p0 is starved. It is declared hung but never killed (COPS holds the
+/// signal: it had no CPU to answer with); once the busy loops end it answers
+/// again, and a real hang of it is still killed within its bound.
+pub fn starved(t: Timing) -> Outcome {
+    const CASE: &str = "one process starved of CPU, N=2";
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return Outcome::skipped(CASE, t.name, "needs 2 cores (COPS and the broker keep one)");
+    }
+    let mut site = site!(CASE, Spec::new(2, t));
+    let core = cores - 1;
+    let others: Vec<usize> = (0..core).collect();
+    let pid = site.procs[0].pid();
+    let moves = [
+        (pid, &[core][..], true),
+        (site.cops.pid(), &others[..], false),
+        (site.bus.pid().unwrap_or(0), &others[..], false),
+        (site.procs[1].pid(), &others[..], false),
+    ];
+    for (p, on, idle) in moves {
+        if let Err(e) = place(p, on, idle) {
+            site.problems
+                .push(format!("pid {p} could not be placed: {e}"));
+            return site.finish(Stalls::AtMost(1), 0);
+        }
+    }
+    for i in 0..STARVERS {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &core.to_string()])
+            .arg(&bins().helper)
+            .arg("spin");
+        site.decoys
+            .push(Decoy::spawn(&format!("starver {i}"), &mut cmd));
+    }
+    site.notes.push(format!(
+        "p0 (pid {pid}) under SCHED_IDLE on core {core} beside {STARVERS} busy loops"
+    ));
+    let since = std::time::Instant::now();
+    std::thread::sleep(t.bound() * 3);
+    site.retire("starver");
+    // The scheduler decides how often p0 still gets a slice: most runs bring
+    // verdicts (and held signals), some do not; a kill would be a false one.
+    let held = site
+        .events
+        .count(since, |e| e.message.contains("runnable but starved of CPU"));
+    let verdicts = site
+        .events
+        .count(since, |e| e.is_verdict() && e.message.starts_with("p0 "));
+    let note = format!("{verdicts} verdicts on p0 while starved, {held} signals held as starved");
+    eprintln!("{CASE}: {note}");
+    site.notes.push(note);
+    site.expect_ready("after the starvation");
+    hang_and_recover(&mut site, &[0], 1);
+    site.periods(t.allowance + 2);
+    site.finish(Stalls::AtMost(1), 0)
+}
+
+/// Busy loops beside the starved process.
+const STARVERS: usize = 3;
+
+/// Moves every thread of `pid` to the cores `on`, under `SCHED_IDLE` if `idle`.
+fn place(pid: u32, on: &[usize], idle: bool) -> Result<(), String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| e.to_string())?;
+    for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET within its
+        // size; both calls only read the structs passed.
+        let ok = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in on {
+                libc::CPU_SET(c, &mut set);
+            }
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+                && (!idle || libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) == 0)
+        };
+        if !ok {
+            return Err(format!("tid {tid}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 /// Flooders per flood case (four fill COPS's queue at the broker on 2 cores).
 const FLOODERS: usize = 4;
 

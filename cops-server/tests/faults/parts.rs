@@ -181,6 +181,11 @@ impl Bus {
     }
 
     /// Sends `sig` to the broker.
+    /// The broker's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
+    }
+
     pub fn signal(&self, sig: i32) {
         if let Some(c) = &self.child {
             c.signal(sig);

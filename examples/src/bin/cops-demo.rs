@@ -13,7 +13,7 @@ use cops_examples::world::out;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Shorter pauses between the acts (about 7 s in all).
+    /// Shorter pauses between the acts (about 12 s in all).
     #[arg(long)]
     fast: bool,
     /// After the scenario, keep everything running until Ctrl-C (prints the
@@ -32,8 +32,9 @@ struct Args {
     /// /components/modbus_test_client).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The demo processes' work period, ms.
-    #[arg(long, default_value_t = 50)]
+    /// One iteration of the demo processes' work loop, ms (acts 4 and 5 slow
+    /// it to 400 ms).
+    #[arg(long, default_value_t = 100)]
     work_ms: u64,
 }
 

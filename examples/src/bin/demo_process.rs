@@ -1,14 +1,21 @@
 //! A stand-in for a site controller or modbus client, supervised by COPS.
 //!
-//! It connects to FIMS as `--name`, subscribes to `--uri`, does periodic "work"
-//! on its main loop and answers COPS's heartbeats from that same loop through
-//! the responder (host-routed: every received message goes to the responder
-//! first; what is not under `<uri>/cops` is the host's).
+//! It connects to FIMS as `--name`, subscribes to `--uri`, and runs an event
+//! loop: one *iteration* of its work loop every `--work-ms` (standing for a
+//! Modbus poll and the dispatch of its answer), and the messages that arrive
+//! in between. It answers COPS's heartbeats from that same loop through the
+//! responder (host-routed: every received message goes to the responder
+//! first; what is not under `<uri>/cops` is the host's), and ticks the
+//! responder's loop meter at the end of every iteration, so its answers carry
+//! `"loop":{"count":N,"max_us":M,"p99_us":P}`.
 //!
-//! The hang hook of docs/protocol/cops.md: `set <uri>/debug/hang` makes the main loop spin
-//! forever (so heartbeats stop and COPS kills it); `set <uri>/debug/crash`
-//! exits at once with status 3. It reconnects when the broker restarts and
-//! logs to stderr.
+//! The test hooks of docs/protocol/cops.md: `set <uri>/debug/hang` makes the
+//! main loop spin forever (so heartbeats stop and COPS kills it);
+//! `set <uri>/debug/crash` exits at once with status 3; `set <uri>/debug/slow
+//! N` makes every iteration last N ms from now on (the device answers that
+//! late), while the loop still serves FIMS and answers heartbeats in time
+//! (`0` or `false`: back to `--work-ms`). It reconnects when the broker
+//! restarts and logs to stderr.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -36,8 +43,8 @@ struct Args {
     /// Broker socket (default: $FIMS_SOCKET, else /tmp/FlexGen_FIMS_Server.socket).
     #[arg(long)]
     socket: Option<PathBuf>,
-    /// Period of the main loop's work, ms.
-    #[arg(long, default_value_t = 50)]
+    /// Length of one iteration of the work loop, ms.
+    #[arg(long, default_value_t = 100)]
     work_ms: u64,
 }
 
@@ -63,8 +70,10 @@ fn main() -> ExitCode {
         socket: args.socket.clone().unwrap_or_else(fims::socket_path),
         hang_uri: format!("{}/debug/hang", args.uri.trim_end_matches('/')),
         crash_uri: format!("{}/debug/crash", args.uri.trim_end_matches('/')),
+        slow_uri: format!("{}/debug/slow", args.uri.trim_end_matches('/')),
         status_uri: format!("{}/status", args.uri.trim_end_matches('/')),
         work: Duration::from_millis(args.work_ms.max(1)),
+        normal: Duration::from_millis(args.work_ms.max(1)),
         work_cycles: 0,
         args,
         responder,
@@ -79,8 +88,12 @@ struct Host {
     socket: PathBuf,
     hang_uri: String,
     crash_uri: String,
+    slow_uri: String,
     status_uri: String,
+    /// The length of an iteration now.
     work: Duration,
+    /// `--work-ms`.
+    normal: Duration,
     work_cycles: u64,
 }
 
@@ -165,14 +178,15 @@ impl Host {
                 Outcome::Handled => {}
                 Outcome::NotMine => {
                     let (method, uri) = (msg.method.to_owned(), msg.uri.to_owned());
-                    self.host_message(&method, &uri);
+                    let body = String::from_utf8_lossy(msg.body).into_owned();
+                    self.host_message(&method, &uri, &body);
                 }
             }
         }
     }
 
     /// Messages under `<uri>` that are not the responder's.
-    fn host_message(&mut self, method: &str, uri: &str) {
+    fn host_message(&mut self, method: &str, uri: &str, body: &str) {
         if method == "set" && uri == self.hang_uri {
             warn!(
                 pid = std::process::id(),
@@ -190,11 +204,44 @@ impl Host {
             );
             std::process::exit(CRASH_STATUS);
         }
+        if method == "set" && uri == self.slow_uri {
+            return self.slow(body);
+        }
         debug!(method, uri, "ignored");
     }
 
-    /// The process's periodic "work": a counter standing in for a control cycle.
+    /// `set <uri>/debug/slow N`: iterations of N ms from now on (0 or
+    /// `false`: back to `--work-ms`); anything else is ignored.
+    fn slow(&mut self, body: &str) {
+        let body = body.trim();
+        let ms = match body {
+            "false" => Some(0),
+            b => b.parse::<u64>().ok(),
+        };
+        match ms {
+            Some(0) => {
+                self.work = self.normal;
+                warn!(
+                    ms = self.work.as_millis() as u64,
+                    "debug/slow: back to the normal pace"
+                );
+            }
+            Some(ms) => {
+                self.work = Duration::from_millis(ms);
+                warn!(
+                    ms,
+                    "debug/slow: every work-loop iteration lasts this long now"
+                );
+            }
+            None => warn!(body, "debug/slow: not a number of ms; ignored"),
+        }
+    }
+
+    /// One iteration of the work loop: a counter standing in for a control
+    /// cycle, then the tick that ends it (the heartbeat answer carries the
+    /// loop's figures).
     fn do_work(&mut self) {
         self.work_cycles = self.work_cycles.wrapping_add(1);
+        self.responder.loop_tick(Instant::now());
     }
 }

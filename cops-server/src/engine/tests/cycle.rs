@@ -531,3 +531,51 @@ fn versions_follow_the_replies() {
         "absent fields keep their value"
     );
 }
+
+#[test]
+fn starved_process_is_not_killed_and_keeps_its_budget() {
+    // One kill in the window: a held kill must not spend it.
+    let per = r#","maxKills":1,"killWindowMS":60000"#;
+    let mut h = quick(vec![Fake::answering(4242, 5)], per);
+    h.run_ms(1000);
+    // Runnable but not scheduled for 1.5 s (five times the hang window).
+    h.fakes[0].starved = Some((h.ms(1003), h.ms(2500)));
+    h.run_ms(3000);
+    assert!(
+        !h.fakes[0].dead,
+        "a starved process was killed: {:?}",
+        h.events
+    );
+    // The baseline is taken once, at the first miss of the series.
+    assert_eq!(h.watches.len(), 1, "{:?}", h.watches);
+    let (at, i, pid) = h.watches[0];
+    assert_eq!((i, pid), (0, 4242));
+    assert!(at > h.ms(1003) && at < h.ms(1200), "{at:?}");
+    // The verdict, then one held signal per missed heartbeat until it answers.
+    assert_eq!(h.kinds(EventKind::Hung).len(), 1);
+    let held = h.kinds(EventKind::Starved);
+    assert!(held.len() >= 5, "{held:?}");
+    assert_eq!(held.len(), h.signals.len(), "every attempt was held");
+    assert!(
+        held[0]
+            .message
+            .contains("NOT sent SIGKILL: runnable but starved of CPU"),
+        "{}",
+        held[0].message
+    );
+    assert_eq!(h.e.state(0), Some(State::Alive), "answering again");
+    assert_eq!(h.stat(0, "cops_restarts"), 0);
+    assert_eq!(h.summary()["kills_suppressed"]["starved"], held.len());
+    // A real hang afterwards is killed on time: nothing of the budget was spent.
+    let attempts = h.signals.len();
+    let hang = h.ms(3003);
+    h.fakes[0].hang_at = Some(hang);
+    h.run_ms(4000);
+    assert_eq!(h.signals.len(), attempts + 1, "{:?}", h.signals);
+    let (at, _, pid, sig) = h.signals[attempts];
+    assert_eq!((pid, sig), (4242, Signal::KILL));
+    assert!(at - hang <= Duration::from_millis(390), "{:?}", at - hang);
+    assert_ne!(h.fakes[0].pid, 4242, "killed and restarted");
+    assert!(h.kinds(EventKind::Quarantined).is_empty());
+    assert_eq!(h.watches.len(), 2, "a new baseline for the new series");
+}

@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 mod cycle;
+pub(crate) mod fake_loop;
 mod ops;
 mod safety;
+
+use fake_loop::FakeLoop;
 
 pub(crate) const OWN_PID: u32 = 999_999;
 /// The uid of every fake process unless `FakeOs::owners` says otherwise.
@@ -40,6 +43,18 @@ pub(crate) struct Fake {
     /// Signals do not end it (state D).
     pub unkillable: bool,
     pub dead: bool,
+    /// Its work loop, when it ticks: answers then carry `"loop":{..}`.
+    pub ticks: Option<FakeLoop>,
+    /// Runnable but starved of CPU in this interval: it neither takes sets nor
+    /// answers, and the kill layer holds signals ([`SignalOutcome::Starved`]).
+    pub starved: Option<(Instant, Instant)>,
+}
+
+impl Fake {
+    /// Whether it is starved of CPU at `at`.
+    fn starved_at(&self, at: Instant) -> bool {
+        self.starved.is_some_and(|(a, b)| at >= a && at < b)
+    }
 }
 
 impl Fake {
@@ -52,6 +67,8 @@ impl Fake {
             restart_after: Some(Duration::from_millis(1)),
             unkillable: false,
             dead: false,
+            ticks: None,
+            starved: None,
         }
     }
 }
@@ -153,6 +170,8 @@ pub(crate) struct Harness {
     by_hb: HashMap<String, usize>,
     pub events: Vec<Event>,
     pub signals: Vec<(Instant, usize, u32, Signal)>,
+    /// Every [`Action::Watch`]: (when, process, pid).
+    pub watches: Vec<(Instant, usize, u32)>,
     pub sent: Vec<Transmit>,
     pub keep_sent: bool,
     pub dry_run: bool,
@@ -203,6 +222,7 @@ impl Harness {
             by_hb,
             events: Vec::new(),
             signals: Vec::new(),
+            watches: Vec::new(),
             sent: Vec::new(),
             keep_sent: false,
             dry_run: false,
@@ -264,6 +284,9 @@ impl Harness {
                 f.pid = self.next_pid;
                 f.dead = false;
                 f.hang_at = None;
+                if let Some(l) = &mut f.ticks {
+                    l.restart(t);
+                }
                 self.sync_os();
             } else if self.inflight.keys().next().is_some_and(|k| k.0 == t) {
                 let (_, flight) = self.inflight.pop_first().expect("peeked");
@@ -362,7 +385,7 @@ impl Harness {
         if t.method == Method::Set {
             if let Some(&i) = self.by_hb.get(&*t.uri) {
                 let f = &mut self.fakes[i];
-                if !f.dead && f.hang_at.is_none_or(|h| at < h) {
+                if !f.dead && f.hang_at.is_none_or(|h| at < h) && !f.starved_at(at) {
                     f.stored = std::str::from_utf8(&t.body).unwrap().parse().unwrap();
                 }
             }
@@ -372,12 +395,21 @@ impl Harness {
             return;
         };
         let f = &self.fakes[i];
-        if f.dead || f.hang_at.is_some_and(|h| at >= h) || self.drop_replies {
+        if f.dead || f.hang_at.is_some_and(|h| at >= h) || f.starved_at(at) || self.drop_replies {
             return;
         }
         let (delay, body) = match &f.mode {
             Mode::Silent => return,
-            Mode::Answer(d) => (*d, reply_body(f.stored, i64::from(f.pid))),
+            Mode::Answer(d) => {
+                let (d, mut body) = (*d, reply_body(f.stored, i64::from(f.pid)));
+                if let Some(l) = &mut self.fakes[i].ticks {
+                    body.pop();
+                    body.push(',');
+                    body.push_str(&l.answer(at + d));
+                    body.push('}');
+                }
+                (d, body)
+            }
             Mode::Stale => (
                 Duration::from_millis(1),
                 reply_body(f.stored - 1, i64::from(f.pid)),
@@ -396,6 +428,7 @@ impl Harness {
         let now = self.now;
         match a {
             Action::Unpin { .. } => {}
+            Action::Watch { process, pid } => self.watches.push((now, process, pid)),
             Action::Signal {
                 process,
                 pid,
@@ -403,6 +436,14 @@ impl Harness {
             } => {
                 self.signals.push((now, process, pid, signal));
                 let f = &mut self.fakes[process];
+                if f.pid == pid && f.starved_at(now) {
+                    let out = SignalOutcome::Starved(crate::identity::CpuUse {
+                        waited: Duration::from_millis(280),
+                        ran: Duration::from_millis(1),
+                        over: Duration::from_millis(300),
+                    });
+                    return self.e.signal_result(now, process, pid, out);
+                }
                 let evidence = format!("tid {pid} S futex_wait_queue");
                 if self.dry_run {
                     let out = SignalOutcome::DryRun { evidence };
