@@ -5,8 +5,10 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
+use fims::batch::SEND_CHUNK;
+
 use crate::queue::OutQueue;
-use crate::sys::{self, SEND_CHUNK};
+use crate::sys;
 
 /// How the broker core sends datagrams to a connection's peer: a socket in
 /// `fims_server`, a recording fake in the sans-IO harness ([`crate::sim`]).
@@ -27,7 +29,7 @@ impl Link for OwnedFd {
     }
 
     fn send_many(&mut self, dgs: &[&[u8]]) -> io::Result<usize> {
-        sys::send_many(self.as_fd(), dgs)
+        fims::batch::send_many(self.as_fd(), dgs)
     }
 }
 
@@ -58,30 +60,47 @@ pub(crate) enum Delivery {
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn<L> {
+    /// How datagrams reach the peer: its socket, or a fake in the sans-IO
+    /// harness (so the core is tested without sockets).
     pub(crate) link: L,
-    /// Unique over the broker's life (slots are reused; deadlines name the serial).
+    /// Unique over the broker's life: slots are reused, so a handshake
+    /// deadline names the serial and cannot close a later connection.
     pub(crate) serial: u64,
-    /// Unix user id of the peer (`SO_PEERCRED`).
+    /// Unix user id of the peer (`SO_PEERCRED`): `--max-conns-per-uid`
+    /// counts by it.
     pub(crate) uid: u32,
+    /// Where the handshake is: only `Ready` connections send and receive data.
     pub(crate) state: State,
-    /// Handshake name (empty until the name datagram arrived).
+    /// Handshake name (empty until the name datagram arrived): stamped as
+    /// the process name of what it sends, and named in logs and metrics.
     pub(crate) name: Box<str>,
-    /// Unix user name of the peer, resolved at accept.
+    /// Unix user name of the peer, resolved once at accept: stamped as the
+    /// `username` of every message it sends (receivers can trust it).
     pub(crate) user: Rc<str>,
-    /// Collapsed keys this connection holds in the subscription index.
+    /// Collapsed keys this connection holds in the subscription index, so a
+    /// new `sub` or a close removes exactly them.
     pub(crate) subs: Vec<Box<str>>,
+    /// Datagrams its socket had no room for, in order: a slow receiver does
+    /// not stall the broker, and what it gets stays in order.
     pub(crate) queue: OutQueue,
-    /// Position in the broker's list of connections with a non-empty queue.
+    /// Position in the broker's list of connections with a non-empty queue,
+    /// so it leaves that list in O(1).
     pub(crate) backlog_pos: Option<usize>,
-    /// Whether writable events are wanted (only while the queue is non-empty).
+    /// Whether writable events are wanted (only while the queue is
+    /// non-empty: an idle socket would wake the loop for nothing).
     pub(crate) want_writable: bool,
-    /// Generation of the last message routed to (or from) this connection.
+    /// Generation of the last message routed to (or from) this connection:
+    /// a receiver matched by two subscriptions gets a message once, and the
+    /// sender never gets its own.
     pub(crate) stamp: u64,
-    /// Marked for closing; skipped by routing until it is closed.
+    /// Marked for closing; skipped by routing until it is closed (closing
+    /// waits for the end of the turn, when nothing refers to its slot).
     pub(crate) closing: bool,
-    /// Deliveries to this receiver dropped because its queue was full.
+    /// Deliveries to this receiver dropped because its queue was full
+    /// (its per-connection metric and the warning's count).
     pub(crate) overflow: u64,
-    /// Deliveries to this receiver dropped to keep the broker's memory budget.
+    /// Deliveries to this receiver dropped to keep the broker's memory
+    /// budget (as `overflow`, for the budget).
     pub(crate) shed: u64,
 }
 

@@ -200,66 +200,6 @@ pub(crate) fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> 
     }
 }
 
-/// Most datagrams one [`send_many`] call hands to one `sendmmsg`.
-pub(crate) const SEND_CHUNK: usize = 64;
-
-/// Sends each of `dgs` as its own datagram, in order, without blocking (no
-/// SIGPIPE), with one `sendmmsg` per [`SEND_CHUNK`] datagrams. Returns how
-/// many went out, a prefix of `dgs`: fewer than all when the socket filled up
-/// or a datagram failed; `Err` only when the first one failed (a retry from
-/// the first unsent one tells why the others did not go).
-pub(crate) fn send_many(fd: BorrowedFd<'_>, dgs: &[&[u8]]) -> io::Result<usize> {
-    use std::mem::MaybeUninit;
-    if let [one] = dgs {
-        return send_parts(fd, &[one]).map(|()| 1);
-    }
-    let mut sent = 0;
-    for chunk in dgs.chunks(SEND_CHUNK) {
-        let mut iov = [MaybeUninit::<libc::iovec>::uninit(); SEND_CHUNK];
-        let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); SEND_CHUNK];
-        for ((v, h), d) in iov.iter_mut().zip(hdrs.iter_mut()).zip(chunk) {
-            let v = v.write(libc::iovec {
-                iov_base: d.as_ptr() as *mut libc::c_void,
-                iov_len: d.len(),
-            });
-            // SAFETY: msghdr is plain old data; zeroed is a valid value.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = v;
-            msg.msg_iovlen = 1;
-            h.write(libc::mmsghdr {
-                msg_hdr: msg,
-                msg_len: 0,
-            });
-        }
-        let n = loop {
-            // SAFETY: the first chunk.len() headers are initialised and point
-            // at initialised iovecs that borrow live slices.
-            let n = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    hdrs.as_mut_ptr().cast(),
-                    chunk.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                _ if sent > 0 => return Ok(sent),
-                _ => return Err(e),
-            }
-        };
-        sent += n;
-        if n < chunk.len() {
-            break;
-        }
-    }
-    Ok(sent)
-}
-
 /// Most datagrams a [`RecvRing`] holds, and so one `recvmmsg` takes.
 pub(crate) const RING_SLOTS: usize = 64;
 /// Address space a ring may take (slots of the largest datagram each):

@@ -18,7 +18,8 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, SystemTime};
 
-use crate::codec::{EncodeError, Message};
+use crate::codec::Message;
+use crate::error::EncodeError;
 
 /// Most datagrams one `sendmmsg` takes (the headers live on the stack).
 pub const SEND_CHUNK: usize = 64;
@@ -249,8 +250,8 @@ impl RecvBatch {
     /// Receives the datagrams already waiting, up to `max` (and the slots),
     /// without blocking, and hands each whole one to `f` with its kernel
     /// arrival time (when [`enable_timestamps`] was called); cut ones are
-    /// skipped. An empty datagram, or an error saying the peer is gone, is
-    /// [`Received::Closed`].
+    /// skipped. An empty datagram, or an error that says the peer is gone
+    /// ([`is_disconnect`](crate::is_disconnect)), is [`Received::Closed`].
     pub fn recv(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -283,7 +284,7 @@ impl RecvBatch {
             return match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => Ok(Received::Datagrams(0)),
-                _ if peer_gone(&e) => Ok(Received::Closed),
+                _ if crate::is_disconnect(&e) => Ok(Received::Closed),
                 _ => Err(e),
             };
         };
@@ -301,14 +302,6 @@ impl RecvBatch {
         }
         Ok(Received::Datagrams(rc))
     }
-}
-
-/// Whether a receive error means the peer is gone.
-fn peer_gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-    )
 }
 
 /// The `SCM_TIMESTAMPNS` of a received message, if any.

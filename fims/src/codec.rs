@@ -3,7 +3,10 @@
 //! Decoding borrows from the datagram and never allocates; encoding appends to a
 //! caller-owned buffer so a warm client allocates nothing per message.
 
+// The error types live in error.rs (which imports nothing from here); the
+// path `fims::codec::EncodeError` stays for callers.
 use crate::error::DecodeError;
+pub use crate::error::EncodeError;
 
 /// Size of the fixed header in front of every message datagram.
 pub const HEADER_LEN: usize = 12;
@@ -280,25 +283,6 @@ pub fn write_header(
         out.extend_from_slice(s.as_bytes());
     }
     Ok(())
-}
-
-/// Why a message could not be encoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    /// A string field is over 255 bytes.
-    #[error("{field} is {len} bytes, over the 255-byte limit of FIMS")]
-    StringTooLong {
-        /// Which field.
-        field: &'static str,
-        /// Its length.
-        len: usize,
-    },
-    /// The body does not fit a u32 length.
-    #[error("body of {len} bytes does not fit a FIMS datagram")]
-    BodyTooLarge {
-        /// Its length.
-        len: usize,
-    },
 }
 
 /// A message that owns its strings and body.

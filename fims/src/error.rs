@@ -42,6 +42,25 @@ pub enum DecodeError {
     SubBody(&'static str),
 }
 
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string field is over 255 bytes.
+    #[error("{field} is {len} bytes, over the 255-byte limit of FIMS")]
+    StringTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// The body does not fit a u32 length.
+    #[error("body of {len} bytes does not fit a FIMS datagram")]
+    BodyTooLarge {
+        /// Its length.
+        len: usize,
+    },
+}
+
 /// Every failure of the FIMS clients.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -124,15 +143,11 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
-impl From<crate::codec::EncodeError> for Error {
-    fn from(e: crate::codec::EncodeError) -> Self {
+impl From<EncodeError> for Error {
+    fn from(e: EncodeError) -> Self {
         match e {
-            crate::codec::EncodeError::StringTooLong { field, len } => {
-                Error::NameLength { field, len }
-            }
-            crate::codec::EncodeError::BodyTooLarge { len } => {
-                Error::TooLarge { len, max: u32::MAX }
-            }
+            EncodeError::StringTooLong { field, len } => Error::NameLength { field, len },
+            EncodeError::BodyTooLarge { len } => Error::TooLarge { len, max: u32::MAX },
         }
     }
 }

@@ -237,12 +237,7 @@ impl Conn {
                     }
                 }
                 Err(e) => {
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::BrokenPipe
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::NotConnected
-                    ) {
+                    if fims::is_disconnect(&e) {
                         up = false;
                         break;
                     }
