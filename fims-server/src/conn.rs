@@ -5,10 +5,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
-use fims::batch::SEND_CHUNK;
-
 use crate::queue::OutQueue;
-use crate::sys;
+use crate::sys::{self, SEND_CHUNK};
 
 /// How the broker core sends datagrams to a connection's peer: a socket in
 /// `fims_server`, a recording fake in the sans-IO harness ([`crate::sim`]).

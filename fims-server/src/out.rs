@@ -24,7 +24,7 @@ use crate::conn::Link;
 use crate::core::Broker;
 use crate::index::ConnId;
 use crate::stats::DropKind;
-use fims::batch::SEND_CHUNK;
+use crate::sys::SEND_CHUNK;
 
 /// Arena size past which the batch is sent at once, before the turn ends.
 pub(crate) const ARENA_FLUSH: usize = 256 << 10;

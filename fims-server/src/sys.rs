@@ -200,6 +200,10 @@ pub(crate) fn send_parts(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> io::Result<()> 
     }
 }
 
+/// Most datagrams the broker hands to one `send_many` (`fims::batch`): its
+/// lists of them live on the stack.
+pub(crate) const SEND_CHUNK: usize = 64;
+
 /// Most datagrams a [`RecvRing`] holds, and so one `recvmmsg` takes.
 pub(crate) const RING_SLOTS: usize = 64;
 /// Address space a ring may take (slots of the largest datagram each):

@@ -21,8 +21,9 @@ use std::time::{Duration, SystemTime};
 use crate::codec::Message;
 use crate::error::EncodeError;
 
-/// Most datagrams one `sendmmsg` takes (the headers live on the stack).
-pub const SEND_CHUNK: usize = 64;
+/// Most datagrams one `sendmmsg` takes (its headers live on the stack,
+/// 20 KiB): COPS's turn sends thousands of small heartbeats.
+pub const SEND_MAX: usize = 256;
 
 /// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`) on x86-64 and aarch64, the targets
 /// of FIMS (libc does not export it for linux-gnu).
@@ -38,7 +39,7 @@ pub fn enable_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Sends each of `dgs` as its own datagram, in order, with one `sendmmsg` per
-/// [`SEND_CHUNK`] of them (a lone one with one `send`). Returns how many went
+/// [`SEND_MAX`] of them (a lone one with one `send`). Returns how many went
 /// out, a prefix of `dgs`: fewer than all when the socket filled up or a
 /// datagram failed; `Err` only when the first one failed (a retry from the
 /// first unsent one tells why the others did not go).
@@ -58,9 +59,9 @@ fn send_each<'a>(
     }
     let mut sent = 0;
     while sent < n {
-        let len = (n - sent).min(SEND_CHUNK);
-        let mut iov = [MaybeUninit::<libc::iovec>::uninit(); SEND_CHUNK];
-        let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); SEND_CHUNK];
+        let len = (n - sent).min(SEND_MAX);
+        let mut iov = [MaybeUninit::<libc::iovec>::uninit(); SEND_MAX];
+        let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); SEND_MAX];
         for (k, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).take(len).enumerate() {
             let d = dg(sent + k);
             let v = v.write(libc::iovec {
