@@ -13,14 +13,14 @@
 //! connected again (the engine voids the rounds in between).
 //!
 //! Each connection is set up by `fims::blocking::Connecting` (connect,
-//! handshake, subscribe), driven on the runtime without blocking it
-//! (`fims::tokio::establish`); COPS then takes the socket whole
+//! handshake, subscribe, under one deadline) on the runtime's blocking pool,
+//! so the loop goes on meanwhile; COPS then takes the socket whole
 //! (`Client::into_parts`) and does its data I/O as non-blocking batches
 //! (`fims::batch`). The socket has one owner, [`Conn`]; tokio's registration
 //! borrows it only while the loop sleeps on it.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use fims::batch::{enable_timestamps, Received, RecvBatch, SendBatch};
@@ -77,14 +77,15 @@ pub(super) struct Drained {
 
 impl Conn {
     /// Connects as `name` and sends its complete subscription set `subs` in
-    /// one `sub` (none when empty), without blocking the runtime.
-    pub(super) async fn dial(
-        socket: PathBuf,
-        name: String,
+    /// one `sub` (none when empty). Blocks up to [`CONNECT_TIMEOUT`]: the
+    /// runtime calls it on its blocking pool, never on the loop's thread.
+    pub(super) fn dial(
+        socket: &Path,
+        name: &str,
         via: Via,
-        subs: Vec<String>,
+        subs: &[String],
     ) -> Result<Conn, fims::Error> {
-        let mut c = Connecting::start(&socket, &name, CONNECT_TIMEOUT)?;
+        let mut c = Connecting::start(socket, name, CONNECT_TIMEOUT)?;
         if !subs.is_empty() {
             let set: Vec<fims::Subscription> = subs
                 .iter()
@@ -92,7 +93,7 @@ impl Conn {
                 .collect();
             c = c.with_subscriptions(&set)?;
         }
-        let parts = fims::tokio::establish(c).await?.into_parts();
+        let parts = c.finish()?.into_parts();
         // Messages that came while subscribing: nothing of ours can be among
         // them before the engine sent anything, so they are dropped.
         drop(parts.pending);

@@ -98,9 +98,10 @@ struct Link {
     serve: Conn,
 }
 
-/// The three connections being set up (connect, handshake, subscribe), on
-/// the runtime while the loop goes on.
-type Dialing = Pin<Box<dyn Future<Output = Result<Link, fims::Error>>>>;
+/// The three connections being set up (connect, handshake, subscribe) on the
+/// runtime's blocking pool while the loop goes on (at most three times
+/// `link::CONNECT_TIMEOUT`; a shutdown meanwhile waits for it).
+type Dialing = tokio::task::JoinHandle<Result<Link, fims::Error>>;
 
 struct Shell {
     engine: Engine,
@@ -257,23 +258,18 @@ impl Shell {
         }
     }
 
-    /// Starts setting up the three connections; [`dialed`](Self::dialed)
-    /// takes the outcome.
+    /// Starts setting up the three connections;
+    /// [`dialed`](Self::dialed) takes the outcome.
     fn dial(&self) -> Dialing {
-        let (socket, name) = (&self.opts.socket, &self.opts.process_name);
-        let [h, p, s] = [Via::Heartbeat, Via::Probe, Via::Serve].map(|via| {
-            Conn::dial(
-                socket.clone(),
-                name.clone(),
-                via,
-                self.engine.subscriptions(via),
-            )
-        });
-        Box::pin(async move {
+        let (socket, name) = (self.opts.socket.clone(), self.opts.process_name.clone());
+        let subs =
+            [Via::Heartbeat, Via::Probe, Via::Serve].map(|via| self.engine.subscriptions(via));
+        tokio::task::spawn_blocking(move || {
+            let open = |via, subs: &[String]| Conn::dial(&socket, &name, via, subs);
             Ok(Link {
-                heartbeat: h.await?,
-                probe: p.await?,
-                serve: s.await?,
+                heartbeat: open(Via::Heartbeat, &subs[0])?,
+                probe: open(Via::Probe, &subs[1])?,
+                serve: open(Via::Serve, &subs[2])?,
             })
         })
     }
@@ -490,7 +486,9 @@ impl Shell {
 /// The connections being set up, once they are (never, when none are).
 async fn dialed_link(dialing: &mut Option<Dialing>) -> Result<Link, fims::Error> {
     match dialing {
-        Some(d) => d.as_mut().await,
+        Some(d) => d
+            .await
+            .unwrap_or_else(|e| Err(fims::Error::Io(std::io::Error::other(e)))),
         None => std::future::pending().await,
     }
 }
