@@ -1,6 +1,6 @@
-#![cfg(feature = "tokio")]
 //! The tokio client against the real broker. Run with
 //! `cargo test -p fims --features tokio --test tokio_client`.
+#![cfg(feature = "tokio")]
 
 mod common;
 
