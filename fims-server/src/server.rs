@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fims::batch::RecvBatch;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -26,7 +27,7 @@ use crate::index::ConnId;
 use crate::listener::{listen, ServeError};
 use crate::metrics::Published;
 use crate::stats::Stats;
-use crate::sys::RecvRing;
+use crate::sys::{RECV_SLICE, RING_KEEP};
 use crate::{sys, Config};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -82,7 +83,7 @@ pub struct Server {
     socket_id: (u64, u64),
     core: Broker<OwnedFd>,
     /// Receive buffers: one slot per datagram of a `recvmmsg`.
-    ring: RecvRing,
+    ring: RecvBatch,
     /// Connections still readable after their share of a turn (read first
     /// next turn), and the list of the turn before (kept to reuse its memory).
     again: Vec<ConnId>,
@@ -132,7 +133,7 @@ impl Server {
         }
         // The handshake number limits the whole datagram, as in the existing
         // broker: a slot holds the largest, a longer one is cut (and dropped).
-        let ring = RecvRing::new(cfg.max_len as usize);
+        let ring = sys::recv_ring(cfg.max_len as usize);
         tracing::info!(socket = %path.display(), mode = format_args!("{:o}", cfg.mode),
             max_len = cfg.max_len, max_queued_bytes = cfg.max_queued_bytes,
             handshake_timeout_ms = cfg.handshake_timeout.as_millis() as u64,
@@ -428,7 +429,7 @@ impl Server {
             };
             let fd = conn.link.as_fd();
             let asked = left.min(ring.slots());
-            let (got, more) = match ring.recv(fd, asked) {
+            let (got, more) = match ring.recv_raw(fd, asked, Some(RECV_SLICE)) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -450,7 +451,7 @@ impl Server {
                     Some(_) => core.datagram(id, slot, n),
                 }
             }
-            ring.trim();
+            ring.trim(RING_KEEP);
             if !more || got == 0 {
                 // Drained: the next datagram raises a new edge.
                 return;

@@ -177,21 +177,27 @@ pub enum Received {
 }
 
 /// Buffers for receiving up to `slots` datagrams of up to `slot` bytes with
-/// one `recvmmsg`, each with room for its arrival time. The kernel's headers
-/// point into the buffers once, when the batch is made.
+/// one `recvmmsg`, optionally each with room for its arrival time. The
+/// kernel's headers point into the buffers once, when the batch is made
+/// (setting 64 of them per call cost the broker a fifth of a lone message's
+/// routing). Memory is calloc'd: slot pages cost nothing until a datagram
+/// that long arrives, and [`trim`](Self::trim) gives them back.
 pub struct RecvBatch {
     buf: Vec<u8>,
-    /// Control space per slot, `u64` for the alignment `cmsghdr` needs; only
-    /// written by the kernel and read through `hdrs`.
-    _ctrl: Vec<u64>,
+    /// Control space per slot (empty without timestamps), `u64` for the
+    /// alignment `cmsghdr` needs; only written by the kernel and read
+    /// through `hdrs`.
+    ctrl: Vec<u64>,
     /// One iovec per slot; only read by the kernel, through `hdrs`.
     _iov: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
     slot: usize,
+    /// Datagrams the last receive took.
+    got: usize,
 }
 
 // SAFETY: the raw pointers in `_iov` and `hdrs` point only into `buf`, `_iov`
-// and `_ctrl`, heap blocks this value owns and never reallocates; moving the
+// and `ctrl`, heap blocks this value owns and never reallocates; moving the
 // value to another thread moves their only users along.
 unsafe impl Send for RecvBatch {}
 
@@ -200,17 +206,29 @@ impl std::fmt::Debug for RecvBatch {
         f.debug_struct("RecvBatch")
             .field("slot", &self.slot)
             .field("slots", &self.hdrs.len())
+            .field("timestamps", &!self.ctrl.is_empty())
+            .field("got", &self.got)
             .finish()
     }
 }
 
 impl RecvBatch {
-    /// Room for `slots` (at least 1) datagrams of up to `slot` bytes; a longer
-    /// datagram is cut by the kernel and skipped by [`recv`](Self::recv).
+    /// Room for `slots` (at least 1) datagrams of up to `slot` bytes each.
     pub fn new(slot: usize, slots: usize) -> RecvBatch {
+        RecvBatch::build(slot, slots, false)
+    }
+
+    /// As [`new`](Self::new), with room for each datagram's kernel arrival
+    /// time (see [`enable_timestamps`]).
+    pub fn with_timestamps(slot: usize, slots: usize) -> RecvBatch {
+        RecvBatch::build(slot, slots, true)
+    }
+
+    fn build(slot: usize, slots: usize, stamps: bool) -> RecvBatch {
         let (slot, slots) = (slot.max(1), slots.max(1));
+        // Zeroed (calloc): untouched pages cost no memory.
         let mut buf = vec![0u8; slot * slots];
-        let mut ctrl = vec![0u64; CTRL / 8 * slots];
+        let mut ctrl = vec![0u64; if stamps { CTRL / 8 * slots } else { 0 }];
         let (base, ctrl_base) = (buf.as_mut_ptr(), ctrl.as_mut_ptr().cast::<u8>());
         let mut iov: Vec<libc::iovec> = (0..slots)
             .map(|i| libc::iovec {
@@ -226,32 +244,137 @@ impl RecvBatch {
                 let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
                 msg.msg_iov = iov_base.wrapping_add(i);
                 msg.msg_iovlen = 1;
-                // In bounds: ctrl holds slots * CTRL bytes.
-                msg.msg_control = ctrl_base.wrapping_add(i * CTRL).cast();
+                if stamps {
+                    // In bounds: ctrl holds slots * CTRL bytes.
+                    msg.msg_control = ctrl_base.wrapping_add(i * CTRL).cast();
+                }
                 libc::mmsghdr {
                     msg_hdr: msg,
                     msg_len: 0,
                 }
             })
             .collect();
+        // The pointers are set once: `buf`, `ctrl` and `iov` are never
+        // resized (their heap blocks stay put when the batch moves),
+        // `as_mut_ptr` makes no reference that a later read of `buf` could
+        // invalidate, and `recvmmsg` writes back only lengths and flags.
         RecvBatch {
             buf,
-            _ctrl: ctrl,
+            ctrl,
             _iov: iov,
             hdrs,
             slot,
+            got: 0,
         }
     }
 
-    /// Slots in the batch: the most one [`recv`](Self::recv) takes.
+    /// Slots in the batch: the most one receive takes.
     pub fn slots(&self) -> usize {
         self.hdrs.len()
     }
 
-    /// Receives the datagrams already waiting, up to `max` (and the slots),
-    /// without blocking, and hands each whole one to `f` with its kernel
-    /// arrival time (when [`enable_timestamps`] was called); cut ones are
-    /// skipped. An empty datagram, or an error that says the peer is gone
+    /// Receives up to `max` datagrams (at most [`slots`](Self::slots)) without
+    /// blocking, with one `recvmmsg`; with a `slice`, it stops taking more
+    /// once that long has passed (a sender streaming big datagrams cannot
+    /// hold the caller). Returns how many, and whether more may be waiting
+    /// (the batch filled up or the slice ran out). `WouldBlock` when none was
+    /// waiting. Read them with [`get`](Self::get).
+    pub fn recv_raw(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        max: usize,
+        slice: Option<Duration>,
+    ) -> io::Result<(usize, bool)> {
+        let vlen = max.clamp(1, self.slots());
+        self.got = 0;
+        if !self.ctrl.is_empty() {
+            for h in &mut self.hdrs[..vlen] {
+                // The kernel shrinks it to what it wrote: give the room back.
+                h.msg_hdr.msg_controllen = CTRL as _;
+            }
+        }
+        loop {
+            let mut left = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: slice.map_or(0, |d| d.as_nanos().min(999_999_999) as libc::c_long),
+            };
+            let timeout = match slice {
+                Some(_) => &mut left as *mut libc::timespec,
+                None => std::ptr::null_mut(),
+            };
+            // SAFETY: the first vlen headers point at iovecs over disjoint
+            // slots of `buf` (and disjoint control slots of `ctrl`), all set
+            // up in `build`, owned by self and never reallocated; `timeout`
+            // is null or `left`, valid for reading and writing. MSG_TRUNC
+            // makes msg_len the datagram's real length.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    vlen as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    timeout,
+                )
+            };
+            if n >= 0 {
+                self.got = n as usize;
+                // The kernel wrote back the time left: none means it stopped
+                // for the time, not for want of datagrams.
+                let timed_out = slice.is_some() && left.tv_sec == 0 && left.tv_nsec == 0;
+                return Ok((self.got, self.got == vlen || timed_out));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Datagram `i` of the last receive: its whole slot and its real length,
+    /// which is larger than the slot when the datagram did not fit (and 0
+    /// for an empty datagram, or end of stream on a seqpacket socket).
+    pub fn get(&self, i: usize) -> (&[u8], usize) {
+        let len = self.hdrs.get(i).map_or(0, |h| h.msg_len as usize);
+        let start = i * self.slot;
+        (&self.buf[start..start + self.slot], len)
+    }
+
+    /// The kernel arrival time of datagram `i` of the last receive, when the
+    /// batch has timestamps and the socket stamps ([`enable_timestamps`]).
+    pub fn arrival(&self, i: usize) -> Option<SystemTime> {
+        match self.ctrl.is_empty() {
+            true => None,
+            false => self.hdrs.get(i).and_then(|h| timestamp(&h.msg_hdr)),
+        }
+    }
+
+    /// Gives back the pages the last receive's datagrams touched beyond the
+    /// first `keep` bytes of their slot (only a datagram longer than that
+    /// costs one `madvise`).
+    pub fn trim(&mut self, keep: usize) {
+        let page = 4096;
+        for i in 0..self.got {
+            let len = self.hdrs[i].msg_len as usize;
+            if len <= keep + page {
+                continue;
+            }
+            let slot_start = self.buf.as_ptr() as usize + i * self.slot;
+            let from = (slot_start + keep).next_multiple_of(page);
+            let to = (slot_start + len.min(self.slot)) / page * page;
+            if to > from {
+                // SAFETY: [from, to) lies inside this slot of self.buf, which
+                // we own; no reference into it is alive (&mut self). The
+                // pages read back as zeros, a valid value for u8.
+                unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
+            }
+        }
+        self.got = 0;
+    }
+
+    /// Receives the datagrams already waiting, up to `max`, without blocking,
+    /// and hands each whole one to `f` with its kernel arrival time (see
+    /// [`arrival`](Self::arrival)); cut ones are skipped. An empty datagram,
+    /// or an error that says the peer is gone
     /// ([`is_disconnect`](crate::is_disconnect)), is [`Received::Closed`].
     pub fn recv(
         &mut self,
@@ -259,49 +382,23 @@ impl RecvBatch {
         max: usize,
         mut f: impl FnMut(&[u8], Option<SystemTime>),
     ) -> io::Result<Received> {
-        let max = max.clamp(1, self.slots());
-        for h in &mut self.hdrs[..max] {
-            // The kernel shrinks these to what it wrote: give the room back.
-            h.msg_hdr.msg_controllen = CTRL as _;
-            h.msg_hdr.msg_flags = 0;
-        }
-        let rc = loop {
-            // SAFETY: the first `max` headers point at iovecs over disjoint
-            // slots of `buf` and at disjoint control slots of `_ctrl`, all set
-            // up in `new`, owned by self and never reallocated.
-            let rc = unsafe {
-                libc::recvmmsg(
-                    fd.as_raw_fd(),
-                    self.hdrs.as_mut_ptr(),
-                    max as libc::c_uint,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc >= 0 {
-                break rc as usize;
-            }
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => Ok(Received::Datagrams(0)),
-                _ if crate::is_disconnect(&e) => Ok(Received::Closed),
-                _ => Err(e),
-            };
+        let n = match self.recv_raw(fd, max, None) {
+            Ok((n, _)) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Received::Datagrams(0)),
+            Err(e) if crate::is_disconnect(&e) => return Ok(Received::Closed),
+            Err(e) => return Err(e),
         };
-        for (i, h) in self.hdrs.iter().take(rc).enumerate() {
-            let len = h.msg_len as usize;
+        for i in 0..n {
+            let (slot, len) = self.get(i);
             if len == 0 {
                 // A seqpacket peer that closed reads as an empty datagram.
                 return Ok(Received::Closed);
             }
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                continue;
+            if len <= slot.len() {
+                f(&slot[..len], self.arrival(i));
             }
-            let start = i * self.slot;
-            f(&self.buf[start..start + len], timestamp(&h.msg_hdr));
         }
-        Ok(Received::Datagrams(rc))
+        Ok(Received::Datagrams(n))
     }
 }
 
@@ -351,7 +448,7 @@ mod tests {
             batch.push(&msg).unwrap();
         }
         let mut got = Vec::new();
-        let mut rx = RecvBatch::new(8192, 256);
+        let mut rx = RecvBatch::with_timestamps(8192, 256);
         let mut from = 0;
         while from < batch.len() {
             match batch.send_from(a.as_fd(), from) {

@@ -178,7 +178,7 @@ impl Shell {
             tick: tick_len,
             polling: false,
             last_poll: now,
-            rbufs: RecvBatch::new(SLOT, MAX_BATCH),
+            rbufs: RecvBatch::with_timestamps(SLOT, MAX_BATCH),
             scrapes: None,
         }
     }
