@@ -43,27 +43,32 @@ pub fn enable_timestamps(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// out, a prefix of `dgs`: fewer than all when the socket filled up or a
 /// datagram failed; `Err` only when the first one failed (a retry from the
 /// first unsent one tells why the others did not go).
+#[inline]
 pub fn send_many(fd: BorrowedFd<'_>, dgs: &[&[u8]]) -> io::Result<usize> {
-    send_each(fd, dgs.len(), |i| dgs[i])
+    send_each(fd, dgs.len(), dgs.iter().copied())
 }
 
-/// [`send_many`] over `n` datagrams that `dg(i)` gives.
+/// [`send_many`] over the `n` datagrams `dgs` yields.
 fn send_each<'a>(
     fd: BorrowedFd<'_>,
     n: usize,
-    dg: impl Fn(usize) -> &'a [u8],
+    mut dgs: impl Iterator<Item = &'a [u8]>,
 ) -> io::Result<usize> {
     const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     if n == 1 {
-        return crate::sys::send_flags(fd, dg(0), FLAGS).map(|()| 1);
+        let one = dgs.next().unwrap_or_default();
+        return crate::sys::send_flags(fd, one, FLAGS).map(|()| 1);
     }
     let mut sent = 0;
     while sent < n {
         let len = (n - sent).min(SEND_MAX);
         let mut iov = [MaybeUninit::<libc::iovec>::uninit(); SEND_MAX];
         let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); SEND_MAX];
-        for (k, (v, h)) in iov.iter_mut().zip(hdrs.iter_mut()).take(len).enumerate() {
-            let d = dg(sent + k);
+        for ((v, h), d) in iov[..len]
+            .iter_mut()
+            .zip(&mut hdrs[..len])
+            .zip(dgs.by_ref())
+        {
             let v = v.write(libc::iovec {
                 iov_base: d.as_ptr() as *mut libc::c_void,
                 iov_len: d.len(),
@@ -77,26 +82,29 @@ fn send_each<'a>(
                 msg_len: 0,
             });
         }
-        // SAFETY: the first `len` headers are initialised and point at
-        // initialised iovecs over slices that live across the call.
-        let rc = unsafe {
-            libc::sendmmsg(
-                fd.as_raw_fd(),
-                hdrs.as_mut_ptr().cast(),
-                len as libc::c_uint,
-                FLAGS,
-            )
-        };
-        if rc < 0 {
+        let rc = loop {
+            // SAFETY: the first `len` headers are initialised and point at
+            // initialised iovecs over slices that live across the call.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd.as_raw_fd(),
+                    hdrs.as_mut_ptr().cast(),
+                    len as libc::c_uint,
+                    FLAGS,
+                )
+            };
+            if rc >= 0 {
+                break rc as usize;
+            }
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 _ if sent > 0 => return Ok(sent),
                 _ => return Err(e),
             }
-        }
-        sent += rc as usize;
-        if (rc as usize) < len {
+        };
+        sent += rc;
+        if rc < len {
             break;
         }
     }
@@ -163,7 +171,9 @@ impl SendBatch {
         if n == 0 {
             return Ok(0);
         }
-        send_each(fd, n, |i| self.get(from + i))
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let spans = starts.zip(self.ends.iter().copied()).skip(from);
+        send_each(fd, n, spans.map(|(a, b)| &self.buf[a..b]))
     }
 }
 
@@ -269,6 +279,7 @@ impl RecvBatch {
     }
 
     /// Slots in the batch: the most one receive takes.
+    #[inline]
     pub fn slots(&self) -> usize {
         self.hdrs.len()
     }
@@ -279,6 +290,7 @@ impl RecvBatch {
     /// hold the caller). Returns how many, and whether more may be waiting
     /// (the batch filled up or the slice ran out). `WouldBlock` when none was
     /// waiting. Read them with [`get`](Self::get).
+    #[inline]
     pub fn recv_raw(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -333,6 +345,7 @@ impl RecvBatch {
     /// Datagram `i` of the last receive: its whole slot and its real length,
     /// which is larger than the slot when the datagram did not fit (and 0
     /// for an empty datagram, or end of stream on a seqpacket socket).
+    #[inline]
     pub fn get(&self, i: usize) -> (&[u8], usize) {
         let len = self.hdrs.get(i).map_or(0, |h| h.msg_len as usize);
         let start = i * self.slot;
@@ -351,6 +364,7 @@ impl RecvBatch {
     /// Gives back the pages the last receive's datagrams touched beyond the
     /// first `keep` bytes of their slot (only a datagram longer than that
     /// costs one `madvise`).
+    #[inline]
     pub fn trim(&mut self, keep: usize) {
         let page = 4096;
         for i in 0..self.got {
