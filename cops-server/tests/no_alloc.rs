@@ -245,15 +245,26 @@ impl Driver {
 
 /// Warms up (first answers, pins, events; buffers at their working size),
 /// then runs 3 s; returns (allocations, rounds, other messages) of those 3 s.
+///
+/// `COPS_CYCLE_SECONDS=S` runs S simulated seconds instead of 3: run the
+/// release test binary under `valgrind --tool=callgrind` with two values and
+/// the difference of the instruction counts is the steady cycle's cost
+/// (docs/PERFORMANCE.md, issue 17 point 3).
 fn steady(d: &mut Driver) -> (usize, usize, usize) {
+    let secs = std::env::var("COPS_CYCLE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3u64)
+        .max(1);
     d.run(Duration::from_secs(4));
     assert_eq!(d.alive(), N);
     let (rounds0, other0) = (d.rounds, d.other);
     let before = allocs();
-    d.run(Duration::from_secs(3));
+    d.run(Duration::from_secs(secs));
     let used = allocs() - before;
     let (rounds, other) = (d.rounds - rounds0, d.other - other0);
-    assert!(rounds >= 3 * N - N / 100, "{rounds} rounds in 3 s");
+    let secs = secs as usize;
+    assert!(rounds >= secs * N - N / 100, "{rounds} rounds in {secs} s");
     assert_eq!(d.alive(), N);
     eprintln!(
         "{rounds} heartbeat rounds ({} datagrams out, {rounds} in) and {other} other messages: {used} allocations",
@@ -268,8 +279,8 @@ fn warm_heartbeat_rounds_do_not_allocate() {
     let mut d = Driver::new(3_600_000);
     let (used, rounds, probes) = steady(&mut d);
     assert!(
-        probes <= 400,
-        "{probes} probes in 3 s (at most one per tick)"
+        probes <= rounds / 100,
+        "{probes} probes (at most one per tick)"
     );
     // A probe's body is formatted (a couple of allocations); a round: none.
     assert!(
@@ -283,7 +294,7 @@ fn a_stats_publication_allocates_its_body_only() {
     // The default briefing: every process's stats every 5 s, in parts.
     let mut d = Driver::new(5_000);
     let (used, rounds, other) = steady(&mut d);
-    assert!(other >= N / 2, "{other} stats published in 3 s");
+    assert!(other >= N / 2, "{other} stats published");
     // Each publication copies its text out of the shared buffer once; the
     // probes among the others take a couple more.
     assert!(

@@ -153,6 +153,9 @@ impl SendBatch {
 pub struct RecvBufs {
     buf: Vec<u8>,
     ctrl: Vec<u64>,
+    /// The headers and iovecs of the last call (rebuilt per call, never reallocated).
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
 }
 
 impl Default for RecvBufs {
@@ -161,6 +164,8 @@ impl Default for RecvBufs {
             buf: vec![0; SLOT * MAX_BATCH],
             // u64 for the alignment cmsghdr needs.
             ctrl: vec![0; CTRL / 8 * MAX_BATCH],
+            iovs: Vec::with_capacity(MAX_BATCH),
+            hdrs: Vec::with_capacity(MAX_BATCH),
         }
     }
 }
@@ -194,28 +199,30 @@ pub fn recv_up_to(
 ) -> io::Result<Received> {
     let max = max.clamp(1, MAX_BATCH);
     let ctrl_base = bufs.ctrl.as_mut_ptr() as *mut u8;
-    let mut iovs: Vec<libc::iovec> = bufs
-        .buf
-        .chunks_exact_mut(SLOT)
-        .map(|c| libc::iovec {
-            iov_base: c.as_mut_ptr() as *mut libc::c_void,
-            iov_len: SLOT,
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .enumerate()
-        .map(|(i, iov)| {
-            // SAFETY: an all-zero msghdr is valid.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            // SAFETY: slot i of the control buffer (MAX_BATCH slots of CTRL bytes).
-            h.msg_hdr.msg_control = unsafe { ctrl_base.add(i * CTRL) } as *mut libc::c_void;
-            h.msg_hdr.msg_controllen = CTRL as _;
-            h
-        })
-        .collect();
+    // Only the `max` headers this call can fill, in vectors kept between
+    // calls (no allocation per call).
+    bufs.iovs.clear();
+    bufs.iovs.extend(
+        bufs.buf
+            .chunks_exact_mut(SLOT)
+            .take(max)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr() as *mut libc::c_void,
+                iov_len: SLOT,
+            }),
+    );
+    bufs.hdrs.clear();
+    for (i, iov) in bufs.iovs.iter_mut().enumerate() {
+        // SAFETY: an all-zero msghdr is valid.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        // SAFETY: slot i of the control buffer (MAX_BATCH slots of CTRL bytes).
+        h.msg_hdr.msg_control = unsafe { ctrl_base.add(i * CTRL) } as *mut libc::c_void;
+        h.msg_hdr.msg_controllen = CTRL as _;
+        bufs.hdrs.push(h);
+    }
+    let hdrs = &mut bufs.hdrs;
     // SAFETY: hdrs, iovecs and the slots they point to live across the call.
     let rc = unsafe {
         libc::recvmmsg(
