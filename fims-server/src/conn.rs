@@ -6,19 +6,28 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
 use crate::queue::OutQueue;
-use crate::sys;
+use crate::sys::{self, SEND_CHUNK};
 
-/// How the broker core sends one datagram to a connection's peer: a socket in
+/// How the broker core sends datagrams to a connection's peer: a socket in
 /// `fims_server`, a recording fake in the sans-IO harness ([`crate::sim`]).
 pub(crate) trait Link {
     /// Sends `parts` as one datagram without blocking: `WouldBlock` when the
     /// peer's socket is full.
     fn send(&mut self, parts: &[&[u8]]) -> io::Result<()>;
+
+    /// Sends each of `dgs` as its own datagram, in order, without blocking.
+    /// Returns how many went out (a prefix; fewer than all when the socket
+    /// filled up or one failed), or the error of the first one.
+    fn send_many(&mut self, dgs: &[&[u8]]) -> io::Result<usize>;
 }
 
 impl Link for OwnedFd {
     fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         sys::send_parts(self.as_fd(), parts)
+    }
+
+    fn send_many(&mut self, dgs: &[&[u8]]) -> io::Result<usize> {
+        sys::send_many(self.as_fd(), dgs)
     }
 }
 
@@ -33,30 +42,17 @@ pub(crate) enum State {
     Ready,
 }
 
-/// What one delivery attempt did.
+/// What queuing a delivery did (`route.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Delivery {
-    /// Sent to the socket now.
-    Sent,
-    /// The socket was full: queued (the caller must ask for writable events
-    /// when `first` is true).
+    /// Queued (the caller must ask for writable events when `first` is true).
     Queued { first: bool },
     /// The receiver's queue was full: dropped for this receiver.
     Overflow,
     /// The broker's memory budget was full: dropped for this receiver.
     Shed,
-    /// The peer is gone: close the connection.
+    /// The receiver is gone.
     Gone,
-    /// Another send error: dropped.
-    Failed(i32),
-}
-
-/// Whether a send error means the peer has gone.
-pub(crate) fn is_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::ECONNREFUSED)
-    )
 }
 
 /// One connection.
@@ -109,34 +105,30 @@ impl<L: Link> Conn<L> {
         }
     }
 
-    /// Sends `parts` now when nothing is queued before it. `Ok(false)` when
-    /// it has to be queued (socket full, or a queue already waits).
-    pub(crate) fn try_send(&mut self, parts: &[&[u8]]) -> Result<bool, Delivery> {
-        if !self.queue.is_empty() {
-            return Ok(false);
-        }
-        match self.link.send(parts) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) if is_gone(&e) => Err(Delivery::Gone),
-            Err(e) => Err(Delivery::Failed(e.raw_os_error().unwrap_or(0))),
-        }
-    }
-
-    /// Sends queued datagrams until the socket is full or the queue empty.
-    /// Returns what left the queue, or `Err` when the peer is gone.
+    /// Sends queued datagrams (up to [`SEND_CHUNK`] per `send_many`) until
+    /// the socket is full or the queue empty. Returns what left the queue, or
+    /// `Err` when the peer is gone.
     pub(crate) fn flush(&mut self) -> Result<Flushed, ()> {
         let mut out = Flushed::default();
-        while let Some(front) = self.queue.front() {
-            match self.link.send(&[front]) {
-                Ok(()) => {}
+        while !self.queue.is_empty() {
+            let mut chunk: [&[u8]; SEND_CHUNK] = [&[]; SEND_CHUNK];
+            let n = self.queue.fill_front(&mut chunk);
+            let sent = match self.link.send_many(&chunk[..n]) {
+                Ok(0) => break,
+                Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if is_gone(&e) => return Err(()),
-                Err(_) => out.failed += 1,
-            }
-            if let Some(len) = self.queue.pop_front() {
-                out.datagrams += 1;
-                out.bytes += len;
+                Err(e) if fims::is_disconnect(&e) => return Err(()),
+                // That datagram failed: dropped.
+                Err(_) => {
+                    out.failed += 1;
+                    1
+                }
+            };
+            for _ in 0..sent {
+                if let Some(len) = self.queue.pop_front() {
+                    out.datagrams += 1;
+                    out.bytes += len;
+                }
             }
         }
         Ok(out)

@@ -13,10 +13,11 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use fims::codec::{Handshake, LAYOUT_VERSION, MAX_OVERHEAD};
+use fims::codec::{Handshake, LAYOUT_VERSION};
 
-use crate::conn::{Conn, Delivery, Link, State};
+use crate::conn::{Conn, Link, State};
 use crate::index::{ConnId, SubIndex};
+use crate::out::OutBatch;
 use crate::queue::QueueLimit;
 use crate::stats::{DropKind, RateLimiter, Stats};
 use crate::Config;
@@ -67,8 +68,8 @@ pub(crate) struct Broker<L> {
     pub(crate) conns: Vec<Option<Conn<L>>>,
     free: Vec<ConnId>,
     pub(crate) index: SubIndex,
-    /// Rewritten header and strings of the message being routed.
-    pub(crate) obuf: Vec<u8>,
+    /// Datagrams routed this turn, sent by [`flush`](Self::flush) (`out.rs`).
+    pub(crate) out: OutBatch,
     /// The collapsed uri of the message being routed, when it had empty segments.
     pub(crate) ubuf: String,
     /// Generation of the message being routed (at-most-once, no echo).
@@ -81,9 +82,6 @@ pub(crate) struct Broker<L> {
     uids: HashMap<u32, usize>,
     /// Connections with a non-empty queue (the candidates for shedding).
     pub(crate) backlog: Vec<ConnId>,
-    /// Receivers of the message being routed whose socket was full (`None`),
-    /// or whose send failed.
-    pub(crate) blocked: Vec<(ConnId, Option<Delivery>)>,
     to_close: Vec<ConnId>,
     closed: Vec<L>,
     interest: Vec<ConnId>,
@@ -97,7 +95,7 @@ impl<L: Link> Broker<L> {
             conns: Vec::new(),
             free: Vec::new(),
             index: SubIndex::default(),
-            obuf: Vec::with_capacity(MAX_OVERHEAD),
+            out: OutBatch::default(),
             ubuf: String::with_capacity(256),
             gen: 0,
             stats: Stats::default(),
@@ -106,7 +104,6 @@ impl<L: Link> Broker<L> {
             deadlines: VecDeque::new(),
             uids: HashMap::new(),
             backlog: Vec::new(),
-            blocked: Vec::new(),
             to_close: Vec::new(),
             closed: Vec::new(),
             interest: Vec::new(),
@@ -264,6 +261,9 @@ impl<L: Link> Broker<L> {
             };
             for key in &conn.subs {
                 self.index.remove(id, key);
+            }
+            if !self.out.is_empty() {
+                self.out.forget(id);
             }
             self.stats.subscriptions -= conn.subs.len() as u64;
             let queued: usize = conn.queue.lengths().map(cost).sum();

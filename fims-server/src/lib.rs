@@ -9,6 +9,8 @@
 //!   handshake state machine and deadlines, `sub` (replaces the set), routing,
 //!   per-connection queues under a broker-wide memory budget. It sends through a
 //!   `Link` (a socket in the server, a fake in [`sim`], which the fuzz targets drive).
+//! - `out`: the datagrams routed in one loop turn, sent per receiver with one
+//!   `sendmmsg` when the turn ends (the driver calls `flush`).
 //! - `index`: the subscription index (pure), `conn`: one connection's state,
 //!   `queue`: its outbound queue, `stats`: [`Stats`] counters and the warning
 //!   rate limiter, `sys`: the socket syscalls (the only `unsafe`).
@@ -20,6 +22,8 @@
 //!
 //! # I/O and time
 //! All I/O happens in [`Server::run`] on the thread that called [`Server::bind`].
+//! A readable connection is drained with `recvmmsg` (up to 64 datagrams per
+//! call); what the turn routed goes out per receiver with `sendmmsg`.
 //! The clock is read once per loop turn while a handshake deadline or an
 //! accept retry is pending, and to rate-limit warnings (one per kind per second).
 //!
@@ -32,6 +36,7 @@ mod core;
 mod index;
 mod listener;
 pub mod metrics;
+mod out;
 mod queue;
 mod route;
 mod server;

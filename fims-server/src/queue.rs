@@ -121,8 +121,19 @@ impl OutQueue {
     }
 
     /// The oldest datagram.
+    #[cfg(test)]
     pub(crate) fn front(&self) -> Option<&Rc<[u8]>> {
         self.items.front().map(|(dg, _)| dg)
+    }
+
+    /// Fills `out` with the oldest datagrams, oldest first; returns how many.
+    pub(crate) fn fill_front<'a>(&'a self, out: &mut [&'a [u8]]) -> usize {
+        let mut n = 0;
+        for (slot, (dg, _)) in out.iter_mut().zip(&self.items) {
+            *slot = dg;
+            n += 1;
+        }
+        n
     }
 
     /// Removes the oldest datagram; returns its length.

@@ -2,21 +2,21 @@
 //! bounds: each receiver's (`--queue-datagrams`, `--queue-bytes`) and the
 //! broker-wide memory budget (`--max-queued-bytes`).
 //!
-//! The hot path (every receiver's socket has room) sends each receiver the
-//! rewritten header and strings from a side buffer and the body straight from
-//! the receive buffer: no allocation, one `sendmsg` per receiver, nothing at
-//! all for a message nobody subscribed to beyond the index lookups. Only a
-//! receiver whose socket is full gets a copy, shared by all such receivers.
+//! Routing writes each message once into the turn's batch (`out.rs`) and
+//! notes its receivers; the batch goes out per receiver with one `sendmmsg`
+//! when the driver ends the turn. Nothing is allocated on this path once the
+//! batch has grown to a turn's size, and a message nobody subscribed to costs
+//! nothing beyond the index lookups. Only a receiver whose socket is full gets
+//! a copy (in its queue), shared by all such receivers.
 
-use std::io;
 use std::rc::Rc;
 
-use fims::codec::{Message, Method, HEADER_LEN};
+use fims::codec::{EncodeError, Message, Method, HEADER_LEN};
 use fims::DecodeError;
 
 use crate::conn::{Delivery, Link, State};
 use crate::core::{cost, Broker};
-use crate::index::ConnId;
+use crate::index::{ConnId, Entry};
 use crate::queue::FROM_BROKER;
 use crate::stats::{method_index, DropKind};
 
@@ -74,34 +74,36 @@ impl<L: Link> Broker<L> {
             self.warn(DropKind::Oversize, c, &detail);
         } else {
             self.stats.routed += 1;
-            self.fan_out(gen, msg, method, &strs);
-            self.settle(from, msg.body);
+            self.fan_out(gen, from, msg, method, strs);
         }
         if let Some(sender) = self.conns.get_mut(from).and_then(Option::as_mut) {
             sender.name = name;
         }
+        if self.out.should_flush() {
+            self.flush();
+        }
     }
 
-    /// Sends to every receiver whose socket has room; notes the others (and
-    /// failures) in `self.blocked`/`self.pending` for [`settle`](Self::settle).
-    fn fan_out(&mut self, gen: u64, msg: &Message<'_>, method: Method, strs: &[&str; 5]) {
+    /// Adds the message to the batch for every receiver it has.
+    fn fan_out(
+        &mut self,
+        gen: u64,
+        from: ConnId,
+        msg: &Message<'_>,
+        method: Method,
+        strs: [&str; 5],
+    ) {
         let Broker {
             index,
             conns,
-            obuf,
+            out,
             ubuf,
             stats,
-            blocked,
             ..
         } = self;
-        let key: &str = if fims::uri::needs_normalizing(msg.uri) {
-            fims::uri::normalize_into(msg.uri, ubuf);
-            ubuf
-        } else {
-            msg.uri
-        };
-        obuf.clear();
-        index.for_each_match(key, |e| {
+        // Written at the first receiver: a message nobody wants costs no copy.
+        let mut written: Option<Result<u32, EncodeError>> = None;
+        let mut visit = |e: Entry| {
             if e.pub_only && method != Method::Pub {
                 return;
             }
@@ -112,78 +114,56 @@ impl<L: Link> Broker<L> {
                 return;
             }
             conn.stamp = gen;
-            if obuf.is_empty() {
-                // First receiver: only now is the header worth writing.
-                // Every string is at most 255 bytes: decoded ones by the format,
-                // the handshake name and the user name by their checks.
-                obuf.extend(strs.iter().map(|s| s.len() as u8));
-                obuf.extend_from_slice(&[0, 0, 0]);
-                obuf.extend_from_slice(&(msg.body.len() as u32).to_le_bytes());
-                for s in strs {
-                    obuf.extend_from_slice(s.as_bytes());
-                }
+            // Every string is at most 255 bytes (decoded ones by the format,
+            // the handshake name and the user name by their checks), so the
+            // codec cannot refuse them; if it did, nobody gets the message.
+            if let Ok(m) = *written.get_or_insert_with(|| out.add_message(from, strs, msg.body)) {
+                out.deliver(e.conn, m);
             }
-            match conn.try_send(&[obuf, msg.body]) {
-                Ok(true) => stats.delivered += 1,
-                Ok(false) => blocked.push((e.conn, None)),
-                Err(d) => blocked.push((e.conn, Some(d))),
+        };
+        if index.for_each_match(msg.uri, &mut visit).is_err() {
+            // Empty segments or a trailing '/': matched as collapsed, as the
+            // existing broker does (receivers already seen are stamped).
+            fims::uri::normalize_into(msg.uri, ubuf);
+            let _collapsed = index.for_each_match(ubuf, &mut visit);
+        }
+        match written {
+            None => stats.unrouted += 1,
+            Some(Err(e)) => {
+                stats.malformed += 1;
+                let c = stats.malformed;
+                self.warn(DropKind::Malformed, c, &e);
             }
-        });
-        if obuf.is_empty() {
-            stats.unrouted += 1;
+            Some(Ok(_)) => {}
         }
     }
 
-    /// Queues the message for the receivers whose socket was full, and handles
-    /// the failed sends.
-    fn settle(&mut self, from: ConnId, body: &[u8]) {
-        if self.blocked.is_empty() {
-            return;
-        }
-        let mut blocked = std::mem::take(&mut self.blocked);
-        let obuf = std::mem::take(&mut self.obuf);
-        let mut shared = None;
-        for (id, outcome) in blocked.drain(..) {
-            let d = match outcome {
-                None => self.enqueue(id, &[&obuf, body], &mut shared, from),
-                Some(d) => d,
-            };
-            self.after_delivery(id, d);
-        }
-        self.blocked = blocked;
-        self.obuf = obuf;
-    }
-
-    /// Delivers one datagram of the broker's own to one connection.
+    /// Delivers one datagram of the broker's own to one connection (with the
+    /// turn's batch, after what was routed to it before).
     pub(crate) fn deliver_to(&mut self, id: ConnId, dg: &[u8]) {
-        let Some(conn) = self.conn_mut(id) else {
-            return;
-        };
-        let d = match conn.try_send(&[dg]) {
-            Ok(true) => Delivery::Sent,
-            Ok(false) => self.enqueue(id, &[dg], &mut None, FROM_BROKER),
-            Err(d) => d,
-        };
-        self.after_delivery(id, d);
+        if self.conn(id).is_some() {
+            let m = self.out.add_raw(FROM_BROKER, dg);
+            self.out.deliver(id, m);
+        }
     }
 
-    /// Queues `parts` for `id` (sent by `from`), making room under both bounds
+    /// Queues `dg` for `id` (sent by `from`), making room under both bounds
     /// first; `shared` is the copy all receivers of this message share.
-    fn enqueue(
+    pub(crate) fn enqueue(
         &mut self,
         id: ConnId,
-        parts: &[&[u8]],
+        dg: &[u8],
         shared: &mut Option<Rc<[u8]>>,
         from: ConnId,
     ) -> Delivery {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let len = dg.len();
         if let Some(dropped) = self.room_in_queue(id, from, len) {
             return dropped;
         }
         if let Some(dropped) = self.room_in_budget(id, from, len) {
             return dropped;
         }
-        let dg = Rc::clone(shared.get_or_insert_with(|| parts.concat().into()));
+        let dg = Rc::clone(shared.get_or_insert_with(|| dg.into()));
         let Some(conn) = self.conn_mut(id) else {
             return Delivery::Gone;
         };
@@ -291,9 +271,9 @@ impl<L: Link> Broker<L> {
         self.warn(kind, total, &detail);
     }
 
-    fn after_delivery(&mut self, id: ConnId, outcome: Delivery) {
+    /// Counts what [`enqueue`](Self::enqueue) did for `id`.
+    pub(crate) fn after_delivery(&mut self, id: ConnId, outcome: Delivery) {
         match outcome {
-            Delivery::Sent => self.stats.delivered += 1,
             Delivery::Queued { first } => {
                 self.stats.delivered += 1;
                 if first {
@@ -303,12 +283,6 @@ impl<L: Link> Broker<L> {
             Delivery::Overflow => self.count_drop(id, DropKind::Overflow),
             Delivery::Shed => self.count_drop(id, DropKind::Shed),
             Delivery::Gone => self.mark_close(id),
-            Delivery::Failed(errno) => {
-                self.stats.send_errors += 1;
-                let c = self.stats.send_errors;
-                let detail = format_args!("send failed: {}", io::Error::from_raw_os_error(errno));
-                self.warn(DropKind::SendError, c, &detail);
-            }
         }
     }
 

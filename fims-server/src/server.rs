@@ -1,10 +1,12 @@
 //! The broker's event loop: accept (surviving descriptor exhaustion), read,
 //! and hand every datagram to the sans-IO core (`core.rs`).
 //!
-//! Single-threaded, edge-triggered epoll (mio). One shared receive buffer;
-//! each connection is read once per turn, at most [`READ_BUDGET`] datagrams
+//! Single-threaded, edge-triggered epoll (mio). One shared ring of receive
+//! buffers, filled with `recvmmsg` (up to 64 datagrams per call); each
+//! connection is read once per turn, at most [`READ_BUDGET`] datagrams
 //! while others have something to read too ([`ALONE_BUDGET`] when it is the
-//! only one), so a flooding client cannot starve the rest.
+//! only one), so a flooding client cannot starve the rest. What the turn
+//! routed goes out at its end, per receiver with one `sendmmsg` (`out.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fims::codec::HEADER_LEN;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -25,6 +26,7 @@ use crate::index::ConnId;
 use crate::listener::{listen, ServeError};
 use crate::metrics::Published;
 use crate::stats::Stats;
+use crate::sys::RecvRing;
 use crate::{sys, Config};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -79,8 +81,12 @@ pub struct Server {
     listener: OwnedFd,
     socket_id: (u64, u64),
     core: Broker<OwnedFd>,
-    rbuf: Box<[u8]>,
+    /// Receive buffers: one slot per datagram of a `recvmmsg`.
+    ring: RecvRing,
+    /// Connections still readable after their share of a turn (read first
+    /// next turn), and the list of the turn before (kept to reuse its memory).
     again: Vec<ConnId>,
+    again_now: Vec<ConnId>,
     /// Loop turn number, and the turn each connection slot was last read in:
     /// a connection is read at most once (READ_BUDGET datagrams) per turn.
     turn: u64,
@@ -124,8 +130,9 @@ impl Server {
                 "the per-connection queue bound is over the broker-wide budget; using the budget"
             );
         }
-        // The handshake number limits the whole datagram, as in the existing broker.
-        let rbuf = vec![0u8; (cfg.max_len as usize).max(HEADER_LEN)].into_boxed_slice();
+        // The handshake number limits the whole datagram, as in the existing
+        // broker: a slot holds the largest, a longer one is cut (and dropped).
+        let ring = RecvRing::new(cfg.max_len as usize);
         tracing::info!(socket = %path.display(), mode = format_args!("{:o}", cfg.mode),
             max_len = cfg.max_len, max_queued_bytes = cfg.max_queued_bytes,
             handshake_timeout_ms = cfg.handshake_timeout.as_millis() as u64,
@@ -137,8 +144,9 @@ impl Server {
             poll,
             listener,
             socket_id: (meta.dev(), meta.ino()),
-            rbuf,
+            ring,
             again: Vec::new(),
+            again_now: Vec::new(),
             turn: 0,
             read_in: Vec::new(),
             budget: READ_BUDGET,
@@ -196,7 +204,9 @@ impl Server {
                 log_stats(&self.core.stats, "fims_server counters");
             }
             self.turn += 1;
-            let again = std::mem::take(&mut self.again);
+            let mut again = std::mem::take(&mut self.again_now);
+            again.clear();
+            std::mem::swap(&mut again, &mut self.again);
             let timeout = if again.is_empty() {
                 self.timeout()
             } else {
@@ -229,10 +239,13 @@ impl Server {
                 }
                 self.sync();
             }
-            for id in again {
+            for &id in &again {
                 self.read(id);
                 self.sync();
             }
+            self.again_now = again;
+            self.core.flush();
+            self.sync();
             self.timers();
             if let Some(p) = &self.published {
                 p.store(&self.core.stats);
@@ -407,21 +420,42 @@ impl Server {
             // Had its share this turn; if it is still readable it is in `again`.
             return;
         }
-        for _ in 0..self.budget {
-            let Server { core, rbuf, .. } = self;
+        let mut left = self.budget;
+        while left > 0 {
+            let Server { core, ring, .. } = self;
             let Some(conn) = core.conn(id).filter(|c| !c.closing) else {
                 return;
             };
             let fd = conn.link.as_fd();
-            match sys::recv(fd, rbuf) {
-                Ok(0) if sys::peer_hung_up(fd) => return core.hangup(id),
-                Ok(n) => core.datagram(id, &rbuf[..], n),
+            let asked = left.min(ring.slots());
+            let (got, more) = match ring.recv(fd, asked) {
+                Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     tracing::debug!(error = %e, "recv failed; closing");
                     return core.hangup(id);
                 }
+            };
+            for i in 0..got {
+                let (slot, n) = ring.get(i);
+                let open = core.conn(id).filter(|c| !c.closing);
+                match open {
+                    // Closed by one of this batch (a bad handshake): the rest
+                    // is dropped with the connection.
+                    None => break,
+                    Some(c) if n == 0 && sys::peer_hung_up(c.link.as_fd()) => {
+                        core.hangup(id);
+                        break;
+                    }
+                    Some(_) => core.datagram(id, slot, n),
+                }
             }
+            ring.trim();
+            if !more || got == 0 {
+                // Drained: the next datagram raises a new edge.
+                return;
+            }
+            left = left.saturating_sub(got);
         }
         self.again.push(id);
     }

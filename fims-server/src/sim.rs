@@ -51,6 +51,18 @@ impl Link for SimLink {
         s.inbox.push_back(parts.concat());
         Ok(())
     }
+
+    fn send_many(&mut self, dgs: &[&[u8]]) -> io::Result<usize> {
+        let mut sent = 0;
+        for dg in dgs {
+            match self.send(&[dg]) {
+                Ok(()) => sent += 1,
+                Err(e) if sent == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(sent)
+    }
 }
 
 #[derive(Debug)]
@@ -65,6 +77,9 @@ pub struct Sim {
     core: Broker<SimLink>,
     clients: Vec<Client>,
     now: Instant,
+    /// While set, what clients send is routed but not flushed (as the
+    /// datagrams of one loop turn of the server): see [`Sim::cork`].
+    corked: bool,
 }
 
 /// Datagrams a fake socket holds unless told otherwise.
@@ -77,6 +92,7 @@ impl Sim {
             core: Broker::new(cfg),
             clients: Vec::new(),
             now: Instant::now(),
+            corked: false,
         }
     }
 
@@ -216,8 +232,20 @@ impl Sim {
             .map_or((0, 0), |c| (c.overflow, c.shed))
     }
 
-    /// Applies what the core did: closed connections lose their client link.
+    /// While `on`, what clients send is routed into the broker's batch but
+    /// not sent, as the datagrams of one turn of the server's loop; turning
+    /// it off sends the batch.
+    pub fn cork(&mut self, on: bool) {
+        self.corked = on;
+        self.settle();
+    }
+
+    /// Applies what the core did: sends the batch (unless corked); closed
+    /// connections lose their client link.
     fn settle(&mut self) {
+        if !self.corked {
+            self.core.flush();
+        }
         let closed: Vec<SimLink> = self.core.take_closed().collect();
         for link in closed {
             link.0.borrow_mut().closed = true;
@@ -267,6 +295,11 @@ impl Sim {
 impl<L: Link> Broker<L> {
     /// Checks that every count the broker keeps agrees with what it holds.
     pub(crate) fn check(&self) -> Result<(), String> {
+        self.out.check()?;
+        self.index.check()?;
+        if let Some(id) = self.out.receivers().find(|&id| self.conn(id).is_none()) {
+            return Err(format!("a delivery waits for closed connection {id}"));
+        }
         let (mut conns, mut subs, mut queued) = (0u64, 0u64, 0usize);
         let mut uids = std::collections::HashMap::<u32, usize>::new();
         for (id, c) in self.conns.iter().enumerate() {

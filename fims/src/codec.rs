@@ -150,35 +150,21 @@ impl<'a> Message<'a> {
     /// Appends the datagram to `out`. Fails (leaving `out` as it was) when a
     /// string is over 255 bytes or the body over `u32::MAX`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let fields = [
-            ("method", self.method.len()),
-            ("uri", self.uri.len()),
-            ("replyto", self.replyto.len()),
-            ("process_name", self.process_name.len()),
-            ("username", self.username.len()),
-        ];
-        let mut lens = [0u8; 5];
-        for (slot, (field, len)) in lens.iter_mut().zip(fields) {
-            *slot = u8::try_from(len).map_err(|_| EncodeError::StringTooLong { field, len })?;
-        }
-        let data_len = u32::try_from(self.body.len()).map_err(|_| EncodeError::BodyTooLarge {
-            len: self.body.len(),
-        })?;
         out.reserve(self.encoded_len());
-        out.extend_from_slice(&lens);
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&data_len.to_le_bytes());
-        for s in [
+        write_header(out, self.strings(), self.body.len())?;
+        out.extend_from_slice(self.body);
+        Ok(())
+    }
+
+    /// The five strings in wire order: method, uri, replyto, process name, username.
+    pub fn strings(&self) -> [&'a str; 5] {
+        [
             self.method,
             self.uri,
             self.replyto,
             self.process_name,
             self.username,
-        ] {
-            out.extend_from_slice(s.as_bytes());
-        }
-        out.extend_from_slice(self.body);
-        Ok(())
+        ]
     }
 
     /// Decodes one whole datagram. Checks the structure only (exact length,
@@ -190,22 +176,28 @@ impl<'a> Message<'a> {
             .ok_or(DecodeError::Short { len: buf.len() })?;
         let data_len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
         let lens = [header[0], header[1], header[2], header[3], header[4]].map(usize::from);
-        let expected = HEADER_LEN + lens.iter().sum::<usize>() + data_len;
+        let strings_end = HEADER_LEN + lens.iter().sum::<usize>();
+        let expected = strings_end + data_len;
         if expected != buf.len() {
             return Err(DecodeError::Length {
                 expected,
                 actual: buf.len(),
             });
         }
-        let mut pos = HEADER_LEN;
-        let mut strs = [""; 5];
-        const NAMES: [&str; 5] = ["method", "uri", "replyto", "process_name", "username"];
-        for ((slot, len), field) in strs.iter_mut().zip(lens).zip(NAMES) {
-            // In bounds: the total length was checked above.
-            let bytes = &buf[pos..pos + len];
-            *slot = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8 { field })?;
-            pos += len;
-        }
+        // In bounds: the total length was checked above.
+        let region = &buf[HEADER_LEN..strings_end];
+        // One UTF-8 validation for the five strings together (the common case):
+        // each is then valid on its own when its ends fall on character
+        // boundaries, which `str::get` checks. Otherwise each is validated
+        // alone, to name the field that is not UTF-8.
+        let strs = match std::str::from_utf8(region) {
+            Ok(all) => split_strings(all, lens),
+            Err(_) => None,
+        };
+        let strs = match strs {
+            Some(strs) => strs,
+            None => validate_strings(region, lens)?,
+        };
         let [method, uri, replyto, process_name, username] = strs;
         Ok(Message {
             method,
@@ -213,7 +205,7 @@ impl<'a> Message<'a> {
             replyto,
             process_name,
             username,
-            body: &buf[pos..],
+            body: &buf[strings_end..],
         })
     }
 
@@ -226,6 +218,68 @@ impl<'a> Message<'a> {
         }
         Ok(method)
     }
+}
+
+/// The five strings of `all` with lengths `lens`, back to back; `None` when a
+/// boundary falls inside a character.
+fn split_strings(all: &str, lens: [usize; 5]) -> Option<[&str; 5]> {
+    let mut strs = [""; 5];
+    let mut pos = 0;
+    for (slot, len) in strs.iter_mut().zip(lens) {
+        *slot = all.get(pos..pos + len)?;
+        pos += len;
+    }
+    Some(strs)
+}
+
+/// The five strings of `region` with lengths `lens`, each validated alone.
+fn validate_strings(region: &[u8], lens: [usize; 5]) -> Result<[&str; 5], DecodeError> {
+    let mut strs = [""; 5];
+    let mut pos = 0;
+    for ((slot, len), field) in strs.iter_mut().zip(lens).zip(STRING_NAMES) {
+        let bytes = region.get(pos..pos + len).unwrap_or_default();
+        *slot = std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8 { field })?;
+        pos += len;
+    }
+    Ok(strs)
+}
+
+/// Names of the five strings in wire order (for errors).
+const STRING_NAMES: [&str; 5] = ["method", "uri", "replyto", "process_name", "username"];
+
+/// Appends everything of a message datagram but its body to `out`: the
+/// 12-byte header (the five string lengths, zero padding, `body_len` little
+/// endian) and the five strings in wire order (method, uri, replyto, process
+/// name, username). The body, written after it by the caller (or sent as a
+/// second part of the same datagram), completes the datagram.
+///
+/// This is the one place the header layout is written: [`Message::encode`]
+/// uses it, and so does the broker when it rewrites a message's process
+/// name and username on the way through. Fails (leaving `out` as it was) when
+/// a string is over 255 bytes or `body_len` over `u32::MAX`.
+pub fn write_header(
+    out: &mut Vec<u8>,
+    strings: [&str; 5],
+    body_len: usize,
+) -> Result<(), EncodeError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut total = HEADER_LEN;
+    for (i, s) in strings.iter().enumerate() {
+        header[i] = u8::try_from(s.len()).map_err(|_| EncodeError::StringTooLong {
+            field: STRING_NAMES[i],
+            len: s.len(),
+        })?;
+        total += s.len();
+    }
+    let data_len =
+        u32::try_from(body_len).map_err(|_| EncodeError::BodyTooLarge { len: body_len })?;
+    header[8..].copy_from_slice(&data_len.to_le_bytes());
+    out.reserve(total);
+    out.extend_from_slice(&header);
+    for s in strings {
+        out.extend_from_slice(s.as_bytes());
+    }
+    Ok(())
 }
 
 /// Why a message could not be encoded.

@@ -131,6 +131,54 @@ fn malformed_datagrams() {
     );
 }
 
+/// A character cut in two by a field boundary: the five strings together are
+/// valid UTF-8, but two of them are not on their own.
+#[test]
+fn a_character_split_between_two_fields_is_not_utf8() {
+    let mut dg = Vec::new();
+    Message::new(Method::Set, "/\u{e9}", b"")
+        .encode(&mut dg)
+        .expect("encodes");
+    // "/é" is 3 bytes; give the uri 2 of them and the replyto the last.
+    dg[1] = 2;
+    dg[2] = 1;
+    assert_eq!(
+        Message::decode(&dg),
+        Err(DecodeError::NotUtf8 { field: "uri" })
+    );
+    dg[1] = 3;
+    dg[2] = 0;
+    assert_eq!(Message::decode(&dg).map(|m| m.uri), Ok("/\u{e9}"));
+}
+
+#[test]
+fn write_header_is_the_encoding_without_the_body() {
+    let m = Message {
+        method: "pub",
+        uri: "/site/x",
+        replyto: "/r",
+        process_name: "p",
+        username: "u",
+        body: b"{}",
+    };
+    let mut whole = Vec::new();
+    m.encode(&mut whole).expect("encodes");
+    let mut head = vec![0xAA];
+    write_header(&mut head, m.strings(), m.body.len()).expect("writes");
+    assert_eq!(&head[1..], &whole[..whole.len() - 2]);
+    let long = "x".repeat(256);
+    let mut strs = m.strings();
+    strs[3] = &long;
+    assert_eq!(
+        write_header(&mut head, strs, 0),
+        Err(EncodeError::StringTooLong {
+            field: "process_name",
+            len: 256
+        })
+    );
+    assert_eq!(head.len(), whole.len() - 1, "left as it was");
+}
+
 #[test]
 fn routing_checks() {
     let m = Message::new(Method::Set, "no-slash", b"");
@@ -235,6 +283,28 @@ proptest! {
         bytes.extend_from_slice(&data_len.to_le_bytes());
         bytes.extend_from_slice(&tail);
         let _ = Message::decode(&bytes);
+    }
+
+    #[test]
+    fn decode_agrees_with_field_by_field_validation(
+        lens in proptest::array::uniform5(0u8..6),
+        strings in proptest::collection::vec(
+            prop_oneof![Just(b'a'), Just(0xc3u8), Just(0xa9u8), Just(0xffu8)], 25),
+    ) {
+        let total: usize = lens.iter().map(|&l| usize::from(l)).sum();
+        let mut dg = lens.to_vec();
+        dg.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        dg.extend_from_slice(&strings[..total]);
+        let mut pos = 12;
+        let mut want = Ok(());
+        for (len, field) in lens.iter().zip(["method", "uri", "replyto", "process_name", "username"]) {
+            let end = pos + usize::from(*len);
+            if want.is_ok() && std::str::from_utf8(&dg[pos..end]).is_err() {
+                want = Err(DecodeError::NotUtf8 { field });
+            }
+            pos = end;
+        }
+        prop_assert_eq!(Message::decode(&dg).map(|_| ()), want);
     }
 
     #[test]

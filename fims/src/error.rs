@@ -143,17 +143,56 @@ impl Error {
     pub fn is_disconnect(&self) -> bool {
         match self {
             Error::Closed | Error::BrokerNotRunning { .. } => true,
-            Error::Io(e) => matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::NotConnected
-            ),
+            Error::Io(e) => is_disconnect(e),
             _ => false,
         }
     }
 }
 
+/// Whether a socket error means the peer is gone (the connection is over and
+/// no retry on it can succeed): `EPIPE`, `ECONNRESET`, `ECONNABORTED`,
+/// `ENOTCONN`, `ECONNREFUSED` (a datagram to a closed Unix peer) and
+/// `ESHUTDOWN`. Everything else (`EAGAIN`, `EINTR`, `EMSGSIZE`, `ENOBUFS`, ...)
+/// is about one call or one datagram, not the connection. The broker, the
+/// clients and COPS decide "the peer is gone" with this one rule.
+pub fn is_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::BrokenPipe
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::ConnectionRefused
+    ) || e.raw_os_error() == Some(libc::ESHUTDOWN)
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn is_disconnect_knows_a_gone_peer_from_a_passing_error() {
+        for errno in [
+            libc::EPIPE,
+            libc::ECONNRESET,
+            libc::ECONNABORTED,
+            libc::ENOTCONN,
+            libc::ECONNREFUSED,
+            libc::ESHUTDOWN,
+        ] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(is_disconnect(&e), "{e}");
+            assert!(Error::Io(e).is_disconnect());
+        }
+        for errno in [libc::EAGAIN, libc::EINTR, libc::EMSGSIZE, libc::ENOBUFS] {
+            assert!(!is_disconnect(&io::Error::from_raw_os_error(errno)));
+        }
+        assert!(is_disconnect(&io::ErrorKind::BrokenPipe.into()));
+        assert!(!is_disconnect(&io::ErrorKind::WouldBlock.into()));
+    }
+}

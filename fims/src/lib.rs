@@ -36,7 +36,7 @@ pub mod uri;
 pub use codec::{
     Handshake, Message, Method, OwnedMessage, Subscription, DEFAULT_MAX_LEN, MAX_OVERHEAD,
 };
-pub use error::{DecodeError, Error, Result};
+pub use error::{is_disconnect, DecodeError, Error, Result};
 
 /// Socket and descriptor tuning shared by the clients, the broker and COPS.
 pub mod socket {

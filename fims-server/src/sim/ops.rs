@@ -59,6 +59,10 @@ pub enum Op {
     Advance { ms: u16 },
     /// The client sends a datagram larger than the broker's receive buffer.
     Oversize { client: u8 },
+    /// From now on what clients send waits in the broker's batch (odd `on`),
+    /// or the batch goes out and sending is immediate again (even `on`): the
+    /// datagrams of one turn of the server's loop.
+    Cork { on: u8 },
 }
 
 const BUDGETS: [usize; 4] = [1_500, 6_000, 50_000, 1 << 20];
@@ -97,7 +101,7 @@ impl Cursor<'_> {
 }
 
 fn decode_op(c: &mut Cursor<'_>) -> Option<Op> {
-    Some(match c.u8()? % 11 {
+    Some(match c.u8()? % 12 {
         0 => Op::Connect { uid: c.u8()? },
         1 => Op::Handshake { client: c.u8()? },
         2 => {
@@ -134,7 +138,8 @@ fn decode_op(c: &mut Cursor<'_>) -> Option<Op> {
         7 => Op::Hangup { client: c.u8()? },
         8 => Op::Vanish { client: c.u8()? },
         9 => Op::Advance { ms: c.u16()? },
-        _ => Op::Oversize { client: c.u8()? },
+        10 => Op::Oversize { client: c.u8()? },
+        _ => Op::Cork { on: c.u8()? },
     })
 }
 
@@ -183,6 +188,7 @@ pub fn encode_ops(cfg: u8, ops: &[Op]) -> Vec<u8> {
                 out.extend(ms.to_le_bytes());
             }
             Op::Oversize { client } => out.extend([10, *client]),
+            Op::Cork { on } => out.extend([11, *on]),
         }
     }
     out
@@ -272,6 +278,7 @@ impl Sim {
             Op::Oversize { client } => pick(client)
                 .into_iter()
                 .for_each(|c| self.send_oversize(c, 5000)),
+            Op::Cork { on } => self.cork(on & 1 != 0),
         }
     }
 }
@@ -355,6 +362,35 @@ fn resubscribe_seed() -> Vec<Op> {
     ops
 }
 
+/// One loop turn's batch: messages to two receivers whose sockets fill up
+/// part way, a `sub` answer, a receiver that vanishes and one that hangs up
+/// while their datagrams wait, then the batch goes out.
+fn batch_seed() -> Vec<Op> {
+    let mut ops = vec![
+        conn(0),
+        conn(1),
+        conn(2),
+        conn(0),
+        hs(0),
+        hs(1),
+        hs(2),
+        hs(3),
+    ];
+    ops.extend([sub_op(1, &[1]), sub_op(2, &[0]), sub_op(3, &[2])]);
+    ops.extend([Op::Room { client: 1, room: 3 }, Op::Cork { on: 1 }]);
+    ops.extend((0..6).map(|i| msg(0, 2, 2, 40 + i)));
+    ops.extend([
+        sub_op(1, &[1, 5]),
+        Op::Vanish { client: 2 },
+        msg(0, 0, 6, 7),
+        Op::Hangup { client: 3 },
+        Op::Cork { on: 0 },
+        Op::Read { client: 1, max: 2 },
+        Op::Read { client: 2, max: 9 },
+    ]);
+    ops
+}
+
 /// Seed inputs for the broker fuzz target, built from the protocol doc's
 /// examples and the situations the limits are for: `(name, bytes)`.
 pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
@@ -379,6 +415,7 @@ pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ("resubscribe", encode_ops(0b001100, &resubscribe_seed())),
         ("deadline_uid_limit", encode_ops(0b000011, &deadline)),
         ("vanish", encode_ops(0b100100, &vanish)),
+        ("batch", encode_ops(0b010000, &batch_seed())),
     ]
 }
 

@@ -249,3 +249,95 @@ fn the_budget_sheds_the_largest_queues_first() {
     sim.set_room(quiet, 100);
     assert_eq!(uris(&mut sim, quiet).len(), 3);
 }
+
+/// The bodies of everything `c` has received (and reads now).
+fn bodies(sim: &mut Sim, c: usize) -> Vec<String> {
+    sim.read(c, usize::MAX)
+        .iter()
+        .map(|d| Message::decode(d).unwrap().body_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn one_turns_batch_goes_out_in_order_and_what_did_not_fit_is_queued_behind() {
+    let mut sim = Sim::new(&cfg(|_| {}));
+    let (tx, a, b) = (
+        ready(&mut sim, "tx"),
+        ready(&mut sim, "a"),
+        ready(&mut sim, "b"),
+    );
+    subscribe(&mut sim, a, &["/x"]);
+    subscribe(&mut sim, b, &["/x"]);
+    sim.set_room(a, 3);
+    sim.cork(true);
+    for i in 0..8 {
+        send(&mut sim, tx, Method::Pub, "/x/y", i.to_string().as_bytes());
+    }
+    assert_eq!(sim.pending(a) + sim.pending(b), 0, "nothing sent mid-turn");
+    sim.check().unwrap();
+    sim.cork(false);
+    let want: Vec<String> = (0..8).map(|i| i.to_string()).collect();
+    assert_eq!(bodies(&mut sim, b), want);
+    assert_eq!(sim.pending(a), 3, "a's socket took 3, 5 are queued");
+    sim.set_room(a, 100);
+    assert_eq!(bodies(&mut sim, a).len(), 8);
+    let s = sim.stats();
+    assert_eq!(
+        (s.delivered, s.overflow, s.queued_bytes),
+        (16 + 2, 0, 0),
+        "{s:?}"
+    );
+    sim.check().unwrap();
+}
+
+#[test]
+fn a_sub_answer_in_a_batch_comes_after_what_was_routed_before_it() {
+    let mut sim = Sim::new(&cfg(|_| {}));
+    let (tx, rx) = (ready(&mut sim, "tx"), ready(&mut sim, "rx"));
+    subscribe(&mut sim, rx, &["/x"]);
+    sim.cork(true);
+    send(&mut sim, tx, Method::Pub, "/x", b"before");
+    sim.send(rx, &sub_dg(&[("/x", false), ("/y", false)]));
+    send(&mut sim, tx, Method::Pub, "/y", b"after");
+    sim.cork(false);
+    assert_eq!(bodies(&mut sim, rx), ["before", "SUCCESS", "after"]);
+}
+
+/// A receiver that closes while its datagrams wait in the batch loses them;
+/// a new connection that takes its slot in the same turn gets none of them.
+#[test]
+fn a_closed_receivers_waiting_datagrams_never_reach_the_next_in_its_slot() {
+    let mut sim = Sim::new(&cfg(|_| {}));
+    let (tx, gone) = (ready(&mut sim, "tx"), ready(&mut sim, "gone"));
+    subscribe(&mut sim, gone, &["/x"]);
+    sim.cork(true);
+    send(&mut sim, tx, Method::Pub, "/x", b"for gone");
+    sim.hangup(gone);
+    let next = sim.connect(1000);
+    sim.handshake(next, "next");
+    sim.check().unwrap();
+    sim.cork(false);
+    assert_eq!(sim.read(next, 10).len(), 1, "its handshake only");
+    assert!(!sim.is_open(gone));
+    sim.check().unwrap();
+}
+
+#[test]
+fn a_peer_that_vanished_mid_turn_is_closed_when_the_batch_goes_out() {
+    let mut sim = Sim::new(&cfg(|_| {}));
+    let (tx, v, ok) = (
+        ready(&mut sim, "tx"),
+        ready(&mut sim, "v"),
+        ready(&mut sim, "ok"),
+    );
+    subscribe(&mut sim, v, &["/x"]);
+    subscribe(&mut sim, ok, &["/x"]);
+    sim.cork(true);
+    send(&mut sim, tx, Method::Pub, "/x", b"1");
+    sim.vanish(v);
+    send(&mut sim, tx, Method::Pub, "/x", b"2");
+    sim.cork(false);
+    assert!(!sim.is_open(v));
+    assert_eq!(bodies(&mut sim, ok), ["1", "2"]);
+    sim.check().unwrap();
+}
