@@ -14,8 +14,11 @@
 //! tick (a tenth of the period, 1-10 ms), drains the replies with `recvmmsg`
 //! (256 at a time) and sends the rounds that came due with `sendmmsg` (256 at
 //! a time). Left out: COPS's probes (one datagram per few ticks) and
-//! `ourUri/summary` (one per briefing). Nothing is decoded, judged or
-//! formatted beyond the FIMS encoding of each datagram.
+//! `ourUri/summary` (one per briefing), and the copy of every reply that
+//! COPS's serving connection receives (its subscription to `ourUri` covers
+//! `ourUri/heartbeat`): `COPS_FLOOR_COPIES=1` in the environment adds a
+//! connection subscribed to `/cops` that drains them. Nothing is decoded,
+//! judged or formatted beyond the FIMS encoding of each datagram.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -107,6 +110,17 @@ pub fn serve(
     hb.subscribe(&["/cops/heartbeat"])?;
     let out = Client::connect_to(socket, "cops")?;
     sys::enable_timestamps(hb.as_raw_fd())?;
+    // COPS_FLOOR_COPIES=1: also a connection subscribed to `/cops`, drained
+    // every tick, as COPS's serving connection receives a copy of every reply.
+    let copies = match std::env::var_os("COPS_FLOOR_COPIES") {
+        Some(v) if v == "1" => {
+            let mut c = Client::connect_to(socket, "cops")?;
+            c.subscribe(&["/cops"])?;
+            sys::enable_timestamps(c.as_raw_fd())?;
+            Some(c)
+        }
+        _ => None,
+    };
     let names = uris(n, connections.max(1));
     let stats = stats_body();
     let tick = tick(period);
@@ -125,6 +139,13 @@ pub fn serve(
         // Replies first, as COPS reads them.
         loop {
             match rx.recv(hb.as_raw_fd())? {
+                None => return Ok(()),
+                Some((0, _)) => break,
+                Some((_, stamps)) => seen = seen.wrapping_add(stamps),
+            }
+        }
+        while let Some(c) = &copies {
+            match rx.recv(c.as_raw_fd())? {
                 None => return Ok(()),
                 Some((0, _)) => break,
                 Some((_, stamps)) => seen = seen.wrapping_add(stamps),
