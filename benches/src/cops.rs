@@ -54,9 +54,11 @@ impl Plan {
     }
 
     /// When the sim makes its processes hang, after its start: time for
-    /// `cops` to start and hear from everyone first.
-    fn hang_at(&self) -> Duration {
-        Duration::from_millis(3_000 + 2 * self.period_ms + self.processes as u64 / 5)
+    /// `cops` to start and hear from everyone first (the sim starts one
+    /// child per process first: 0.5 ms each leaves room on a loaded machine,
+    /// where 0.2 ms was not always enough at 10,000).
+    pub fn hang_at(&self) -> Duration {
+        Duration::from_millis(3_000 + 2 * self.period_ms + self.processes as u64 / 2)
     }
 
     /// How long the sim runs: the hang, the window, and room for every
@@ -72,6 +74,11 @@ impl Plan {
 pub struct CopsFigures {
     /// Percent of one core over the window.
     pub cpu_pct: f64,
+    /// The same from the scheduler's nanosecond count (`schedstat`), when
+    /// the kernel has it: the figure `cops_cpu_ratio` divides.
+    pub sched_pct: Option<f64>,
+    /// Wakeups (voluntary context switches, all threads) per second.
+    pub wakeups_per_s: Option<f64>,
     /// The broker's CPU over the same window, percent of one core.
     pub broker_cpu_pct: f64,
     /// Resident MB (MiB) at the end of the window.
@@ -135,6 +142,10 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
     let marks = pids.map(CpuMark::now);
     let mut tally = Tally::default();
     collect(&mut events, &mut tally, Instant::now() + plan.window)?;
+    let own = match &marks[0] {
+        Ok(m) => Some(m.since(pids[0])?),
+        Err(_) => None,
+    };
     let cpu = pcts(marks, pids)?;
     let rss_kib = procstat::rss_kib(cops.pid())?;
     let hwm_kib = procstat::hwm_kib(cops.pid()).unwrap_or(rss_kib);
@@ -152,6 +163,8 @@ pub fn measure(plan: &Plan, exes: Exes<'_>) -> Result<CopsFigures> {
         plan,
         &Window {
             cpu,
+            sched_pct: own.and_then(|u| u.sched_pct()),
+            wakeups_per_s: own.and_then(|u| Some(u.wakeups? as f64 / u.wall_s.max(1e-9))),
             rss_kib,
             hwm_kib,
             tally,
@@ -191,6 +204,10 @@ fn write_config(sim: &Path, sizes: &[String], config: &Path) -> Result<()> {
 struct Window {
     /// Percent of one core: `cops`, the broker, `cops-sim`.
     cpu: [f64; 3],
+    /// `cops`'s from `schedstat`.
+    sched_pct: Option<f64>,
+    /// `cops`'s wakeups per second.
+    wakeups_per_s: Option<f64>,
     rss_kib: u64,
     hwm_kib: u64,
     tally: Tally,
@@ -225,13 +242,14 @@ fn summarize(plan: &Plan, w: &Window, report: &serde_json::Value) -> CopsFigures
     let [cpu_pct, broker_cpu_pct, sim_cpu_pct] = w.cpu;
     let note = format!(
         "cops: {n} processes over {} connections, period {} ms, window {:.1} s: \
-         CPU {cpu_pct:.2}% of one core (+ broker {broker_cpu_pct:.2}% = supervision {:.2}%; \
+         CPU {cpu_pct:.2}% of one core ({} wakeups/s; + broker {broker_cpu_pct:.2}% = supervision {:.2}%; \
          cops-sim {sim_cpu_pct:.2}%), RSS {:.1} MB (peak {:.1} MB); {killed} of {hung} hung \
          killed, hang-to-death max {} ms (bound {:.0} ms), {false_kills} false kills, \
          {false_hung} hung verdicts for processes that answered, {} stall alarms",
         plan.connections,
         plan.period_ms,
         plan.window.as_secs_f64(),
+        w.wakeups_per_s.map_or("-".into(), |x| format!("{x:.0}")),
         cpu_pct + broker_cpu_pct,
         w.rss_kib as f64 / 1024.0,
         w.hwm_kib as f64 / 1024.0,
@@ -241,6 +259,8 @@ fn summarize(plan: &Plan, w: &Window, report: &serde_json::Value) -> CopsFigures
     );
     CopsFigures {
         cpu_pct,
+        sched_pct: w.sched_pct,
+        wakeups_per_s: w.wakeups_per_s,
         broker_cpu_pct,
         rss_mb: w.rss_kib as f64 / 1024.0,
         false_kills,
@@ -443,6 +463,8 @@ mod tests {
         tally.hung.insert("sim7".into()); // did not hang: a false verdict
         let w = Window {
             cpu: [2.0, 1.5, 3.0],
+            sched_pct: Some(2.1),
+            wakeups_per_s: Some(101.0),
             rss_kib: 2048,
             hwm_kib: 4096,
             tally,

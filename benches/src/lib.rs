@@ -20,6 +20,8 @@
 //! - [`scale`]: broker cost against the number of idle connections.
 //! - [`cops`]: `cops` supervising `cops-sim`'s simulated processes: CPU, RSS,
 //!   detection, false kills.
+//! - [`copsfloor`]: the floor of `cops_cpu_pct`: COPS's datagrams through
+//!   the same broker to the same `cops-sim`, sent by a bare program.
 //! - [`procstat`]: CPU time and resident memory of a process from `/proc`.
 //! - [`bins`]: finding (and building if missing) sibling workspace binaries.
 //! - [`stats`]: medians and percentiles.
@@ -31,6 +33,7 @@ pub mod bins;
 pub mod bus;
 pub mod cabi;
 pub mod cops;
+pub mod copsfloor;
 pub mod floor;
 pub mod load;
 pub mod msgs;

@@ -30,7 +30,8 @@ pub fn run(role: &str, socket: &Path, id: Option<u32>) -> Result<()> {
     }
 }
 
-fn ready() -> Result<()> {
+/// Tells the parent the peer is up (one `ready` line on stdout).
+pub fn ready() -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(b"ready\n")?;
     out.flush()?;

@@ -18,7 +18,7 @@ pub struct Figure {
 }
 
 /// The keys of the JSON object, in order.
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 24] = [
     "rtt_floor_us",
     "rtt_broker_us",
     "rtt_ratio",
@@ -38,6 +38,8 @@ pub const KEYS: [&str; 22] = [
     "tick_c_ns",
     "cops_cpu_pct",
     "supervision_cpu_pct",
+    "cops_floor_cpu_pct",
+    "cops_cpu_ratio",
     "cops_rss_mb",
     "false_kills",
     "max_detect_ms",
@@ -83,6 +85,8 @@ pub const SECTIONS: [(&str, &[&str]); 5] = [
         &[
             "cops_cpu_pct",
             "supervision_cpu_pct",
+            "cops_floor_cpu_pct",
+            "cops_cpu_ratio",
             "cops_rss_mb",
             "false_kills",
             "max_detect_ms",

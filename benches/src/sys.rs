@@ -376,3 +376,214 @@ impl Batch {
         Ok(())
     }
 }
+
+/// `SO_TIMESTAMPNS` on x86-64 and aarch64 (libc does not export it for linux-gnu).
+const SO_TIMESTAMPNS: libc::c_int = 35;
+/// Control space per received datagram (one timespec cmsg fits in 32 bytes).
+const STAMP_CTRL: usize = 64;
+/// Most datagrams per `sendmmsg`/`recvmmsg`, as `cops` batches.
+pub const MMSG_MAX: usize = 256;
+
+/// Asks the kernel to stamp every datagram arriving on `fd` with its arrival
+/// time (`SO_TIMESTAMPNS`), as `cops` does on its heartbeat connection.
+pub fn enable_timestamps(fd: RawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Datagrams of any length packed in one buffer, sent with `sendmmsg` in
+/// chunks of [`MMSG_MAX`] (the way `cops` sends a tick's rounds); every
+/// buffer is kept between flushes.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl SendQueue {
+    /// The buffer to append one datagram to; call [`SendQueue::end`] after.
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Ends the datagram appended since the last call.
+    pub fn end(&mut self) {
+        self.ends.push(self.buf.len());
+    }
+
+    /// Datagrams waiting.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Sends every waiting datagram on the non-blocking `fd`, waiting for
+    /// room (`poll`) when the socket buffer is full; returns how many
+    /// `sendmmsg` calls it took.
+    pub fn flush(&mut self, fd: RawFd) -> io::Result<usize> {
+        let n = self.ends.len();
+        self.iov.clear();
+        let mut start = 0;
+        for &end in &self.ends {
+            self.iov.push(libc::iovec {
+                // In bounds: start..end lies within buf.
+                iov_base: self.buf[start..end].as_ptr() as *mut libc::c_void,
+                iov_len: end - start,
+            });
+            start = end;
+        }
+        // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+        self.hdrs.resize(n, unsafe { std::mem::zeroed() });
+        for (h, iov) in self.hdrs.iter_mut().zip(self.iov.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        let (mut done, mut calls) = (0, 0);
+        while done < n {
+            let chunk = (n - done).min(MMSG_MAX);
+            // SAFETY: headers done..done+chunk point at iovecs over buf, all alive.
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..].as_mut_ptr(),
+                    chunk as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            calls += 1;
+            if rc >= 0 {
+                done += rc as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, 100) };
+                }
+                _ => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.ends.clear();
+        Ok(calls)
+    }
+}
+
+/// `recvmmsg` of up to [`MMSG_MAX`] datagrams with their kernel timestamps
+/// (read, as `cops` reads them), every buffer allocated once.
+#[derive(Debug)]
+pub struct StampedRecv {
+    bufs: Vec<u8>,
+    ctrl: Vec<u64>,
+    slot: usize,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl StampedRecv {
+    /// Slots of `slot` bytes.
+    pub fn new(slot: usize) -> StampedRecv {
+        StampedRecv {
+            bufs: vec![0; slot * MMSG_MAX],
+            // u64 for the alignment cmsghdr needs.
+            ctrl: vec![0; STAMP_CTRL / 8 * MMSG_MAX],
+            slot,
+            iov: Vec::with_capacity(MMSG_MAX),
+            // SAFETY: mmsghdr is plain data; zeroed is a valid empty header.
+            hdrs: vec![unsafe { std::mem::zeroed() }; MMSG_MAX],
+        }
+    }
+
+    /// Receives what is waiting on the non-blocking `fd` (one call): the
+    /// number of datagrams and the sum of their timestamps' nanoseconds (so
+    /// that reading them is not optimised away); `Ok(None)` when the peer
+    /// closed.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<Option<(usize, u64)>> {
+        self.iov.clear();
+        let ctrl = self.ctrl.as_mut_ptr().cast::<u8>();
+        for (i, chunk) in self.bufs.chunks_exact_mut(self.slot).enumerate() {
+            self.iov.push(libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            });
+            let h = &mut self.hdrs[i].msg_hdr;
+            // SAFETY: slot i of the control buffer (MMSG_MAX slots of STAMP_CTRL bytes).
+            h.msg_control = unsafe { ctrl.add(i * STAMP_CTRL) }.cast();
+            h.msg_controllen = STAMP_CTRL as _;
+        }
+        for (h, iov) in self.hdrs.iter_mut().zip(self.iov.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at its own slot and control space.
+        let rc = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                MMSG_MAX as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(Some((0, 0))),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut stamps = 0u64;
+        for h in &self.hdrs[..rc as usize] {
+            if h.msg_len == 0 {
+                return Ok(None);
+            }
+            stamps = stamps.wrapping_add(stamp_ns(&h.msg_hdr));
+        }
+        Ok(Some((rc as usize, stamps)))
+    }
+}
+
+/// The `SCM_TIMESTAMPNS` of a received message in ns, 0 without one.
+fn stamp_ns(m: &libc::msghdr) -> u64 {
+    // SAFETY: walking the control messages the kernel wrote, with the libc
+    // CMSG macros and within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    0
+}

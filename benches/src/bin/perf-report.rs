@@ -147,7 +147,18 @@ fn main() {
     let args = Args::parse();
     if let Some(role) = &args.peer {
         let socket = args.socket.clone().unwrap_or_else(fims::socket_path);
-        if let Err(e) = cops_benches::peer::run(role, &socket, args.peer_id) {
+        let run = if role == "cops-floor" {
+            cops_benches::copsfloor::serve(
+                &socket,
+                args.processes(),
+                args.connections,
+                Duration::from_millis(args.period_ms.max(1)),
+                cops_benches::peer::ready,
+            )
+        } else {
+            cops_benches::peer::run(role, &socket, args.peer_id)
+        };
+        if let Err(e) = run {
             eprintln!("perf-report peer {role}: {e}");
             std::process::exit(1);
         }
@@ -547,10 +558,14 @@ fn run_cops(
 }
 
 /// `cops_cpu_pct`, `supervision_cpu_pct`, `cops_rss_mb`, `false_kills`,
-/// `max_detect_ms`: one run of `cops` over `cops-sim`.
+/// `max_detect_ms`: one run of `cops` over `cops-sim`; then
+/// `cops_floor_cpu_pct` and `cops_cpu_ratio`: the same datagrams sent by a
+/// bare program (the floor) over the same window length.
 fn cops_figures(args: &Args, exes: &Exes, out: &mut Figures) {
     let plan = cops_plan(args, args.processes(), args.window());
-    let [cpu, sup, rss, fk, det] = match run_cops(&plan, exes) {
+    let run = run_cops(&plan, exes);
+    let floor = run_floor(&plan, exes);
+    let [cpu, sup, rss, fk, det] = match &run {
         Ok(c) => {
             out.notes.push(c.note.clone());
             [
@@ -558,18 +573,48 @@ fn cops_figures(args: &Args, exes: &Exes, out: &mut Figures) {
                 Ok(c.supervision_cpu_pct()),
                 Ok(c.rss_mb),
                 Ok(c.false_kills as f64),
-                c.max_detect_ms,
+                c.max_detect_ms.clone(),
             ]
         }
-        Err(e) => each_err(&e),
+        Err(e) => each_err(e),
     };
+    let (fl, ratio) = match (&run, &floor) {
+        (_, Err(e)) => (Err(clone_err(e)), Err(clone_err(e))),
+        (Err(e), Ok(f)) => (Ok(f.cpu_pct), Err(clone_err(e))),
+        (Ok(c), Ok(f)) if f.cpu_pct > 0.0 => (
+            Ok(f.cpu_pct),
+            Ok(c.sched_pct.unwrap_or(c.cpu_pct) / f.cpu_pct),
+        ),
+        (Ok(_), Ok(f)) => (
+            Ok(f.cpu_pct),
+            Err(cops_benches::err!("the floor used no measurable CPU")),
+        ),
+    };
+    if let Ok(f) = &floor {
+        out.notes.push(f.note.clone());
+    }
     out.headline.extend([
         fig("cops_cpu_pct", "%", "<= 2.5 (of one core)", cpu),
         fig("supervision_cpu_pct", "%", "<= 6 (cops + broker)", sup),
+        fig("cops_floor_cpu_pct", "%", "(the datagrams alone)", fl),
+        fig("cops_cpu_ratio", "x", "(cops / floor, schedstat)", ratio),
         fig("cops_rss_mb", "MB", "<= 30", rss),
         fig("false_kills", "", "0", fk),
         fig("max_detect_ms", "ms", "<= 5*period+deadline+50", det),
     ]);
+}
+
+/// The floor of `cops_cpu_pct` for `plan` (see `copsfloor`).
+fn run_floor(
+    plan: &cops_benches::cops::Plan,
+    exes: &Exes,
+) -> Result<cops_benches::copsfloor::FloorFigures> {
+    let (broker, me) = exes.broker_and_me()?;
+    let (_, sim) = exes
+        .cops
+        .as_ref()
+        .map_err(|e| cops_benches::err!("no cops-sim binary: {e}"))?;
+    cops_benches::copsfloor::measure(plan, broker, sim, me)
 }
 
 fn scaling(args: &Args, exes: &Exes) -> Vec<String> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fims::Method;
 
-use super::{Action, Engine, State, Transmit, Via};
+use super::{Action, Body, Engine, State, Transmit, Via};
 
 /// Round starts: the monitored processes in offset order on a grid of `period`.
 #[derive(Debug)]
@@ -145,14 +145,14 @@ impl Engine {
             method: Method::Set,
             uri: p.hb_uri.clone(),
             replyto: None,
-            body: p.h.to_string().into_bytes(),
+            body: Body::counter(p.h),
         });
         self.transmits.push_back(Transmit {
             via: Via::Heartbeat,
             method: Method::Get,
             uri: p.get_uri.clone(),
             replyto: Some(p.reply_uri.clone()),
-            body: Vec::new(),
+            body: Body::empty(),
         });
     }
 

@@ -276,7 +276,7 @@ impl Engine {
             method: Method::Set,
             uri: ev.uri.clone(),
             replyto: None,
-            body,
+            body: body.into(),
         });
         let timeout = now + ev.bound;
         self.timers

@@ -37,6 +37,7 @@ use fims::{Message, Method};
 
 use crate::config::{Config, ProcessConfig, Signal};
 
+mod body;
 mod control;
 mod cycle;
 mod events;
@@ -59,6 +60,7 @@ use serve::Tokens;
 use verdict::SiteBudget;
 
 pub use crate::identity::{ExitCheck, PinOutcome, SignalOutcome, Verifier};
+pub use body::Body;
 pub use events::{Event, EventKind, Severity};
 pub use loops::{LoopCounts, LoopMetrics};
 pub use ops::{KillReason, RttHistogram, Suppressed, LOG_LEN, RTT_BOUNDS};
@@ -87,8 +89,8 @@ pub struct Transmit {
     pub uri: Arc<str>,
     /// Reply URI, if any.
     pub replyto: Option<Arc<str>>,
-    /// Body (JSON text).
-    pub body: Vec<u8>,
+    /// Body (JSON text; inline when small).
+    pub body: Body,
 }
 
 /// Something the runtime must do with the OS; each has an answer method.
@@ -241,6 +243,8 @@ pub struct Engine {
     inhibit_seq: u64,
     /// The process of the last event (whose log entry `event_pid` completes).
     last_event_proc: Option<usize>,
+    /// The briefing's text buffer, kept between parts.
+    scratch: String,
 }
 
 impl Engine {
@@ -292,6 +296,7 @@ impl Engine {
                 .unwrap_or_else(|| vec!["root".into()]),
             inhibit_seq: 0,
             last_event_proc: None,
+            scratch: String::with_capacity(1024),
             cfg: cfg.clone(),
         };
         for p in &cfg.processes {

@@ -4,6 +4,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+mod fast;
+
 /// A parsed heartbeat reply.
 pub(super) struct Reply<'a> {
     pub(super) heartbeat: u64,
@@ -96,8 +98,17 @@ struct PlainReply<'a> {
 }
 
 /// Parses `{"cops_heartbeat":17,"pid":4242,"version_tag":...}` (clothed
-/// `{"value":..}` fields accepted too).
+/// `{"value":..}` fields accepted too). The usual compact reply is read in
+/// one pass ([`fast`]); anything else takes the serde path.
 pub(super) fn parse_reply(body: &[u8]) -> Result<Reply<'_>, String> {
+    match fast::parse(body) {
+        Some(r) => Ok(r),
+        None => serde_path(body),
+    }
+}
+
+/// [`parse_reply`] through serde: derive first, then a JSON tree.
+pub(super) fn serde_path(body: &[u8]) -> Result<Reply<'_>, String> {
     if let Ok(r) = serde_json::from_slice::<PlainReply<'_>>(body) {
         return Ok(Reply {
             heartbeat: r.cops_heartbeat,

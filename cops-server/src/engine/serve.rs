@@ -212,7 +212,7 @@ impl Engine {
             method: Method::Set,
             uri: Arc::from(replyto),
             replyto: None,
-            body: body.into_bytes(),
+            body: body.into(),
         });
     }
 
@@ -312,7 +312,7 @@ impl Engine {
         out.push_str(",\"last_confirmed_alive\":");
         match s.last_alive {
             Some(t) => {
-                let _ = write!(out, "\"{}\"", iso8601(self.wall(t)));
+                let _ = write!(out, "\"{}\"", Iso8601(self.wall(t)));
             }
             None => out.push_str("null"),
         }
@@ -391,11 +391,12 @@ impl Engine {
                     method: Method::Pub,
                     uri: self.summary_uri.clone(),
                     replyto: None,
-                    body,
+                    body: body.into(),
                 });
             }
             let end = (self.briefing_cursor + chunk).min(n);
-            let mut text = String::with_capacity(1024);
+            // One buffer for the whole part: each body is copied out once.
+            let mut text = std::mem::take(&mut self.scratch);
             for i in self.briefing_cursor..end {
                 text.clear();
                 self.write_stats(i, now, &mut text);
@@ -404,9 +405,10 @@ impl Engine {
                     method: Method::Pub,
                     uri: self.procs[i].stats_uri.clone(),
                     replyto: None,
-                    body: text.as_bytes().to_vec(),
+                    body: text.as_bytes().into(),
                 });
             }
+            self.scratch = text;
             self.briefing_cursor = end;
         } else {
             self.briefing_cursor = n;
@@ -428,24 +430,38 @@ impl Engine {
 
 /// `2026-11-26T13:28:41.123Z`.
 pub fn iso8601(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    Iso8601(t).to_string()
+}
+
+/// An instant written as [`iso8601`] spells it, straight into a formatter
+/// (no `String` per timestamp in the stats).
+pub struct Iso8601(pub SystemTime);
+
+impl std::fmt::Display for Iso8601 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = d.as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            d.subsec_millis()
+        )
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::ops::{rtt_slice, LogEntry, RttHistogram, Suppressed};
-use super::serve::{iso8601, push_ms, push_str};
+use super::serve::{iso8601, push_ms, push_str, Iso8601};
 use super::{Engine, State};
 
 /// Processes per `get ourUri/status` answer: 500 rows stay well within the
@@ -121,7 +121,7 @@ impl Engine {
                     k.signal,
                     k.reason.as_str(),
                     k.pid,
-                    iso8601(self.wall(k.at)),
+                    Iso8601(self.wall(k.at)),
                     now.saturating_duration_since(k.at).as_millis()
                 );
             }
@@ -166,7 +166,7 @@ impl Engine {
     fn push_time(&self, out: &mut String, t: Option<Instant>) {
         match t {
             Some(t) => {
-                let _ = write!(out, "\"{}\"", iso8601(self.wall(t)));
+                let _ = write!(out, "\"{}\"", Iso8601(self.wall(t)));
             }
             None => out.push_str("null"),
         }

@@ -147,7 +147,8 @@ impl Conn {
         while out.n < max && budget.is_none_or(|b| began.elapsed() < b) {
             let (now, wall) = (Instant::now(), SystemTime::now());
             let floor = self.last_empty.min(now);
-            let r = bufs.recv(fd, batch.min(max - out.n), |dg, stamp| {
+            let asked = batch.min(max - out.n);
+            let r = bufs.recv(fd, asked, |dg, stamp| {
                 let age = stamp.and_then(|st| wall.duration_since(st).ok());
                 let at = age
                     .and_then(|a| now.checked_sub(a))
@@ -163,7 +164,15 @@ impl Conn {
                     self.last_empty = now;
                     break;
                 }
-                Ok(Received::Datagrams(n)) => out.n += n,
+                Ok(Received::Datagrams(n)) => {
+                    out.n += n;
+                    if n < asked {
+                        // A short batch emptied the socket: no second call
+                        // just to hear EAGAIN.
+                        self.last_empty = now;
+                        break;
+                    }
+                }
                 Ok(Received::Closed) => {
                     out.closed = true;
                     break;

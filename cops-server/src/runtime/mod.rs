@@ -427,7 +427,7 @@ impl Shell {
                         method: Method::Post,
                         uri: "/events".into(),
                         replyto: None,
-                        body: ev.body(),
+                        body: ev.body().into(),
                     };
                     self.queue(&t);
                 }

@@ -373,7 +373,7 @@ impl Harness {
                 }
                 self.seq += 1;
                 self.inflight
-                    .insert((at, self.seq), Flight::Probe(t.body.clone()));
+                    .insert((at, self.seq), Flight::Probe(t.body.to_vec()));
             }
             Via::Heartbeat => self.reach_process(t, at),
             Via::Serve => {}
