@@ -9,57 +9,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fims::blocking::Client;
 use fims_server::{Config, Server};
-
-struct Counting;
-
-thread_local! {
-    /// Set on the broker's thread only.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Allocations made on the broker's thread.
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-fn count() {
-    // try_with: the thread-local may be gone while a thread exits.
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use testkit::alloc::watched_allocs;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: testkit::alloc::Counting = testkit::alloc::Counting;
 
 /// A subscriber thread counting what it receives on `/load`.
 fn subscriber(sock: &std::path::Path, name: &str) -> Arc<AtomicU64> {
@@ -102,7 +61,7 @@ fn warm_routing_does_not_allocate() {
     let path = sock.clone();
     // The broker is bound on its own thread (it is not Send), as `spawn` does.
     let broker = std::thread::spawn(move || {
-        COUNTED.with(|c| c.set(true));
+        testkit::alloc::watch_this_thread();
         let mut server = Server::bind(Config::new(&path)).expect("broker binds");
         // As with --metrics-listen: the counters are published every turn.
         let _published = server.publish_stats();
@@ -129,14 +88,14 @@ fn warm_routing_does_not_allocate() {
     let mut sent = 0;
     // Warm: the batch, the ring's pages and every list grow to their size.
     publish(&mut tx, &dg, &counts, &mut sent, 50);
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = watched_allocs();
     assert!(
         before > 0,
         "the counter sees the broker's thread (binding allocates)"
     );
     let t = Instant::now();
     publish(&mut tx, &dg, &counts, &mut sent, 500);
-    let during = ALLOCS.load(Ordering::SeqCst) - before;
+    let during = watched_allocs() - before;
     eprintln!(
         "{} messages routed to 2 subscribers in {:.2} s: {during} allocations on the broker's thread",
         500 * 20,

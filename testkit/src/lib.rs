@@ -6,6 +6,7 @@
 //! fresh temp directory, so tests run in parallel. [`fake_broker`] records the
 //! exact datagrams a client sends, for what a real broker does not show.
 
+pub mod alloc;
 pub mod fake_broker;
 pub mod scrape;
 
