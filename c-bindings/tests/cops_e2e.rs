@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{compile, spawn_ready, Link};
 use fims::blocking::Client;
@@ -26,18 +26,8 @@ fn stats(client: &mut Client, name: &str) -> Option<Value> {
 }
 
 fn wait_stats(client: &mut Client, name: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + Duration::from_secs(20);
-    let mut last = None;
-    while Instant::now() < end {
-        if let Some(v) = stats(client, name) {
-            if cond(&v) {
-                return v;
-            }
-            last = Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting on {name}: last stats {last:?}");
+    let what = format!("the stats of {name}");
+    testkit::poll_until(Duration::from_secs(20), &what, || stats(client, name), cond)
 }
 
 fn host(example: &str, broker: &Broker, name: &str, uri: &str) -> ChildGuard {

@@ -9,7 +9,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{compile, spawn_ready, Link};
 use fims::blocking::Client;
@@ -33,18 +33,7 @@ fn stats(client: &mut Client) -> Option<Value> {
 }
 
 fn wait_stats(client: &mut Client, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + Duration::from_secs(30);
-    let mut last = None;
-    while Instant::now() < end {
-        if let Some(v) = stats(client) {
-            if cond(&v) {
-                return v;
-            }
-            last = Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}: last stats {last:?}");
+    testkit::poll_until(Duration::from_secs(30), what, || stats(client), cond)
 }
 
 fn start_host(broker: &Broker) -> ChildGuard {

@@ -27,18 +27,8 @@ fn stats(client: &mut Client, name: &str) -> Option<Value> {
 }
 
 fn wait_stats(client: &mut Client, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + Duration::from_secs(30);
-    let mut last = None;
-    while Instant::now() < end {
-        if let Some(v) = stats(client, name) {
-            if cond(&v) {
-                return v;
-            }
-            last = Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}: last stats of {name} {last:?}");
+    let what = format!("{what} (stats of {name})");
+    testkit::poll_until(Duration::from_secs(30), &what, || stats(client, name), cond)
 }
 
 /// The first `/events` message holding every one of `needles`.

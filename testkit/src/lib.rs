@@ -134,6 +134,28 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Reads a value with `get` every 20 ms until `cond` holds for it, and
+/// returns it; panics after `timeout` naming `what` and the last value read.
+pub fn poll_until<T: std::fmt::Debug>(
+    timeout: Duration,
+    what: &str,
+    mut get: impl FnMut() -> Option<T>,
+    cond: impl Fn(&T) -> bool,
+) -> T {
+    let end = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < end {
+        if let Some(v) = get() {
+            if cond(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}: last value {last:?}");
+}
+
 /// A `fims_server` in its own temp directory, killed when dropped.
 #[derive(Debug)]
 pub struct Broker {
