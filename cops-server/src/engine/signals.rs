@@ -43,15 +43,14 @@ impl Engine {
                     .push(Reverse((check, Kind::KillCheck, process as u32, kill.seq)));
                 let note = unchecked_note(&unchecked);
                 let msg = format!("{name} (pid {pid}) sent {sig}; threads: {evidence}{note}");
-                self.event(
+                self.pid_event(
                     now,
                     Severity::Alarm,
                     EventKind::Signalled,
-                    Some(process),
+                    process,
+                    pid,
                     msg,
-                    true,
                 );
-                self.event_pid(pid);
             }
             SignalOutcome::DryRun { evidence } => {
                 p.kill = None;
@@ -59,44 +58,27 @@ impl Engine {
                 let msg = format!(
                     "{name} (pid {pid}) would be sent {sig} (dry run); threads: {evidence}"
                 );
-                self.event(
+                self.pid_event(
                     now,
                     Severity::Alarm,
                     EventKind::WouldSignal,
-                    Some(process),
+                    process,
+                    pid,
                     msg,
-                    true,
                 );
-                self.event_pid(pid);
             }
             SignalOutcome::Starved(s) => {
-                // Not made: the kill is given back to both budgets and to
-                // this incarnation; the next miss decides again.
                 p.kill = None;
-                p.killed_incarnation = None;
-                if p.kills.back() == Some(&kill.sent) {
-                    p.kills.pop_back();
-                }
-                self.site.give_back(kill.sent);
+                self.give_back_kill(process, kill.sent);
                 self.suppressed[Suppressed::Starved as usize] += 1;
-                let msg = if kill.reason == KillReason::Loop {
-                    format!(
-                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; its loop had no CPU to run with, COPS decides again at the loop's next failing beat"
-                    )
-                } else {
-                    format!(
-                        "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; it had no CPU to answer with, COPS decides again at its next missed heartbeat"
-                    )
+                let next = match kill.reason {
+                    KillReason::Loop => "its loop had no CPU to run with, COPS decides again at the loop's next failing beat",
+                    _ => "it had no CPU to answer with, COPS decides again at its next missed heartbeat",
                 };
-                self.event(
-                    now,
-                    Severity::Alarm,
-                    EventKind::Starved,
-                    Some(process),
-                    msg,
-                    true,
+                let msg = format!(
+                    "{name} (pid {pid}) NOT sent {sig}: runnable but starved of CPU: {s}; {next}"
                 );
-                self.event_pid(pid);
+                self.pid_event(now, Severity::Alarm, EventKind::Starved, process, pid, msg);
             }
             SignalOutcome::Refused(reason) => {
                 // The PID stays in the stats: a new one is pinned once this one
@@ -104,17 +86,30 @@ impl Engine {
                 p.kill = None;
                 self.suppressed[Suppressed::Refused as usize] += 1;
                 let msg = format!("{name} (pid {pid}) NOT sent {sig}: {reason}");
-                self.event(
+                self.pid_event(
                     now,
                     Severity::Alarm,
                     EventKind::SignalRefused,
-                    Some(process),
+                    process,
+                    pid,
                     msg,
-                    true,
                 );
-                self.event_pid(pid);
             }
         }
+    }
+
+    /// A posted event about process `i`'s pinned PID `pid`.
+    fn pid_event(
+        &mut self,
+        now: Instant,
+        severity: Severity,
+        kind: EventKind,
+        i: usize,
+        pid: u32,
+        msg: String,
+    ) {
+        self.event(now, severity, kind, Some(i), msg, true);
+        self.event_pid(pid);
     }
 
     /// A signal other than SIGKILL did not end the process in time: SIGKILL.
@@ -142,15 +137,14 @@ impl Engine {
             "{} (pid {pid}) still running {ms} ms after {}: escalating to SIGKILL; threads: {evidence}",
             p.cfg.name, kill.signal
         );
-        self.event(
+        self.pid_event(
             now,
             Severity::Alarm,
             EventKind::Escalated,
-            Some(process),
+            process,
+            pid,
             msg,
-            true,
         );
-        self.event_pid(pid);
     }
 
     /// An inhibit came while a signal other than SIGKILL was in flight: no
@@ -166,15 +160,14 @@ impl Engine {
             "{} (pid {pid}) still running after {}: not escalating to SIGKILL: {why}",
             p.cfg.name, kill.signal
         );
-        self.event(
+        self.pid_event(
             now,
             Severity::Alarm,
             EventKind::Escalated,
-            Some(process),
+            process,
+            pid,
             msg,
-            true,
         );
-        self.event_pid(pid);
     }
 
     /// First look after a signal; later looks double the interval up to
@@ -212,15 +205,7 @@ impl Engine {
             ExitCheck::Exited => {
                 p.kill = None;
                 let msg = format!("{name} (pid {pid}) exited after {} ({ms} ms)", kill.signal);
-                self.event(
-                    now,
-                    Severity::Status,
-                    EventKind::Exited,
-                    Some(process),
-                    msg,
-                    true,
-                );
-                self.event_pid(pid);
+                self.pid_event(now, Severity::Status, EventKind::Exited, process, pid, msg);
             }
             ExitCheck::StillAlive { evidence } if !kill.signal.is_kill() => {
                 return self.escalate(now, process, kill, &evidence);
@@ -230,15 +215,14 @@ impl Engine {
                 let msg = format!(
                     "{name} (pid {pid}) did NOT exit {ms} ms after SIGKILL (stuck in the kernel?); threads: {evidence}"
                 );
-                self.event(
+                self.pid_event(
                     now,
                     Severity::Fault,
                     EventKind::DidNotExit,
-                    Some(process),
+                    process,
+                    pid,
                     msg,
-                    true,
                 );
-                self.event_pid(pid);
             }
         }
         if unpin {

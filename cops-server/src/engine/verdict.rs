@@ -222,6 +222,17 @@ impl Engine {
         KillDecision::Killing(signal)
     }
 
+    /// A kill decided at `sent` was not made (the kill layer held it): it no
+    /// longer counts against either budget or this incarnation.
+    pub(super) fn give_back_kill(&mut self, i: usize, sent: Instant) {
+        let p = &mut self.procs[i];
+        p.killed_incarnation = None;
+        if p.kills.back() == Some(&sent) {
+            p.kills.pop_back();
+        }
+        self.site.give_back(sent);
+    }
+
     /// `maxKills` in `killWindowMS`: `Err` while quarantined (one fault event
     /// when it starts, one status event when it ends).
     fn process_budget(&mut self, now: Instant, i: usize, pid: u32) -> Result<(), String> {

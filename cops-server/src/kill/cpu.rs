@@ -18,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::procfs::{parse_stat, read_small};
 use crate::identity::CpuUse;
 
 /// At most this many threads are sampled (a process with more is judged by these).
@@ -67,10 +68,10 @@ pub fn sample(pid: u32) -> Option<CpuSample> {
         .take(MAX_THREADS)
         .filter_map(|tid: u32| {
             let base = format!("/proc/{pid}/task/{tid}");
-            let s = std::fs::read_to_string(format!("{base}/schedstat")).ok()?;
+            let s = read_small(&format!("{base}/schedstat")).ok()?;
             let (ran, waited, slices) = parse_schedstat(&s)?;
-            let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
-            let runnable = super::procfs::parse_stat(&stat)?.state == 'R';
+            let stat = read_small(&format!("{base}/stat")).ok()?;
+            let runnable = parse_stat(&stat)?.state == 'R';
             Some(Thread {
                 tid,
                 ran,

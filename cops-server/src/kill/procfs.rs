@@ -13,7 +13,7 @@ use std::time::Instant;
 /// Reads a small `/proc` file with one `open`, one `read` and one `close`
 /// (`read_to_string` adds a `statx` and a second `read`; pins read three of
 /// these files, so it shows).
-fn read_small(path: &str) -> io::Result<String> {
+pub(crate) fn read_small(path: &str) -> io::Result<String> {
     let c = CString::new(path).map_err(io::Error::other)?;
     // SAFETY: open with a valid C string; the descriptor is closed below.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
