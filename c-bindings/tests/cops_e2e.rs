@@ -4,31 +4,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{compile, spawn_ready, Link};
 use fims::blocking::Client;
 use fims::Method;
-use serde_json::Value;
 use testkit::{Broker, ChildGuard};
-
-fn stats(client: &mut Client, name: &str) -> Option<Value> {
-    let answer = client
-        .request(
-            Method::Get,
-            &format!("/cops/stats/{name}"),
-            b"",
-            Duration::from_millis(500),
-        )
-        .ok()?;
-    serde_json::from_slice(&answer.body).ok()
-}
-
-fn wait_stats(client: &mut Client, name: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let what = format!("the stats of {name}");
-    testkit::poll_until(Duration::from_secs(20), &what, || stats(client, name), cond)
-}
 
 fn host(example: &str, broker: &Broker, name: &str, uri: &str) -> ChildGuard {
     spawn_ready(
@@ -60,18 +42,10 @@ fn cops_kills_the_hung_cpp_controller_and_spares_the_c_host() {
         "modbus",
         "/components/modbus",
     );
-    let _cops = ChildGuard::spawn(
-        Command::new(testkit::bin("cops-server", "cops"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(broker.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let _cops = common::start_cops(&broker, &config);
     let mut client = Client::connect_to(broker.socket(), "c_e2e").expect("connect");
     for (name, pid) in [("ctl", ctl.pid()), ("modbus", modbus.pid())] {
-        let v = wait_stats(&mut client, name, |v| {
+        let v = common::wait_stats(&mut client, name, "alive, heartbeat >= 3", 20, |v| {
             v["state"] == "alive" && v["heartbeat"].as_u64().is_some_and(|h| h >= 3)
         });
         assert_eq!(v["pid"], pid, "{v}");
@@ -90,8 +64,8 @@ fn cops_kills_the_hung_cpp_controller_and_spares_the_c_host() {
         .expect("cops kills the hung controller");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    wait_stats(&mut client, "ctl", |v| v["state"] == "hung");
-    let v = stats(&mut client, "modbus").expect("modbus stats");
+    common::wait_stats(&mut client, "ctl", "hung", 20, |v| v["state"] == "hung");
+    let v = common::stats(&mut client, "modbus").expect("modbus stats");
     assert_eq!(v["state"], "alive", "{v}");
     assert_eq!(v["pid"], modbus.pid(), "{v}");
 }

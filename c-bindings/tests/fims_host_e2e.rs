@@ -8,7 +8,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{compile, spawn_ready, Link};
@@ -19,22 +19,6 @@ use testkit::{Broker, ChildGuard};
 
 const NAME: &str = "fims_host";
 const URI: &str = "/fh_site";
-
-fn stats(client: &mut Client) -> Option<Value> {
-    let answer = client
-        .request(
-            Method::Get,
-            &format!("/cops/stats/{NAME}"),
-            b"",
-            Duration::from_millis(500),
-        )
-        .ok()?;
-    serde_json::from_slice(&answer.body).ok()
-}
-
-fn wait_stats(client: &mut Client, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    testkit::poll_until(Duration::from_secs(30), what, || stats(client), cond)
-}
 
 fn start_host(broker: &Broker) -> ChildGuard {
     let (child, line) = spawn_ready(
@@ -95,18 +79,10 @@ fn cops_kills_the_hung_fims_host_and_sees_its_restart() {
     )
     .expect("write config");
     let mut host = start_host(&broker);
-    let _cops = ChildGuard::spawn(
-        Command::new(testkit::bin("cops-server", "cops"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(broker.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let _cops = common::start_cops(&broker, &config);
     let mut client = Client::connect_to(broker.socket(), "fh_e2e").expect("connect");
     // COPS accepts answers that carry the loop object: alive, our PID, versions.
-    let v = wait_stats(&mut client, "alive", |v| {
+    let v = common::wait_stats(&mut client, NAME, "alive", 30, |v| {
         v["state"] == "alive" && v["heartbeat"].as_u64().is_some_and(|h| h >= 3)
     });
     assert_eq!(v["pid"], host.pid(), "{v}");
@@ -120,12 +96,12 @@ fn cops_kills_the_hung_fims_host_and_sees_its_restart() {
         .wait_timeout(Duration::from_secs(15))
         .expect("cops kills the hung host");
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-    wait_stats(&mut client, "hung", |v| v["state"] == "hung");
+    common::wait_stats(&mut client, NAME, "hung", 30, |v| v["state"] == "hung");
 
     // Restart=always: a new process, a new PID.
     let old_pid = v["pid"].clone();
     let again = start_host(&broker);
-    let v = wait_stats(&mut client, "alive again with the new PID", |v| {
+    let v = common::wait_stats(&mut client, NAME, "alive again with the new PID", 30, |v| {
         v["state"] == "alive" && v["pid"] == again.pid()
     });
     assert_ne!(v["pid"], old_pid);

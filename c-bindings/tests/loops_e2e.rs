@@ -9,7 +9,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{compile, spawn_ready, Link};
@@ -17,19 +17,6 @@ use fims::blocking::Client;
 use fims::Method;
 use serde_json::Value;
 use testkit::{Broker, ChildGuard};
-
-fn stats(client: &mut Client, name: &str) -> Option<Value> {
-    let uri = format!("/cops/stats/{name}");
-    let answer = client
-        .request(Method::Get, &uri, b"", Duration::from_millis(500))
-        .ok()?;
-    serde_json::from_slice(&answer.body).ok()
-}
-
-fn wait_stats(client: &mut Client, name: &str, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
-    let what = format!("{what} (stats of {name})");
-    testkit::poll_until(Duration::from_secs(30), &what, || stats(client, name), cond)
-}
 
 /// The first `/events` message holding every one of `needles`.
 fn wait_event(events: &mut Client, needles: &[&str]) -> String {
@@ -75,20 +62,12 @@ fn cops_alarms_on_and_kills_for_a_c_hosts_slow_loop() {
     .expect("write config");
     let alarmed = start_host(&broker, "c_alarm", "/c_alarm");
     let mut killed = start_host(&broker, "c_kill", "/c_kill");
-    let _cops = ChildGuard::spawn(
-        Command::new(testkit::bin("cops-server", "cops"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--socket")
-            .arg(broker.socket())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let _cops = common::start_cops(&broker, &config);
     let mut client = Client::connect_to(broker.socket(), "loops_e2e").expect("connect");
     let mut events = Client::connect_to(broker.socket(), "loops_events").expect("connect");
     events.subscribe(&["/events"]).expect("sub /events");
     for (name, pid) in [("c_alarm", alarmed.pid()), ("c_kill", killed.pid())] {
-        let v = wait_stats(&mut client, name, "alive with loop figures", |v| {
+        let v = common::wait_stats(&mut client, name, "alive with loop figures", 30, |v| {
             v["state"] == "alive"
                 && v["pid_confirmed"] == true
                 && v["loop_count"].as_u64() > Some(0)
@@ -110,9 +89,13 @@ fn cops_alarms_on_and_kills_for_a_c_hosts_slow_loop() {
     );
     eprintln!("alarm: {alarm}");
     assert!(alarm.contains("of the last"), "{alarm}");
-    let v = wait_stats(&mut client, "c_alarm", "the loop alarm in the stats", |v| {
-        v["loop_alarm"] == true
-    });
+    let v = common::wait_stats(
+        &mut client,
+        "c_alarm",
+        "the loop alarm in the stats",
+        30,
+        |v| v["loop_alarm"] == true,
+    );
     assert!(v["loop_overruns"].as_u64() >= Some(3), "{v}");
     assert_eq!(v["state"], "alive", "{v}");
     assert_eq!(v["pid"], alarmed.pid(), "{v}");
@@ -124,7 +107,7 @@ fn cops_alarms_on_and_kills_for_a_c_hosts_slow_loop() {
         &["c_alarm (pid", "loop back within its limits"],
     );
     eprintln!("over: {over}");
-    wait_stats(&mut client, "c_alarm", "the alarm to end", |v| {
+    common::wait_stats(&mut client, "c_alarm", "the alarm to end", 30, |v| {
         v["loop_alarm"] == false
     });
 
@@ -149,15 +132,19 @@ fn cops_alarms_on_and_kills_for_a_c_hosts_slow_loop() {
     );
     // Restart=always: a new process at the normal pace.
     let again = start_host(&broker, "c_kill", "/c_kill");
-    let v = wait_stats(&mut client, "c_kill", "alive again with the new PID", |v| {
-        v["state"] == "alive" && v["pid"] == again.pid() && v["loop_count"].as_u64() > Some(0)
-    });
+    let v = common::wait_stats(
+        &mut client,
+        "c_kill",
+        "alive again with the new PID",
+        30,
+        |v| v["state"] == "alive" && v["pid"] == again.pid() && v["loop_count"].as_u64() > Some(0),
+    );
     assert_eq!(v["cops_restarts"], 1, "{v}");
     assert_eq!(v["loop_alarm"], false, "{v}");
     assert!(v["loop_max_us"].as_u64() < Some(150_000), "healthy: {v}");
     // The alarm host was never signalled.
     assert_eq!(
-        stats(&mut client, "c_alarm").expect("stats")["pid"],
+        common::stats(&mut client, "c_alarm").expect("stats")["pid"],
         alarmed.pid()
     );
 }

@@ -155,3 +155,43 @@ pub fn spawn_ready(cmd: &mut Command) -> (ChildGuard, String) {
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (child, line)
 }
+
+/// `cops` with `config` on `broker`'s socket, killed when dropped.
+pub fn start_cops(broker: &testkit::Broker, config: &Path) -> ChildGuard {
+    ChildGuard::spawn(
+        Command::new(testkit::bin("cops-server", "cops"))
+            .arg("--config")
+            .arg(config)
+            .arg("--socket")
+            .arg(broker.socket())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    )
+}
+
+/// `get /cops/stats/<name>`, parsed.
+pub fn stats(client: &mut fims::blocking::Client, name: &str) -> Option<serde_json::Value> {
+    let uri = format!("/cops/stats/{name}");
+    let answer = client
+        .request(
+            fims::Method::Get,
+            &uri,
+            b"",
+            std::time::Duration::from_millis(500),
+        )
+        .ok()?;
+    serde_json::from_slice(&answer.body).ok()
+}
+
+/// The stats of `name` once `cond` holds for them (panics after `secs` s naming `what`).
+pub fn wait_stats(
+    client: &mut fims::blocking::Client,
+    name: &str,
+    what: &str,
+    secs: u64,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let what = format!("{what} (stats of {name})");
+    let timeout = std::time::Duration::from_secs(secs);
+    testkit::poll_until(timeout, &what, || stats(client, name), cond)
+}
